@@ -1,0 +1,35 @@
+"""Metric names: the one place they are defined.
+
+Names are namespaced with ``/`` so the MLflow UI groups them into chart sections.
+The step of every logged metric is the number of environment steps sampled so far.
+"""
+
+# Episode statistics (means over the episodes that ended in the iteration).
+RETURN_MEAN = "return/mean"  # shaped return: what the learner optimised
+RETURN_MIN = "return/min"
+RETURN_MAX = "return/max"
+RETURN_ENV_MEAN = "return_env/mean"  # the environment's own reward, no shaping
+EPISODE_LEN_MEAN = "episode/len_mean"
+EPISODES = "episode/count_lifetime"
+
+# Progress and throughput.
+ENV_STEPS = "progress/env_steps"
+ITERATION = "progress/iteration"
+TIME_TOTAL_S = "progress/time_total_s"
+ENV_STEPS_PER_S = "perf/env_steps_per_s"
+
+# Learner losses: "loss/<rllib key>" for every scalar under learners/<module>/.
+LOSS_PREFIX = "loss/"
+# Reward design: per-episode sums of each reward component and metric statistics.
+REWARD_PREFIX = "reward/"  # reward/<component>/sum
+RT_PREFIX = "rt/"  # rt/<metric>/{mean,min,max}
+# Convergence statistics (computed from the return_env trajectory).
+CONV_PREFIX = "conv/"
+# RLlib's own keys, kept verbatim under this prefix for anything not mapped above.
+RLLIB_PREFIX = "rllib/"
+
+# Key the reward wrapper uses in the final step's ``info`` of every episode: a flat
+# {name: float} dict whose names are already in the scheme above without the
+# section prefix resolved, e.g. {"return_env": -12.0, "reward/rt_route/sum": -3.1,
+# "rt/route/mean": 0.4}.
+EPISODE_INFO_KEY = "qeu_episode"
