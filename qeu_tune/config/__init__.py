@@ -1,0 +1,5 @@
+"""Typed experiment configuration: schemas (``schema``), composition (``compose``), errors."""
+
+from qeu_tune.config.errors import ConfigError
+
+__all__ = ["ConfigError"]

@@ -1,0 +1,156 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore.
+
+YAML files in ``conf/`` extend these schemas (``defaults: [base_<group>]``), so a typo or a
+wrong type fails when the config is composed, not an hour into a sweep. Open-ended
+mappings (RLlib hyperparameters, ``env_config``) stay ``Dict[str, Any]`` because their
+keys belong to RLlib or to the environment; those are checked by building the objects
+once on the driver (see ``qeu_tune.config.validate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from qeu_tune.reward.config import MetricConfig, RewardConfig
+
+__all__ = [
+    "AlgoConfig",
+    "ClusterConfig",
+    "EnvConfig",
+    "ExperimentConfig",
+    "MetricConfig",
+    "RewardConfig",
+    "SchedulerConfig",
+    "SearchConfig",
+    "StopConfig",
+    "TrackingConfig",
+    "register_schemas",
+]
+
+
+@dataclass
+class AlgoConfig:
+    """An RLlib algorithm (new API stack) and its hyperparameters."""
+
+    name: str = "ppo"  # ppo | dqn | appo | impala | sac
+    params: Dict[str, Any] = field(default_factory=dict)  # AlgorithmConfig.training(**params)
+    model: Dict[str, Any] = field(default_factory=dict)  # rl_module(model_config=...)
+    num_env_runners: int = 0  # 0: sample in the trial's own process (one CPU per trial)
+    num_envs_per_env_runner: int = 1
+    rollout_fragment_length: Any = "auto"
+    # Applied on top of ``params`` by the smoke option: the smallest settings that still train.
+    smoke_params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EnvConfig:
+    """A Gymnasium id or ``module:Class`` entry point, with kwargs passed through."""
+
+    name: str = "cartpole"
+    id: str = "CartPole-v1"
+    env_config: Dict[str, Any] = field(default_factory=dict)
+    # Unshaped return that counts as "solved": drives convergence statistics.
+    return_threshold: Optional[float] = None
+
+
+@dataclass
+class SearchConfig:
+    """The search space (Hydra sweep grammar) and the search algorithm."""
+
+    name: str = "random"
+    algorithm: str = "random"  # grid | random | optuna
+    # Dotted config key -> expression, e.g. {"algo.params.lr": "tag(log, interval(1e-4, 1e-3))"}.
+    space: Dict[str, Any] = field(default_factory=dict)
+    # Conditional dimensions: "key=value" -> {dotted key: expression}, sampled only for
+    # trials where the condition holds, e.g. {"algo=ppo": {"algo.params.clip_param": ...}}.
+    when: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    num_samples: int = 2  # configurations to sample (ignored by grid: it enumerates)
+    num_seeds: int = 1  # every configuration runs with this many distinct seeds
+    seed: int = 0  # first trial seed; also seeds the search algorithm
+    metric: str = "return_env/mean"  # unshaped return: fair across reward designs
+    mode: str = "max"
+    max_concurrent_trials: Optional[int] = None  # None: as many as the CPUs allow
+
+
+@dataclass
+class SchedulerConfig:
+    """A Tune trial scheduler; ``params`` go to its constructor."""
+
+    name: str = "fifo"  # fifo | asha | pbt
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StopConfig:
+    """When a trial stops: whichever comes first."""
+
+    env_steps: int = 20_000
+    time_s: Optional[float] = None
+    target_return: Optional[float] = None  # on the unshaped return
+
+
+@dataclass
+class TrackingConfig:
+    """Where MLflow records runs. Precedence: ``uri`` > $MLFLOW_TRACKING_URI > local SQLite."""
+
+    name: str = "local"
+    uri: Optional[str] = None
+    experiment: str = "qeu-tune"
+    flush_every_s: float = 5.0  # metric batching interval
+    log_rllib_metrics: bool = False  # also log RLlib's raw keys under rllib/
+
+
+@dataclass
+class ClusterConfig:
+    """Where Ray runs. ``address`` None starts a local Ray sized to the machine."""
+
+    name: str = "local"
+    address: Optional[str] = None  # "auto", "ray://host:10001", or None for local
+    num_cpus: Optional[int] = None  # local Ray only; None: all cores
+    storage_path: Optional[str] = None  # Ray results; None: <QEU_TUNE_HOME>/ray_results
+
+
+@dataclass
+class ExperimentConfig:
+    """The root config: one option from each group plus run-level settings."""
+
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    sweep_name: str = "default"
+    seed: Optional[int] = None  # set per trial from search.seed/num_seeds; fixed in reruns
+    checkpoint_every: int = 10  # training iterations between checkpoints (0: only at the end)
+    max_failures: int = 0  # retries of a crashed trial (from its last checkpoint)
+    verbose: int = 1  # 0 silent, 1 progress table, 2 + Ray logs
+    tags: Dict[str, str] = field(default_factory=dict)  # extra MLflow tags on the sweep
+    smoke: bool = False  # set by the smoke option; recorded so reports can flag it
+
+
+GROUPS: Dict[str, type] = {
+    "algo": AlgoConfig,
+    "env": EnvConfig,
+    "reward": RewardConfig,
+    "search": SearchConfig,
+    "scheduler": SchedulerConfig,
+    "tracking": TrackingConfig,
+    "cluster": ClusterConfig,
+}
+
+
+def register_schemas() -> None:
+    """Register ``base_config`` and ``base_<group>`` schemas with Hydra's ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=ExperimentConfig)
+    for group, schema in GROUPS.items():
+        cs.store(group=group, name=f"base_{group}", node=schema)
+
+
+GROUP_NAMES: List[str] = list(GROUPS)
