@@ -1,8 +1,9 @@
 """``qeu-tune``: a thin command line over the sweep engine.
 
 ``qeu-tune [HYDRA OVERRIDES]`` composes ``conf/`` with Hydra and runs the sweep
-(``-m`` runs one sweep per Hydra multirun job). Known errors become one paragraph on
-stderr and exit code 2, before Ray starts.
+(``-m`` runs one sweep per Hydra multirun job). ``qeu-tune report|best|rerun|ui ...`` read
+recorded sweeps back from MLflow. Known errors become one paragraph on stderr and exit
+code 2, before Ray starts.
 """
 
 from __future__ import annotations
@@ -53,6 +54,59 @@ def _print_summary(result: Any) -> None:
     print(f"Browse: mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1")
 
 
+SUBCOMMANDS = ("report", "best", "rerun", "ui")
+
+
+def _subcommand_parser() -> Any:
+    import argparse
+
+    from qeu_tune.ui import DEFAULT_HOST, DEFAULT_PORT
+
+    parser = argparse.ArgumentParser(prog="qeu-tune", description="Read recorded sweeps back from MLflow.")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local SQLite file)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ui = sub.add_parser("ui", help="start the MLflow UI on this project's tracking backend")
+    ui.add_argument("--host", default=DEFAULT_HOST, help="bind address (default 127.0.0.1: local only)")
+    ui.add_argument("--port", type=int, default=DEFAULT_PORT)
+    for name, text in (("report", "ranked table and plots of a sweep"), ("best", "the best configuration of a sweep")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("sweep", help="parent run id or sweep name")
+        p.add_argument("--by", default=None, help="statistic to rank by (default: IQM of final return over seeds)")
+        p.add_argument("--baseline", default=None, help="configuration (reward name or config key) for probability of improvement")
+        p.add_argument("--out", default=None, help="directory for tables/plots (report) or the experiment file (best)")
+    rerun = sub.add_parser("rerun", help="rerun a sweep's best configuration (or one trial) on fresh seeds")
+    rerun.add_argument("ref", help="parent run id / sweep name, or a trial's run id")
+    rerun.add_argument("--seeds", type=int, default=None, help="number of fresh seeds (default: the sweep's num_seeds)")
+    rerun.add_argument("--by", default=None, help="statistic that picks the best configuration")
+    rerun.add_argument("overrides", nargs="*", help="extra Hydra-style overrides, e.g. cluster.address=auto")
+    return parser
+
+
+def run_subcommand(argv: Sequence[str]) -> int:
+    """``qeu-tune report|best|rerun|ui``; returns the exit code."""
+    from qeu_tune.paths import resolve_tracking_uri
+
+    args = _subcommand_parser().parse_args(list(argv))
+    uri = resolve_tracking_uri(args.tracking_uri)
+    try:
+        if args.command == "ui":
+            from qeu_tune.ui import run_ui
+
+            return run_ui(tracking_uri=uri, host=args.host, port=args.port)
+        from qeu_tune import analysis
+
+        if args.command == "report":
+            analysis.report_command(uri, args.sweep, by=args.by, baseline=args.baseline, out=args.out)
+        elif args.command == "best":
+            analysis.best_command(uri, args.sweep, by=args.by, out=args.out)
+        else:
+            analysis.rerun_command(uri, args.ref, seeds=args.seeds, by=args.by, overrides=args.overrides)
+    except ConfigError as err:
+        fail(str(err))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``qeu-tune`` console script."""
     import hydra
@@ -61,6 +115,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        raise SystemExit(run_subcommand(sys.argv[1:]))
     setup_hydra()
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(sweep)()
 

@@ -22,7 +22,7 @@ _RETURN_ENV = "return_env"
 
 
 class EpisodeMetricsCallback(RLlibCallback):
-    """Logs the unshaped return and the reward wrapper's per-episode statistics."""
+    """Logs the reward wrapper's per-episode statistics (unshaped return, components, RT)."""
 
     def on_episode_end(self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
         if metrics_logger is None:
@@ -34,9 +34,9 @@ class EpisodeMetricsCallback(RLlibCallback):
                 stats = last_info.get(names.EPISODE_INFO_KEY) or {}
         except (IndexError, KeyError, TypeError):  # an episode without infos
             stats = {}
-        # Without a reward design the env's own reward is the return RLlib saw.
-        if _RETURN_ENV not in stats:
-            stats = {**stats, _RETURN_ENV: float(episode.get_return())}
+        # Without a reward design there is nothing to add: the env's own return is
+        # RLlib's episode return (``episode.get_return()`` here would cover only the
+        # episode's last chunk, so it must not be used).
         for key, value in stats.items():
             metrics_logger.log_value((RLLIB_NAMESPACE, key), float(value), reduce="mean", window=100)
 
@@ -71,8 +71,8 @@ def flatten_result(result: Mapping[str, Any], *, previous_env_steps: float = 0.0
 
     Returns:
         Flat ``{name: float}``: returns, episode length, progress, throughput, learner
-        losses (``loss/<module>/<key>`` for non-default modules, ``loss/<key>`` for the
-        default one), reward components and RT metrics. Missing values (no episode ended
+        statistics (``learner/<key>`` for the default module, ``learner/<module>/<key>``
+        for others), reward components and RT metrics. Missing values (no episode ended
         yet) are NaN, never absent, so every iteration has the same keys.
     """
     runners = result.get("env_runners", {}) or {}
@@ -89,7 +89,8 @@ def flatten_result(result: Mapping[str, Any], *, previous_env_steps: float = 0.0
         names.RETURN_MEAN: get(runners, "episode_return_mean"),
         names.RETURN_MIN: get(runners, "episode_return_min"),
         names.RETURN_MAX: get(runners, "episode_return_max"),
-        names.RETURN_ENV_MEAN: get(ours, _RETURN_ENV),
+        # No reward design: the unshaped return is the return.
+        names.RETURN_ENV_MEAN: get(ours, _RETURN_ENV) if _RETURN_ENV in ours else get(runners, "episode_return_mean"),
         names.EPISODE_LEN_MEAN: get(runners, "episode_len_mean"),
         names.EPISODES: get(runners, "num_episodes_lifetime"),
         names.ENV_STEPS: env_steps,
@@ -103,7 +104,7 @@ def flatten_result(result: Mapping[str, Any], *, previous_env_steps: float = 0.0
     for module, stats in (result.get("learners", {}) or {}).items():
         if module.startswith("__") or not isinstance(stats, Mapping):
             continue
-        prefix = names.LOSS_PREFIX if module == "default_policy" else f"{names.LOSS_PREFIX}{module}/"
+        prefix = names.LEARNER_PREFIX if module == "default_policy" else f"{names.LEARNER_PREFIX}{module}/"
         for key, value in stats.items():
             if _is_learner_stat(key) and (number := _number(value)) is not None and math.isfinite(number):
                 flat[prefix + key] = number

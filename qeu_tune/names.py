@@ -18,8 +18,8 @@ ITERATION = "progress/iteration"
 TIME_TOTAL_S = "progress/time_total_s"
 ENV_STEPS_PER_S = "perf/env_steps_per_s"
 
-# Learner losses: "loss/<rllib key>" for every scalar under learners/<module>/.
-LOSS_PREFIX = "loss/"
+# Learner statistics (losses, entropy, KL, learning rates): "learner/<rllib key>".
+LEARNER_PREFIX = "learner/"
 # Reward design: per-episode sums of each reward component and metric statistics.
 REWARD_PREFIX = "reward/"  # reward/<component>/sum
 RT_PREFIX = "rt/"  # rt/<metric>/{mean,min,max}

@@ -261,23 +261,29 @@ def grid_points(dims: Sequence[Dimension]) -> List[Dict[str, Any]]:
     return points
 
 
-def _optuna_space(dims: Sequence[Dimension]) -> Callable[[Any], Dict[str, Any]]:
-    """A define-by-run function: conditional dimensions are suggested only when active."""
+def _primitive(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
 
-    def primitive(value: Any) -> bool:
-        return value is None or isinstance(value, (bool, int, float, str))
 
-    def define(trial: Any) -> Dict[str, Any]:
+class OptunaSpace:
+    """Optuna define-by-run space: conditional dimensions are suggested only when active.
+
+    A class, not a closure, because Tune pickles the searcher with its experiment state.
+    """
+
+    def __init__(self, dims: Sequence[Dimension]) -> None:
+        self.dims = list(dims)
+
+    def __call__(self, trial: Any) -> Dict[str, Any]:
         chosen: Dict[str, Any] = {}
         constants: Dict[str, Any] = {}
-        for dim in dims:
+        for dim in self.dims:
             if dim.condition is not None and chosen.get(dim.condition[0]) != dim.condition[1]:
                 continue
             if dim.kind == "const":
-                constants[dim.key] = dim.values[0]
-                chosen[dim.key] = dim.values[0]
+                constants[dim.key] = chosen[dim.key] = dim.values[0]
             elif dim.kind == "choice":
-                if all(primitive(v) for v in dim.values):
+                if all(_primitive(v) for v in dim.values):
                     chosen[dim.key] = trial.suggest_categorical(dim.key, list(dim.values))
                 else:  # Optuna stores only primitives: suggest an index, return the value
                     index = trial.suggest_categorical(f"{dim.key}#index", list(range(len(dim.values))))
@@ -287,8 +293,6 @@ def _optuna_space(dims: Sequence[Dimension]) -> Callable[[Any], Dict[str, Any]]:
             else:
                 chosen[dim.key] = trial.suggest_float(dim.key, dim.low, dim.high, log=dim.log)
         return constants  # Tune adds the suggested values itself
-
-    return define
 
 
 def build_tune_search(
@@ -384,7 +388,7 @@ def build_tune_search(
         else optuna.samplers.TPESampler(seed=first_seed)
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    searcher = OptunaSearch(space=_optuna_space(dims), metric=metric, mode=mode, sampler=sampler)
+    searcher = OptunaSearch(space=OptunaSpace(dims), metric=metric, mode=mode, sampler=sampler)
     # Repeater runs each sampled configuration num_seeds times and reports their mean
     # to the searcher, so a lucky seed does not steer the search.
     search_alg = Repeater(searcher, repeat=num_seeds) if num_seeds > 1 else searcher

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from qeu_tune import names
 from qeu_tune.config.compose import compose_group_options, group_options
 from qeu_tune.config.errors import ConfigError
-from qeu_tune.config.schema import GROUP_NAMES
+from qeu_tune.config.groups import GROUP_NAMES
 from qeu_tune.paths import CONF_DIR, resolve_storage_path, resolve_tracking_uri
 from qeu_tune.search import TuneSearch, build_tune_search, grid_points, parse_space
 from qeu_tune.trial_config import TrialTemplate, describe, resolve_trial_config, unknown_keys
@@ -119,12 +119,7 @@ def _check_action_space(algo: str, space: Any) -> None:
     if algo == "dqn" and not isinstance(space, gym.spaces.Discrete):
         raise ConfigError(
             f"algo=dqn needs a discrete action space, but the env has {space}; use "
-            "algo=sac (continuous) or ppo/appo/impala, or a discrete env."
-        )
-    if algo == "sac" and not isinstance(space, gym.spaces.Box):
-        raise ConfigError(
-            f"algo=sac (RLlib's new API stack) needs a continuous Box action space, but "
-            f"the env has {space}; use algo=ppo or dqn for discrete actions, or env=pendulum."
+            "algo=sac, ppo, appo or impala, or a discrete env."
         )
 
 
@@ -292,6 +287,9 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
             tracker.set_tags(parent, {"qeu.best_run_id": best["run_id"] or "", "qeu.best_trial": best["trial_id"]})
             tracker.log_metrics(parent, _best_metrics(best))
         status = tracking.FINISHED if num_errors < len(results) or len(results) == 0 else tracking.FAILED
+        callback.close_open_runs(tracking.KILLED)
+        if parent is not None:
+            _log_report(plan.tracking_uri, parent)
         return SweepResult(
             parent_run_id=parent, tracking_uri=plan.tracking_uri, experiment_id=tracker.experiment_id,
             num_trials=len(results), num_errors=num_errors, best=best, status=status,
@@ -306,6 +304,16 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
     finally:
         callback.close_open_runs(tracking.KILLED)
         tracker.end_run(parent, status)
+
+
+def _log_report(tracking_uri: str, parent_run_id: str) -> None:
+    """The comparison report as artifacts of the parent run; a failure is only a warning."""
+    from qeu_tune.analysis import report_sweep_end
+
+    try:
+        report_sweep_end(tracking_uri, parent_run_id)
+    except Exception as err:  # noqa: BLE001 - the sweep's runs are recorded either way
+        log.warning("could not write the sweep report to run %s: %s", parent_run_id, err)
 
 
 def _sweep_params(config: Mapping[str, Any]) -> Dict[str, Any]:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
 from urllib.parse import unquote, urlparse
 
 import yaml
@@ -67,7 +66,7 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> Dict[str, str
             continue
         text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
         if len(text) > MAX_PARAM_VALUE:
-            text = text[: MAX_PARAM_VALUE - 15] + "...[truncated]"
+            text = text[: MAX_PARAM_VALUE - 14] + "...[truncated]"
         flat[path[:MAX_KEY]] = text
     return flat
 
@@ -300,11 +299,26 @@ class MLflowTrialCallback(_tune_callback_base()):
         now_ms = int(time.time() * 1000)
         ours = {k: v for k, v in result.items() if _is_our_metric(k, self.log_rllib_metrics)}
         record.history.append({k: float(v) for k, v in ours.items() if _is_number(v)})
+        ours.update(self._convergence(record))
         for key, value in ours.items():
             if _is_number(value) and value == value:  # MLflow rejects NaN in some stores
                 record.pending.append(Metric(key, float(value), now_ms, step))
         if time.monotonic() - record.last_flush >= self.flush_every_s:
             self._flush(record)
+
+    def _convergence(self, record: TrialRecord) -> Dict[str, float]:
+        """``conv/*``: the trial's convergence statistics so far (final at its end)."""
+        from qeu_tune.convergence import curves_from_history, settings_from_config, trial_statistics
+
+        try:
+            returns, rt = curves_from_history(record.history)
+            summary = trial_statistics(returns, settings_from_config(record.config), rt)
+        except Exception as err:  # noqa: BLE001 - statistics must never stop tracking
+            if "convergence" not in self.tracker._warned:
+                self.tracker._warned.add("convergence")
+                log.warning("convergence statistics failed (%s); metrics are still logged.", err)
+            return {}
+        return {names.CONV_PREFIX + k: v for k, v in summary.items()}
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, FINISHED)
@@ -324,7 +338,7 @@ class MLflowTrialCallback(_tune_callback_base()):
                 record.ended = True
 
 
-_OUR_PREFIXES = ("return/", "return_env/", "episode/", "progress/", "perf/", "loss/", "reward/", "rt/", "conv/")
+_OUR_PREFIXES = ("return/", "return_env/", "episode/", "progress/", "perf/", "learner/", "reward/", "rt/")
 
 
 def _is_our_metric(key: str, include_rllib: bool) -> bool:
@@ -346,16 +360,6 @@ def _error_text(trial: Any) -> str:
     return "trial failed (no error file was written)"
 
 
-def write_texts(files: Mapping[str, str]) -> str:
-    """Writes ``{relative path: text}`` into a new temporary directory; returns it."""
-    root = tempfile.mkdtemp(prefix="qeu-tune-")
-    for rel, text in files.items():
-        path = Path(root, rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
-
-
 def sweep_tags(*, sweep_name: str, command: str, source_dir: Path, extra: Mapping[str, str]) -> Dict[str, str]:
     """Tags of a sweep's parent run: command line, version and git commit where available."""
     tags = {
@@ -370,10 +374,3 @@ def sweep_tags(*, sweep_name: str, command: str, source_dir: Path, extra: Mappin
         tags["mlflow.source.git.commit"] = commit
     return tags
 
-
-def iter_keys(records: Iterable[TrialRecord]) -> List[str]:
-    keys: set[str] = set()
-    for record in records:
-        for point in record.history:
-            keys.update(point)
-    return sorted(keys)

@@ -112,6 +112,8 @@ def build_algo_config(config: Mapping[str, Any]) -> Any:
         .callbacks(EpisodeMetricsCallback)
         .debugging(seed=config.get("seed"), log_level="ERROR")
     )
+    if algo.get("reporting"):
+        algo_config = algo_config.reporting(**dict(algo["reporting"]))
     if algo.get("model"):
         algo_config = algo_config.rl_module(model_config=dict(algo["model"]))
     return algo_config
@@ -137,7 +139,7 @@ def stop_reached(metrics: Mapping[str, float], stop: Mapping[str, Any]) -> bool:
 
 
 def _check_finite_losses(metrics: Mapping[str, float]) -> None:
-    bad = [k for k, v in metrics.items() if k.startswith(names.LOSS_PREFIX) and not math.isfinite(v)]
+    bad = [k for k, v in metrics.items() if k.startswith(names.LEARNER_PREFIX) and not math.isfinite(v)]
     if bad:
         raise FloatingPointError(
             f"non-finite learner statistics {bad}: training diverged. Lower the learning "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from qeu_tune.config.errors import ConfigError
-from qeu_tune.config.schema import GROUP_NAMES
+from qeu_tune.config.groups import GROUP_NAMES
 from qeu_tune.search import SEED_KEY, TRIAL_INDEX_KEY, trial_seed
 
 _MISSING = object()

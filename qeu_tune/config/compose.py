@@ -7,7 +7,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from qeu_tune.config.errors import ConfigError
-from qeu_tune.config.schema import GROUP_NAMES, register_schemas
+from qeu_tune.config.groups import GROUP_NAMES
+from qeu_tune.config.schema import register_schemas
 from qeu_tune.paths import CONF_DIR, qeu_home
 
 
@@ -67,9 +68,16 @@ def compose_group_options(
             try:
                 cfg = compose([*kept, f"{group}={name}"])
             except Exception as err:  # noqa: BLE001 - Hydra raises several types here
+                if str(name) not in group_options(group):
+                    raise ConfigError(
+                        f"search space: {group}={name!r} is not a {group} option; valid "
+                        f"choices: {', '.join(group_options(group))}."
+                    ) from None
                 raise ConfigError(
-                    f"search space: {group}={name!r} is not a {group} option "
-                    f"({_first_line(err)}). Valid choices: {', '.join(group_options(group))}."
+                    f"search space: composing {group}={name} with the other overrides failed: "
+                    f"{_first_line(err)} Overrides that only fit one {group} option cannot be "
+                    f"combined with a search over {group}; put them under search.when "
+                    f"('{group}=<option>': {{key: value}})."
                 ) from None
             options.setdefault(group, {})[str(name)] = to_plain(cfg)[group]
     return options

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from qeu_tune.config.groups import GROUP_NAMES
 from qeu_tune.reward.config import MetricConfig, RewardConfig
 
 __all__ = [
@@ -41,6 +42,7 @@ class AlgoConfig:
     num_env_runners: int = 0  # 0: sample in the trial's own process (one CPU per trial)
     num_envs_per_env_runner: int = 1
     rollout_fragment_length: Any = "auto"
+    reporting: Dict[str, Any] = field(default_factory=dict)  # AlgorithmConfig.reporting(**)
     # Applied on top of ``params`` by the smoke option: the smallest settings that still train.
     smoke_params: Dict[str, Any] = field(default_factory=dict)
 
@@ -54,6 +56,8 @@ class EnvConfig:
     env_config: Dict[str, Any] = field(default_factory=dict)
     # Unshaped return that counts as "solved": drives convergence statistics.
     return_threshold: Optional[float] = None
+    # [worst, best] unshaped return, to normalise the area under the learning curve.
+    return_range: Optional[List[float]] = None
 
 
 @dataclass
@@ -93,6 +97,15 @@ class StopConfig:
 
 
 @dataclass
+class ConvergenceConfig:
+    """Windows of the convergence statistics, in iterations (``docs/statistics.md``)."""
+
+    window: int = 5  # moving average of the unshaped return
+    sustain: int = 3  # moving-average points that must stay >= threshold
+    last_k: int = 5  # points that make up "final" performance
+
+
+@dataclass
 class TrackingConfig:
     """Where MLflow records runs. Precedence: ``uri`` > $MLFLOW_TRACKING_URI > local SQLite."""
 
@@ -123,6 +136,7 @@ class ExperimentConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     sweep_name: str = "default"
@@ -153,4 +167,4 @@ def register_schemas() -> None:
         cs.store(group=group, name=f"base_{group}", node=schema)
 
 
-GROUP_NAMES: List[str] = list(GROUPS)
+assert tuple(GROUPS) == GROUP_NAMES, "qeu_tune.config.groups and the schemas disagree"

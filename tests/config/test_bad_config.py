@@ -1,0 +1,72 @@
+"""Bad input fails before Ray starts, with one paragraph naming the value and the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import HydraException
+from omegaconf.errors import ValidationError
+
+from qeu_tune.config.compose import compose, to_plain
+from qeu_tune.config.errors import ConfigError
+from qeu_tune.sweep import plan_sweep
+
+
+def plan(*overrides):
+    return plan_sweep(to_plain(compose(list(overrides))), list(overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides, fragments",
+    [
+        (["algo.name=a2c"], ["algo.name='a2c'", "ppo, dqn, appo, impala, sac"]),
+        (["env.id=NoSuchEnv-v0"], ["NoSuchEnv-v0"]),
+        (["++search.space={algo.params.lr:'interval(0.1'}"], ["cannot parse", "choice(a, b)"]),
+        (["++search.space={algo:'choice(ppo,a2c)'}"], ["algo='a2c' is not a algo option", "dqn"]),
+        (["++search.space={algo.parms.lr:'choice(0.1,0.2)'}"], ["algo.parms.lr match no config value"]),
+        (["+algo.params.learning_rate=0.1"], ["learning_rate", "Valid keys"]),
+        (["search=grid", "++search.space={algo.params.lr:'interval(0.1,0.2)'}"], ["grid search needs discrete values"]),
+        (["algo=dqn", "env=pendulum"], ["algo=dqn needs a discrete action space"]),
+        (["search.algorithm=bayes"], ["valid choices: grid, random, optuna"]),
+        (["stop.env_steps=0"], ["stop.env_steps must be > 0"]),
+    ],
+)
+def test_config_errors_name_the_value_and_the_choices(overrides, fragments):
+    with pytest.raises(ConfigError) as info:
+        plan(*overrides)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    assert "\n" not in message.strip()  # one paragraph
+
+
+def test_unknown_group_option_is_rejected_at_compose_time_with_choices():
+    with pytest.raises(HydraException) as info:
+        compose(["algo=a2c"])
+    assert "Available options in 'algo'" in str(info.value) and "ppo" in str(info.value)
+
+
+def test_wrong_type_is_rejected_at_compose_time():
+    with pytest.raises(HydraException, match="stop.env_steps=many") as info:
+        compose(["stop.env_steps=many"])
+    assert isinstance(info.value.__cause__, ValidationError)
+    assert "could not be converted to Integer" in str(info.value.__cause__)
+
+
+def test_typo_in_a_typed_key_is_rejected_at_compose_time():
+    with pytest.raises(Exception, match="num_seed"):
+        compose(["search.num_seed=3"])
+
+
+def test_cli_prints_one_paragraph_exits_2_and_creates_no_run(tmp_path):
+    db = tmp_path / "mlflow.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "qeu_tune.cli", "algo.name=a2c", f"tracking.uri=sqlite:///{db}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("qeu-tune: error: algo.name='a2c'")
+    assert "Traceback" not in proc.stderr
+    assert not db.exists()  # no half-written MLflow run

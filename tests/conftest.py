@@ -1,0 +1,33 @@
+"""Shared fixtures: one Ray instance for the whole session, isolated tracking and storage."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+SUPPORT = Path(__file__).parent / "support"
+# Test-only envs (e.g. one that crashes) must import in Ray workers too: workers inherit
+# PYTHONPATH from the process that starts Ray.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH")]))
+sys.path.insert(0, str(SUPPORT))
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Every test writes its MLflow DB, Ray results and Hydra dirs under tmp_path."""
+    monkeypatch.setenv("QEU_TUNE_HOME", str(tmp_path / "qeu-home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path / "qeu-home"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every end-to-end test (starting Ray costs ~5 s)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

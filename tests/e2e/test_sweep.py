@@ -1,0 +1,109 @@
+"""Tiny sweeps that really run Ray Tune, RLlib and MLflow, checked by reading MLflow back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from qeu_tune import names, tracking
+from qeu_tune.config.compose import compose, to_plain
+from qeu_tune.sweep import plan_sweep, run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def run(overrides, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = [*overrides, f"tracking.uri={uri}", f"cluster.storage_path={tmp_path / 'ray'}", "verbose=0"]
+    result = run_sweep(plan_sweep(to_plain(compose(overrides)), overrides))
+    return result, MlflowClient(tracking_uri=uri)
+
+
+def children(client, result):
+    return client.search_runs(
+        [result.experiment_id], filter_string=f"tags.`{tracking.TAG_PARENT}` = '{result.parent_run_id}'"
+    )
+
+
+def test_two_algorithm_sweep_records_parent_children_params_metrics_artifacts(ray_session, tmp_path):
+    result, client = run(
+        [
+            "debug=smoke",
+            "search=grid",
+            "experiment=single",
+            "++search.space={algo:'choice(ppo,dqn)',env.env_config.max_episode_steps:'choice(100,200)'}",
+        ],
+        tmp_path,
+    )
+    assert result.num_trials == 4 and result.num_errors == 0
+
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[tracking.TAG_KIND] == "sweep"
+    assert "qeu-tune" in parent.data.tags["qeu.command"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "config")}
+    assert {tracking.SWEEP_CONFIG_ARTIFACT, tracking.SEARCH_SPEC_ARTIFACT} <= artifacts
+
+    runs = children(client, result)
+    assert len(runs) == 4
+    combos = {(r.data.params["algo.name"], r.data.params["env.env_config.max_episode_steps"]) for r in runs}
+    assert combos == {("ppo", "100"), ("ppo", "200"), ("dqn", "100"), ("dqn", "200")}
+    for run_ in runs:
+        assert run_.info.status == "FINISHED"
+        tags = run_.data.tags
+        assert tags[tracking.TAG_ALGO] == run_.data.params["algo.name"]
+        assert tags[tracking.TAG_SEED] == run_.data.params["seed"] == "0"
+        # The PPO-only hyperparameter is absent from DQN trials and vice versa.
+        assert ("algo.params.num_epochs" in run_.data.params) == (tags[tracking.TAG_ALGO] == "ppo")
+        history = client.get_metric_history(run_.info.run_id, names.ENV_STEPS)
+        steps = [m.step for m in history]
+        assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] >= 1000
+        assert [m.value for m in history] == steps  # the step axis is env steps
+        assert client.get_metric_history(run_.info.run_id, names.RETURN_ENV_MEAN)
+        assert any(k.startswith(names.LEARNER_PREFIX) for k in run_.data.metrics)
+        path = client.download_artifacts(run_.info.run_id, tracking.RESOLVED_CONFIG_ARTIFACT, str(tmp_path))
+        resolved = yaml.safe_load(open(path))
+        assert resolved["algo"]["name"] == tags[tracking.TAG_ALGO]
+        assert resolved["seed"] == 0
+        assert resolved["env"]["env_config"]["max_episode_steps"] in (100, 200)
+
+
+def test_crashed_trial_is_failed_with_its_error_and_the_sweep_goes_on(ray_session, tmp_path):
+    result, client = run(
+        [
+            "debug=smoke",
+            "search=grid",
+            "experiment=single",
+            "++search.space={env.id:'choice(CartPole-v1,qeu_test_envs:CrashingCartPole)'}",
+            "stop.env_steps=800",
+        ],
+        tmp_path,
+    )
+    assert result.num_trials == 2 and result.num_errors == 1
+    statuses = {r.data.params["env.id"]: r for r in children(client, result)}
+    assert statuses["CartPole-v1"].info.status == "FINISHED"
+    crashed = statuses["qeu_test_envs:CrashingCartPole"]
+    assert crashed.info.status == "FAILED"
+    assert "injected crash" in crashed.data.tags[tracking.TAG_ERROR]
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
+
+
+def test_cli_runs_a_smoke_sweep_on_an_existing_ray_cluster(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "qeu_tune.cli", "debug=smoke", "cluster=remote",
+         f"cluster.address={ray_session.get_runtime_context().gcs_address}", f"tracking.uri={uri}",
+         f"cluster.storage_path={tmp_path / 'ray'}", "search.num_samples=2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Best trial:" in proc.stdout and "Parent run:" in proc.stdout
+    assert "env_steps" in proc.stdout  # the live progress table
+    client = MlflowClient(tracking_uri=uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "qeu-tune"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert len([r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"]) == 2

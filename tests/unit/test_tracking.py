@@ -1,0 +1,92 @@
+"""MLflow tracking through the real callback, driven by simulated trials (no Ray)."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+from fake_sweep import make_template, record_sweep
+from mlflow.tracking import MlflowClient
+
+from qeu_tune import names, tracking
+
+
+@pytest.fixture
+def uri(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def ramp(values, seed, steps):
+    return np.linspace(0, 500 * values["algo.params.lr"] * 1000, steps.size) + seed
+
+
+def test_children_are_nested_with_params_tags_config_and_env_step_metrics(uri, tmp_path):
+    rec = record_sweep(uri, {"a": {"algo.params.lr": 0.001}}, ramp, seeds=(0, 1))
+    client = MlflowClient(uri)
+    children = client.search_runs([rec.tracker.experiment_id], f"tags.`{tracking.TAG_PARENT}` = '{rec.parent_run_id}'")
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.params["algo.params.lr"] == "0.001"
+        assert run.data.tags[tracking.TAG_SEED] == run.data.params["seed"]
+        history = client.get_metric_history(run.info.run_id, names.RETURN_ENV_MEAN)
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1000, 10001, 1000))
+        # Convergence statistics are logged live, on the same step axis.
+        conv = client.get_metric_history(run.info.run_id, "conv/final_mean")
+        assert len(conv) == 10
+        path = client.download_artifacts(run.info.run_id, tracking.RESOLVED_CONFIG_ARTIFACT, str(tmp_path))
+        config = yaml.safe_load(open(path))
+        assert config["algo"]["params"]["lr"] == 0.001 and config["seed"] == int(run.data.params["seed"])
+
+
+def test_failed_trial_is_failed_with_error_and_open_runs_end_killed(uri, tmp_path):
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("Traceback ...\nRuntimeError: boom")
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    callback = tracking.MLflowTrialCallback(tracker=tracker, parent_run_id=None, template=make_template(), sweep_name="s")
+    crashed = SimpleNamespace(trial_id="t1", config={"seed": 0}, error_file=str(error_file))
+    running = SimpleNamespace(trial_id="t2", config={"seed": 1}, error_file=None)
+    for trial in (crashed, running):
+        callback.on_trial_start(0, [], trial)
+    callback.on_trial_error(0, [], crashed)
+    callback.on_experiment_end([])  # e.g. Ctrl-C: the sweep ends with a trial still running
+    client = MlflowClient(uri)
+    runs = {r.data.tags[tracking.TAG_TRIAL_ID]: r for r in client.search_runs([tracker.experiment_id])}
+    assert runs["t1"].info.status == "FAILED"
+    assert "RuntimeError: boom" in runs["t1"].data.tags[tracking.TAG_ERROR]
+    assert runs["t2"].info.status == "KILLED"
+
+
+def test_tracker_errors_become_one_warning_and_never_raise(uri, monkeypatch, caplog):
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    callback = tracking.MLflowTrialCallback(tracker=tracker, parent_run_id=None, template=make_template(),
+                                            sweep_name="s", flush_every_s=0.0)
+    trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, error_file=None)
+    callback.on_trial_start(0, [], trial)
+
+    def down(*args, **kwargs):
+        raise ConnectionError("tracking server unreachable")
+
+    monkeypatch.setattr(tracker.client, "log_batch", down)
+    monkeypatch.setattr(tracker.client, "set_terminated", down)
+    with caplog.at_level(logging.WARNING):
+        for step in range(3):
+            callback.on_trial_result(0, [], trial, {names.ENV_STEPS: 100.0 * step, names.RETURN_ENV_MEAN: 1.0})
+        callback.on_trial_complete(0, [], trial)
+    warnings = [r for r in caplog.records if "log_metrics" in r.getMessage()]
+    assert len(warnings) == 1 and "training continues" in warnings[0].getMessage()
+
+
+def test_params_are_flat_and_length_safe():
+    flat = tracking.flatten_params({"a": {"b": 1, "c": [1, 2], "d": {}}, "long": "x" * 10_000})
+    assert flat["a.b"] == "1" and flat["a.c"] == "[1, 2]" and flat["a.d"] == "{}"
+    assert len(flat["long"]) == tracking.MAX_PARAM_VALUE and flat["long"].endswith("[truncated]")
+
+
+def test_sqlite_artifacts_live_next_to_the_database(tmp_path):
+    location = tracking.artifact_location_for(f"sqlite:///{tmp_path}/x/mlflow.db")
+    assert location == (tmp_path / "x" / "mlartifacts").as_uri()
+    assert tracking.artifact_location_for("http://127.0.0.1:5000") is None
