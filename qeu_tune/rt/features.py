@@ -1,0 +1,353 @@
+"""Feature maps: turn an environment observation into a pattern vector for RT.
+
+RT measures a sample against the unit-space mean pattern, so the pattern needs
+non-negative features with a non-zero mean. Raw observations often are not like that
+(a discrete state index, a centred continuous state). A feature map fixes this:
+
+=============  ===========================================================  ============
+``type``       spec keys                                                    output dim
+=============  ===========================================================  ============
+``identity``   ``dim`` (optional, checked)                                  obs size
+``onehot``     ``n`` categories, ``start`` (first category, default 0)      ``n``
+``rbf``        ``low``, ``high`` (per obs dim), ``num`` (centres per dim,   prod(num)
+               int or list), ``width`` (optional, default: centre spacing)
+``callable``   ``path`` ``"module:function"`` (obs -> vector), ``kwargs``   ``dim`` or
+               (optional dict passed to the function), ``dim`` (optional)   first call
+=============  ===========================================================  ============
+
+``rbf`` places Gaussian bumps ``exp(-0.5 * sum_d ((x_d - c_d) / w_d)^2)`` on the grid of
+centres ``c`` (``num_d`` centres evenly from ``low_d`` to ``high_d``, first dimension
+varying slowest), so outputs lie in (0, 1] (far outside ``[low, high]`` they underflow to
+0).
+
+Example:
+    >>> fm = make_feature_map({"type": "onehot", "n": 4})
+    >>> fm(2).tolist(), fm.dim
+    ([0.0, 0.0, 1.0, 0.0], 4)
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+import operator
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["FeatureMap", "make_feature_map", "import_object", "FEATURE_TYPES"]
+
+FEATURE_TYPES = ("identity", "onehot", "rbf", "callable")
+
+
+def import_object(path: str, *, what: str = "object") -> Any:
+    """Imports ``"module:name"`` (``name`` may be dotted, e.g. ``"module:Class.method"``).
+
+    Args:
+        path: The import path, e.g. ``"my_project.features:obs_to_pattern"``.
+        what: What the object is for, used in error messages (e.g. ``"feature function"``).
+
+    Returns:
+        The imported object.
+
+    Raises:
+        ValueError: Malformed path, module not importable, or attribute missing.
+
+    Example:
+        >>> import_object("math:sqrt", what="function")(4.0)
+        2.0
+    """
+    if not isinstance(path, str) or path.count(":") != 1 or not all(path.partition(":")[::2]):
+        raise ValueError(
+            f"{what} path {path!r} must look like 'module:name', e.g. "
+            f"'my_project.features:obs_to_pattern'."
+        )
+    module_name, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(
+            f"cannot import module {module_name!r} for {what} {path!r}: {exc}. Check the "
+            f"spelling and that the module is installed or on PYTHONPATH (also in Ray workers)."
+        ) from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(
+                f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}."
+            ) from None
+    return obj
+
+
+class FeatureMap:
+    """Maps one observation to a 1-D float64 pattern vector (base class).
+
+    Use ``make_feature_map`` to build one from a spec. Calling the map on one observation
+    returns shape ``(dim,)``; ``map_batch`` maps an array of observations to ``(m, dim)``.
+    Outputs are fresh arrays (never views of the observation).
+    """
+
+    type: str = ""
+
+    def __init__(self, spec: Mapping[str, Any], dim: int | None) -> None:
+        self._spec = dict(spec)
+        self._dim = dim
+
+    @property
+    def dim(self) -> int | None:
+        """Output dimension; None until the first call when the spec does not fix it."""
+        return self._dim
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The spec this map was built from (plain data, for configs and tracking)."""
+        return dict(self._spec)
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def map_batch(self, obs_array: ArrayLike) -> np.ndarray:
+        """Maps observations stacked along the first axis to shape ``(m, dim)``.
+
+        Example:
+            >>> make_feature_map({"type": "onehot", "n": 3}).map_batch([0, 2]).tolist()
+            [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+        """
+        rows = [self(o) for o in obs_array]
+        if not rows:
+            return np.empty((0, self._dim or 0))
+        return np.stack(rows)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._spec})"
+
+    def _check_dim(self, out: np.ndarray) -> np.ndarray:
+        if self._dim is None:
+            self._dim = int(out.size)
+        elif out.size != self._dim:
+            raise ValueError(
+                f"{self.type} feature map produced {out.size} features, but {self._dim} "
+                f"before (or as declared by 'dim'); observations must all have the same size."
+            )
+        return out
+
+
+class IdentityMap(FeatureMap):
+    """The observation, flattened, as float64."""
+
+    type = "identity"
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        return self._check_dim(np.array(obs, dtype=np.float64).reshape(-1))
+
+    def map_batch(self, obs_array: ArrayLike) -> np.ndarray:
+        A = np.array(obs_array, dtype=np.float64)
+        out = A.reshape(A.shape[0], -1) if A.ndim > 1 else A.reshape(-1, 1)
+        if out.shape[0]:
+            self._check_dim(out[0])
+        return out
+
+
+class OneHotMap(FeatureMap):
+    """Category ``i`` in ``start .. start+n-1`` as the unit vector ``e_(i - start)``."""
+
+    type = "onehot"
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        n, start = spec.get("n"), spec.get("start", 0)
+        if not _is_int(n) or n < 1:
+            raise ValueError(f"onehot feature map needs n (number of categories) >= 1, got n={n!r}.")
+        if not _is_int(start):
+            raise ValueError(f"onehot 'start' must be an integer, got {start!r}.")
+        super().__init__(spec, int(n))
+        self._n, self._start = int(n), int(start)
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        try:
+            i = operator.index(obs) - self._start
+        except TypeError:
+            i = self._index_of(np.asarray(obs)) - self._start
+        if not 0 <= i < self._n:
+            raise self._range_error(i + self._start)
+        out = np.zeros(self._n)
+        out[i] = 1.0
+        return out
+
+    def map_batch(self, obs_array: ArrayLike) -> np.ndarray:
+        A = np.asarray(obs_array).reshape(-1)
+        if A.dtype.kind not in "iu":
+            if A.dtype.kind not in "fb" or not np.array_equal(A, np.round(A)):
+                raise ValueError(f"onehot observations must be integers, got {A[:5].tolist()}...")
+        idx = A.astype(np.int64) - self._start
+        bad = np.flatnonzero((idx < 0) | (idx >= self._n))
+        if bad.size:
+            raise self._range_error(int(idx[bad[0]]) + self._start, row=int(bad[0]))
+        out = np.zeros((A.size, self._n))
+        out[np.arange(A.size), idx] = 1.0
+        return out
+
+    def _index_of(self, a: np.ndarray) -> int:
+        if a.size == 1 and a.dtype.kind in "iufb":
+            v = float(a.reshape(()))
+            if v.is_integer():  # also accepts 3.0 from a float observation
+                return int(v)
+        raise ValueError(
+            f"onehot feature map needs one integer category per observation, got {a.tolist()!r}."
+        )
+
+    def _range_error(self, value: int, row: int | None = None) -> ValueError:
+        where = "" if row is None else f" (row {row})"
+        return ValueError(
+            f"onehot observation {value}{where} is outside the categories "
+            f"{self._start}..{self._start + self._n - 1}; set n (and start) to cover every category."
+        )
+
+
+class RbfMap(FeatureMap):
+    """Gaussian radial-basis activations on a grid of centres (see the module docstring)."""
+
+    type = "rbf"
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        if "low" not in spec or "high" not in spec or "num" not in spec:
+            raise ValueError("rbf feature map needs 'low', 'high' (per observation dim) and 'num'.")
+        low, high = _float_list(spec["low"], "low"), _float_list(spec["high"], "high")
+        D = len(low)
+        if len(high) != D:
+            raise ValueError(f"rbf 'low' has {D} entries but 'high' has {len(high)}; give one per observation dim.")
+        if any(not h > lo for lo, h in zip(low, high)):
+            raise ValueError(f"rbf needs high > low in every dim, got low={low}, high={high}.")
+        num = _per_dim(spec["num"], D, "num")
+        if any(not _is_int(v) or v < 1 for v in num):
+            raise ValueError(f"rbf 'num' (centres per dim) must be integers >= 1, got {spec['num']!r}.")
+        num = [int(v) for v in num]
+        centres = [
+            np.linspace(lo, h, k) if k > 1 else np.array([(lo + h) / 2.0])
+            for lo, h, k in zip(low, high, num)
+        ]
+        if spec.get("width") is None:  # neighbouring bumps cross at exp(-1/2)
+            widths = [(h - lo) / (k - 1) if k > 1 else h - lo for lo, h, k in zip(low, high, num)]
+        else:
+            widths = [float(w) for w in _per_dim(spec["width"], D, "width")]
+            if any(not w > 0 for w in widths):
+                raise ValueError(f"rbf 'width' must be > 0, got {spec['width']!r}.")
+        super().__init__(spec, math.prod(num))
+        self._D = D
+        self._centres = centres
+        self._inv_widths = [1.0 / w for w in widths]
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        x = np.asarray(obs, dtype=np.float64).reshape(-1)
+        if x.size != self._D:
+            raise ValueError(f"rbf feature map expects observations with {self._D} values, got {x.size}.")
+        out = None
+        for d in range(self._D):
+            z = (float(x[d]) - self._centres[d]) * self._inv_widths[d]
+            g = np.exp(-0.5 * z * z)
+            out = g if out is None else np.multiply.outer(out, g).reshape(-1)
+        return out
+
+    def map_batch(self, obs_array: ArrayLike) -> np.ndarray:
+        X = np.asarray(obs_array, dtype=np.float64)
+        X = X.reshape(X.shape[0], -1) if X.ndim > 1 else X.reshape(-1, 1)
+        if X.shape[1] != self._D:
+            raise ValueError(f"rbf feature map expects observations with {self._D} values, got {X.shape[1]}.")
+        m = X.shape[0]
+        out = None
+        for d in range(self._D):
+            z = (X[:, d : d + 1] - self._centres[d]) * self._inv_widths[d]
+            g = np.exp(-0.5 * z * z)
+            out = g if out is None else (out[:, :, None] * g[:, None, :]).reshape(m, -1)
+        return out
+
+
+class CallableMap(FeatureMap):
+    """A user function ``obs -> vector`` imported from ``"module:function"``."""
+
+    type = "callable"
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        fn = import_object(spec.get("path"), what="feature function")
+        if not callable(fn):
+            raise ValueError(f"feature function {spec.get('path')!r} is not callable ({type(fn).__name__}).")
+        kwargs = spec.get("kwargs") or {}
+        if not isinstance(kwargs, Mapping):
+            raise ValueError(f"callable feature map 'kwargs' must be a mapping, got {kwargs!r}.")
+        dim = spec.get("dim")
+        if dim is not None and (not _is_int(dim) or dim < 1):
+            raise ValueError(f"callable feature map 'dim' must be a positive integer, got {dim!r}.")
+        super().__init__(spec, None if dim is None else int(dim))
+        self._fn: Callable[..., Any] = functools.partial(fn, **dict(kwargs)) if kwargs else fn
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        return self._check_dim(np.array(self._fn(obs), dtype=np.float64).reshape(-1))
+
+
+_BUILDERS: dict[str, tuple[type[FeatureMap], frozenset[str]]] = {
+    "identity": (IdentityMap, frozenset({"dim"})),
+    "onehot": (OneHotMap, frozenset({"n", "start"})),
+    "rbf": (RbfMap, frozenset({"low", "high", "num", "width"})),
+    "callable": (CallableMap, frozenset({"path", "kwargs", "dim"})),
+}
+
+
+def make_feature_map(spec: Mapping[str, Any]) -> FeatureMap:
+    """Builds a feature map from a spec (a mapping with a ``type`` key).
+
+    Args:
+        spec: ``{"type": ..., <type's keys>}``; see the module docstring for the keys.
+
+    Returns:
+        The ``FeatureMap``.
+
+    Raises:
+        ValueError: Unknown type (the message lists the valid ones), unknown or invalid
+            keys, or a ``callable`` path that cannot be imported.
+
+    Example:
+        >>> fm = make_feature_map({"type": "rbf", "low": [-1.2, -0.07], "high": [0.6, 0.07], "num": 5})
+        >>> fm.dim, fm([-0.5, 0.0]).shape
+        (25, (25,))
+    """
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"a feature map spec must be a mapping with a 'type' key, got {spec!r}.")
+    kind = spec.get("type")
+    if kind not in _BUILDERS:
+        raise ValueError(
+            f"unknown feature map type {kind!r}; valid types: {', '.join(FEATURE_TYPES)}."
+        )
+    cls, keys = _BUILDERS[kind]
+    unknown = sorted(set(spec) - keys - {"type"})
+    if unknown:
+        raise ValueError(
+            f"unknown keys {unknown} for feature map type {kind!r}; valid keys: "
+            f"{', '.join(sorted(keys))}."
+        )
+    if cls is IdentityMap:
+        dim = spec.get("dim")
+        if dim is not None and (not _is_int(dim) or dim < 1):
+            raise ValueError(f"identity feature map 'dim' must be a positive integer, got {dim!r}.")
+        return IdentityMap(spec, None if dim is None else int(dim))
+    return cls(spec)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _float_list(v: Any, name: str) -> list[float]:
+    values = list(v) if isinstance(v, Sequence) and not isinstance(v, str) else [v]
+    try:
+        return [float(x) for x in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"rbf {name!r} must be a number or a list of numbers, got {v!r}.") from None
+
+
+def _per_dim(v: Any, D: int, name: str) -> list[Any]:
+    values = list(v) if isinstance(v, Sequence) and not isinstance(v, str) else [v] * D
+    if len(values) != D:
+        raise ValueError(f"rbf {name!r} has {len(values)} entries; give one per observation dim ({D}) or a scalar.")
+    return values

@@ -1,0 +1,131 @@
+"""Feature maps: identity, one-hot, RBF grid, user callables, and the spec errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from qeu_tune.rt import FeatureMap, make_feature_map
+
+
+def test_identity_flattens_copies_and_learns_dim():
+    fm = make_feature_map({"type": "identity"})
+    assert isinstance(fm, FeatureMap) and fm.dim is None
+    obs = np.array([[1, 2], [3, 4]], dtype=np.float64)
+    out = fm(obs)
+    assert out.tolist() == [1.0, 2.0, 3.0, 4.0] and out.dtype == np.float64 and fm.dim == 4
+    obs[0, 0] = 99.0
+    assert out[0] == 1.0  # a copy, not a view of the observation
+    np.testing.assert_array_equal(fm.map_batch(np.arange(8).reshape(2, 2, 2)), [[0, 1, 2, 3], [4, 5, 6, 7]])
+    with pytest.raises(ValueError, match="produced 3 features, but 4 before"):
+        fm([1, 2, 3])
+    assert make_feature_map({"type": "identity", "dim": 2}).dim == 2
+    assert make_feature_map({"type": "identity"}).map_batch([1.0, 2.0]).shape == (2, 1)
+
+
+def test_onehot_values_dim_and_inputs():
+    fm = make_feature_map({"type": "onehot", "n": 4})
+    assert fm.dim == 4
+    assert fm(2).tolist() == [0, 0, 1, 0]
+    assert fm(np.int64(3)).tolist() == [0, 0, 0, 1]
+    assert fm(np.array(1)).tolist() == [0, 1, 0, 0]
+    assert fm(np.array([0])).tolist() == [1, 0, 0, 0]
+    assert fm(2.0).tolist() == [0, 0, 1, 0]  # integral floats are categories too
+    np.testing.assert_array_equal(fm.map_batch(np.array([3, 0, 3])), [[0, 0, 0, 1], [1, 0, 0, 0], [0, 0, 0, 1]])
+    np.testing.assert_array_equal(fm.map_batch([[1], [2]]), [[0, 1, 0, 0], [0, 0, 1, 0]])
+    shifted = make_feature_map({"type": "onehot", "n": 3, "start": -1})
+    assert shifted(-1).tolist() == [1, 0, 0] and shifted(1).tolist() == [0, 0, 1]
+
+
+def test_onehot_errors():
+    fm = make_feature_map({"type": "onehot", "n": 4})
+    with pytest.raises(ValueError, match=r"observation 4 is outside the categories 0..3; set n"):
+        fm(4)
+    with pytest.raises(ValueError, match=r"observation -1 \(row 1\) is outside"):
+        fm.map_batch([0, -1])
+    with pytest.raises(ValueError, match="one integer category per observation"):
+        fm(2.5)
+    with pytest.raises(ValueError, match="must be integers"):
+        fm.map_batch([0.0, 1.5])
+    with pytest.raises(ValueError, match=r"n \(number of categories\) >= 1"):
+        make_feature_map({"type": "onehot"})
+
+
+def test_rbf_values_in_one_dimension():
+    # Centres 0, 0.5, 1; default width = spacing 0.5.
+    fm = make_feature_map({"type": "rbf", "low": [0.0], "high": [1.0], "num": 3})
+    assert fm.dim == 3
+    z = lambda d: math.exp(-0.5 * (d / 0.5) ** 2)  # noqa: E731
+    np.testing.assert_allclose(fm([0.25]), [z(0.25), z(0.25), z(0.75)])
+    np.testing.assert_allclose(fm(0.5), [z(0.5), 1.0, z(0.5)])
+    wide = make_feature_map({"type": "rbf", "low": 0.0, "high": 1.0, "num": 3, "width": 2.0})
+    np.testing.assert_allclose(wide([0.0]), [1.0, math.exp(-0.5 * 0.25**2), math.exp(-0.5 * 0.5**2)])
+
+
+def test_rbf_grid_order_range_and_batch():
+    spec = {"type": "rbf", "low": [-1.2, -0.07], "high": [0.6, 0.07], "num": [2, 3]}
+    fm = make_feature_map(spec)
+    assert fm.dim == 6 and fm.spec == spec
+    c0, c1 = np.linspace(-1.2, 0.6, 2), np.linspace(-0.07, 0.07, 3)
+    for i in range(2):
+        for j in range(3):  # first dimension varies slowest
+            out = fm([c0[i], c1[j]])
+            assert out[i * 3 + j] == pytest.approx(1.0) and out.argmax() == i * 3 + j
+    rng = np.random.default_rng(0)
+    obs = rng.uniform([-1.2, -0.07], [0.6, 0.07], size=(50, 2))
+    batch = fm.map_batch(obs)
+    assert batch.shape == (50, 6)
+    assert np.all(batch > 0) and np.all(batch <= 1)
+    np.testing.assert_allclose(batch, np.stack([fm(o) for o in obs]), rtol=1e-15)
+
+
+def test_rbf_errors():
+    with pytest.raises(ValueError, match="high > low"):
+        make_feature_map({"type": "rbf", "low": [1.0], "high": [1.0], "num": 3})
+    with pytest.raises(ValueError, match="'low' has 2 entries but 'high' has 1"):
+        make_feature_map({"type": "rbf", "low": [0, 0], "high": [1], "num": 3})
+    with pytest.raises(ValueError, match="integers >= 1"):
+        make_feature_map({"type": "rbf", "low": [0], "high": [1], "num": 0})
+    with pytest.raises(ValueError, match="'width' must be > 0"):
+        make_feature_map({"type": "rbf", "low": [0], "high": [1], "num": 2, "width": 0})
+    with pytest.raises(ValueError, match="needs 'low', 'high'"):
+        make_feature_map({"type": "rbf", "low": [0]})
+    fm = make_feature_map({"type": "rbf", "low": [0, 0], "high": [1, 1], "num": 2})
+    with pytest.raises(ValueError, match="expects observations with 2 values, got 3"):
+        fm([0.1, 0.2, 0.3])
+
+
+def test_callable_map_with_kwargs():
+    fm = make_feature_map({"type": "callable", "path": "numpy:clip", "kwargs": {"a_min": 0.0, "a_max": 1.0}})
+    assert fm.dim is None
+    assert fm([-1.0, 0.5, 3.0]).tolist() == [0.0, 0.5, 1.0] and fm.dim == 3
+    np.testing.assert_array_equal(fm.map_batch([[2.0, -2.0, 0.1]]), [[1.0, 0.0, 0.1]])
+    declared = make_feature_map({"type": "callable", "path": "numpy:square", "dim": 2})
+    with pytest.raises(ValueError, match="produced 3 features, but 2 before"):
+        declared([1, 2, 3])
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("no_such_module_qeu:f", r"cannot import module 'no_such_module_qeu' for feature function .*PYTHONPATH"),
+        ("math:no_such_function", r"module 'math' has no attribute 'no_such_function'"),
+        ("math.sqrt", r"must look like 'module:name'"),
+        (None, r"must look like 'module:name'"),
+        ("math:pi", r"'math:pi' is not callable"),
+    ],
+)
+def test_callable_import_errors(path, message):
+    with pytest.raises(ValueError, match=message):
+        make_feature_map({"type": "callable", "path": path})
+
+
+def test_unknown_type_and_keys_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown feature map type 'tile'; valid types: identity, onehot, rbf, callable"):
+        make_feature_map({"type": "tile"})
+    with pytest.raises(ValueError, match=r"unknown feature map type None"):
+        make_feature_map({})
+    with pytest.raises(ValueError, match=r"unknown keys \['nn'\] for feature map type 'onehot'; valid keys: n, start"):
+        make_feature_map({"type": "onehot", "nn": 4})
