@@ -1,0 +1,300 @@
+"""The reward-design config: plain dataclasses, and the validation of plain dicts.
+
+The dataclasses are Hydra's structured schema for the ``reward`` config group (see
+``qeu_tune.config.schema``) and, through ``parse_reward_config``, the validator of the
+plain dicts that reach Ray workers. A reward design is a set of named metrics, each a
+distance of the agent's state from human know-how, fed back into the reward:
+
+* ``mode: additive`` (QEU feedback): ``r' = r - sum_i w_i m_i(s')``; changes the task.
+* ``mode: potential`` (Ng et al. 1999): ``r' = r + gamma Phi(s') - Phi(s)`` with
+  ``Phi(s) = -sum_i w_i m_i(s)`` and ``Phi = 0`` at terminal states; keeps the optimal
+  policies, so the weights only change how fast learning goes.
+* ``mode: none``: the environment's own reward; ``metrics`` are not built.
+
+Example (``conf/reward/cliff_signed.yaml``)::
+
+    name: cliff_signed
+    mode: additive
+    metrics:
+      route:
+        kind: reference
+        weight: 0.3
+        source: {type: builtin, name: cliff_standard_route}
+        feature: {type: callable, path: "qeu_tune.envs.cliff_walking:obs_to_xy"}
+        signed: true
+        side_points: {builtin: cliff}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Union
+
+MODES = ("none", "additive", "potential")
+KINDS = ("unit_space", "reference")
+RESIDUALS = ("sqrt_ve", "mae")
+SOURCE_TYPES = ("file", "policy", "list", "builtin")
+BUILTIN_SIDE_POINTS = ("cliff",)
+
+
+@dataclass
+class MetricConfig:
+    """One metric: where its know-how comes from, how states become patterns, its weight.
+
+    Attributes:
+        kind: ``"unit_space"`` (RT distance D against a unit space) or ``"reference"``
+            (QEU minRT: distance to the nearest point of a reference set).
+        weight: Feedback weight ``w_i`` (the value users sweep); ``>= 0``.
+        source: Know-how source, passed to ``qeu_tune.knowhow.load_reference_data``;
+            ``type`` is ``file``, ``policy``, ``list`` or ``builtin``.
+        feature: Feature map spec, passed to ``qeu_tune.rt.make_feature_map``; applied to
+            observations, to the source data and to side points alike.
+        signed: ``reference`` kind only: signed minRT (needs ``side_points``).
+        absolute: Use ``|m|`` as the metric (QEU's "absolute feedback").
+        residual: ``unit_space`` kind: ``"sqrt_ve"`` (textbook ``sqrt(V_e)``) or ``"mae"``
+            (QEU newRT).
+        ddof: Divisor offset of the unit space's ``(Y1, Y2)`` covariance (0 or 1).
+        side_points: For ``signed``: ``{"negative": [[...]], "positive": [[...]]}`` in the
+            source's coordinates, or ``{"builtin": "cliff"}``.
+    """
+
+    kind: str = "unit_space"
+    weight: float = 0.0
+    source: Dict[str, Any] = field(default_factory=dict)
+    feature: Dict[str, Any] = field(default_factory=lambda: {"type": "identity"})
+    signed: bool = False
+    absolute: bool = False
+    residual: str = "sqrt_ve"
+    ddof: int = 0
+    side_points: Optional[Dict[str, Any]] = None
+
+
+@dataclass
+class RewardConfig:
+    """A reward design: named metrics, their weights and how they enter the reward.
+
+    Attributes:
+        name: The design's name (the config file's name), recorded with every run.
+        mode: ``"none"``, ``"additive"`` or ``"potential"`` (see the module doc).
+        metrics: Metric name -> ``MetricConfig``. Names appear in logged keys
+            (``rt/<name>/mean``), so they contain no ``/``.
+        augment_observation: Append the metric values to the observation.
+        gamma: Discount of the potential; ``None`` takes the algorithm's gamma, which
+            potential-based shaping needs to keep optimal policies unchanged.
+    """
+
+    name: str = "none"
+    mode: str = "none"
+    metrics: Dict[str, MetricConfig] = field(default_factory=dict)
+    augment_observation: bool = False
+    gamma: Optional[float] = None
+
+
+_REWARD_FIELDS = tuple(f.name for f in dataclasses.fields(RewardConfig))
+_METRIC_FIELDS = tuple(f.name for f in dataclasses.fields(MetricConfig))
+
+
+def parse_reward_config(d: Union[Mapping[str, Any], RewardConfig, None]) -> RewardConfig:
+    """Validates a reward design given as a plain mapping and returns its dataclass.
+
+    Args:
+        d: A mapping with ``RewardConfig``'s fields (missing ones take their defaults),
+            an OmegaConf ``DictConfig``, a ``RewardConfig`` (re-validated), or ``None``
+            (no reward design).
+
+    Returns:
+        The validated ``RewardConfig``; metrics are ``MetricConfig`` instances.
+
+    Raises:
+        ValueError: One paragraph naming the bad value and the valid choices.
+
+    Example:
+        >>> cfg = parse_reward_config({"mode": "additive", "metrics": {"route": {
+        ...     "kind": "reference", "weight": 0.5, "absolute": True,
+        ...     "source": {"type": "builtin", "name": "cliff_standard_route"}}}})
+        >>> cfg.metrics["route"].weight
+        0.5
+    """
+    if d is None:
+        return RewardConfig()
+    if isinstance(d, RewardConfig):
+        d = dataclasses.asdict(d)
+    d = _plain(d)
+    if not isinstance(d, Mapping):
+        raise ValueError(
+            f"reward must be a mapping with keys {', '.join(_REWARD_FIELDS)}; got "
+            f"{type(d).__name__} {d!r}. Pick a design with reward=<name> (e.g. reward=none)."
+        )
+    _reject_unknown("reward", d, _REWARD_FIELDS)
+    name = d.get("name", "none")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"reward.name={name!r} must be a non-empty string (the design's file name).")
+    mode = d.get("mode", "none")
+    if mode not in MODES:
+        raise ValueError(
+            f"reward.mode={mode!r} is not a reward mode; valid choices: {', '.join(MODES)} "
+            "(additive: r - sum w_i m_i(s'); potential: r + gamma Phi(s') - Phi(s))."
+        )
+    augment = _boolean("reward.augment_observation", d.get("augment_observation", False))
+    gamma = d.get("gamma")
+    if gamma is not None:
+        gamma = _number("reward.gamma", gamma)
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(
+                f"reward.gamma={gamma} must lie in (0, 1], or be null to use the "
+                "algorithm's gamma (what potential-based shaping needs)."
+            )
+    raw_metrics = d.get("metrics") or {}
+    if not isinstance(raw_metrics, Mapping):
+        raise ValueError(
+            f"reward.metrics must map metric names to metric configs; got "
+            f"{type(raw_metrics).__name__} {raw_metrics!r}."
+        )
+    metrics = {_metric_name(key): _parse_metric(str(key), value) for key, value in raw_metrics.items()}
+    if mode != "none" and not metrics:
+        raise ValueError(
+            f"reward.mode={mode!r} needs at least one metric under reward.metrics; for the "
+            "environment's own reward use reward=none (mode: none)."
+        )
+    if mode == "none" and augment:
+        raise ValueError(
+            "reward.augment_observation=true needs metrics to append, but reward.mode is "
+            "'none'. To observe metrics without feedback use mode: additive with weight 0."
+        )
+    return RewardConfig(name=name, mode=mode, metrics=metrics, augment_observation=augment, gamma=gamma)
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers become plain dicts and lists (omegaconf imported only then)."""
+    if type(value).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _reject_unknown(where: str, d: Mapping[str, Any], valid: tuple) -> None:
+    unknown = sorted(str(k) for k in d if k not in valid)
+    if unknown:
+        raise ValueError(
+            f"{where} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}."
+        )
+
+
+def _metric_name(key: Any) -> str:
+    if not isinstance(key, str) or not key or "/" in key:
+        raise ValueError(
+            f"reward.metrics key {key!r} is not a valid metric name: use a non-empty string "
+            "without '/' (it becomes part of logged names such as rt/<name>/mean)."
+        )
+    return key
+
+
+def _boolean(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}={value!r} must be true or false.")
+    return value
+
+
+def _number(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{where}={value!r} must be a finite number.")
+    return float(value)
+
+
+def _parse_metric(name: str, raw: Any) -> MetricConfig:
+    where = f"reward.metrics.{name}"
+    if isinstance(raw, MetricConfig):
+        raw = dataclasses.asdict(raw)
+    if not isinstance(raw, Mapping):
+        raise ValueError(
+            f"{where} must be a mapping with keys {', '.join(_METRIC_FIELDS)}; got "
+            f"{type(raw).__name__} {raw!r}."
+        )
+    _reject_unknown(where, raw, _METRIC_FIELDS)
+    m = MetricConfig(**dict(raw))
+    if m.kind not in KINDS:
+        raise ValueError(
+            f"{where}.kind={m.kind!r} is not a metric kind; valid choices: {', '.join(KINDS)} "
+            "(unit_space: RT distance D to a unit space; reference: QEU minRT to a reference set)."
+        )
+    m.weight = _number(f"{where}.weight", m.weight)
+    if m.weight < 0:
+        raise ValueError(
+            f"{where}.weight={m.weight} is negative; weights are >= 0 (a metric is a distance "
+            "from know-how and w > 0 penalises it; w = 0 only logs it). To flip a signed "
+            "metric, swap its negative and positive side points."
+        )
+    if not isinstance(m.source, Mapping) or m.source.get("type") not in SOURCE_TYPES:
+        got = m.source.get("type") if isinstance(m.source, Mapping) else m.source
+        raise ValueError(
+            f"{where}.source.type={got!r} is not a know-how source; valid choices: "
+            f"{', '.join(SOURCE_TYPES)} (e.g. source: {{type: builtin, name: cliff_standard_route}})."
+        )
+    if not isinstance(m.feature, Mapping) or not isinstance(m.feature.get("type"), str):
+        raise ValueError(
+            f"{where}.feature={m.feature!r} needs a 'type' (identity, onehot, rbf or callable), "
+            "e.g. feature: {type: identity}."
+        )
+    m.signed = _boolean(f"{where}.signed", m.signed)
+    m.absolute = _boolean(f"{where}.absolute", m.absolute)
+    if m.residual not in RESIDUALS:
+        raise ValueError(
+            f"{where}.residual={m.residual!r} is not a residual; valid choices: "
+            f"{', '.join(RESIDUALS)} (sqrt_ve: textbook sqrt(V_e); mae: QEU newRT)."
+        )
+    if isinstance(m.ddof, bool) or m.ddof not in (0, 1):
+        raise ValueError(
+            f"{where}.ddof={m.ddof!r} must be 0 (unit space averages D^2 = 1) or 1 "
+            "(divisor n-1: averages (n-1)/n)."
+        )
+    m.ddof = int(m.ddof)
+    if m.signed and m.kind != "reference":
+        raise ValueError(
+            f"{where}.signed=true needs kind: reference (a signed minRT); a unit-space RT "
+            "distance has no sides. Set kind: reference or signed: false."
+        )
+    if m.signed and m.absolute:
+        raise ValueError(
+            f"{where} sets both signed and absolute; |signed minRT| is the plain minRT, so "
+            "set signed: false for absolute feedback, or absolute: false for signed feedback."
+        )
+    if m.signed and m.side_points is None:
+        raise ValueError(
+            f"{where}.signed=true needs side_points to tell the sides apart: "
+            "{negative: [[...]], positive: [[...]]} in the source's coordinates, or "
+            f"{{builtin: cliff}} (valid builtins: {', '.join(BUILTIN_SIDE_POINTS)})."
+        )
+    if m.side_points is not None:
+        _check_side_points(where, m.side_points)
+    return m
+
+
+def _check_side_points(where: str, sides: Any) -> None:
+    if not isinstance(sides, Mapping):
+        raise ValueError(
+            f"{where}.side_points={sides!r} must be a mapping: {{builtin: cliff}} or "
+            "{negative: [[...]], positive: [[...]]}."
+        )
+    if "builtin" in sides:
+        if set(sides) != {"builtin"} or sides["builtin"] not in BUILTIN_SIDE_POINTS:
+            raise ValueError(
+                f"{where}.side_points={dict(sides)!r}: builtin side points are "
+                f"{', '.join(BUILTIN_SIDE_POINTS)}, given alone as {{builtin: <name>}}."
+            )
+        return
+    if set(sides) != {"negative", "positive"}:
+        raise ValueError(
+            f"{where}.side_points has keys {sorted(sides)}; give exactly negative and positive "
+            "(lists of points), or builtin."
+        )
+    for side in ("negative", "positive"):
+        points = sides[side]
+        if not isinstance(points, (list, tuple)) or not points:
+            raise ValueError(
+                f"{where}.side_points.{side}={points!r} must be a non-empty list of points, "
+                "e.g. [[1, 3], [2, 3]]."
+            )
