@@ -223,7 +223,9 @@ def rollout_policy(
         raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}.")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}.")
-    if max_steps is not None and (not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1):
+    if max_steps is not None and (
+        not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1
+    ):
         raise ValueError(f"max_steps must be a positive integer or omitted, got {max_steps!r}.")
     act = import_object(policy, what="policy") if isinstance(policy, str) else policy
     if not callable(act):
@@ -264,7 +266,9 @@ def rollout_policy(
 
 
 # --------------------------------------------------------------------------- files
-def _load_file(path: str | os.PathLike[str], columns: Sequence[Any] | None, base_dir: Path | None) -> np.ndarray:
+def _load_file(
+    path: str | os.PathLike[str], columns: Sequence[Any] | None, base_dir: Path | None
+) -> np.ndarray:
     p = Path(path).expanduser()
     if not p.is_absolute() and base_dir is not None:
         p = Path(base_dir) / p
@@ -275,7 +279,10 @@ def _load_file(path: str | os.PathLike[str], columns: Sequence[Any] | None, base
             f"{', '.join(FILE_EXTENSIONS)}."
         )
     if not p.is_file():
-        raise ValueError(f"know-how file not found: {str(p)!r} (relative paths resolve against {base_dir or Path.cwd()}).")
+        raise ValueError(
+            f"know-how file not found: {str(p)!r} (relative paths resolve against "
+            f"{base_dir or Path.cwd()})."
+        )
 
     if suffix == ".npy":
         try:
@@ -283,11 +290,15 @@ def _load_file(path: str | os.PathLike[str], columns: Sequence[Any] | None, base
         except ValueError as exc:  # object arrays need pickle: refuse them
             raise ValueError(f"cannot read {str(p)!r} as a numeric .npy array: {exc}") from None
         if data.dtype.kind not in "iufb":
-            raise ValueError(f"{str(p)!r} holds {data.dtype} data; know-how arrays must be numeric.")
+            raise ValueError(
+                f"{str(p)!r} holds {data.dtype} data; know-how arrays must be numeric."
+            )
         data = data.reshape(-1, 1) if data.ndim == 1 else data.reshape(data.shape[0], -1)
         if columns is not None:
             if not all(isinstance(c, int) for c in columns):
-                raise ValueError(f"columns of a .npy file must be integer indices, got {list(columns)}.")
+                raise ValueError(
+                    f"columns of a .npy file must be integer indices, got {list(columns)}."
+                )
             data = data[:, list(columns)]
         return np.ascontiguousarray(data, dtype=np.float64)
 
@@ -334,7 +345,9 @@ class _Builtin:
     description: str
 
 
-def _rollout_builtin(env: str, policy: Callable[[Any], Any]) -> Callable[[dict[str, Any]], np.ndarray]:
+def _rollout_builtin(
+    env: str, policy: Callable[[Any], Any]
+) -> Callable[[dict[str, Any]], np.ndarray]:
     def load(options: dict[str, Any]) -> np.ndarray:
         return rollout_policy(
             env,
@@ -365,7 +378,9 @@ BUILTINS: dict[str, _Builtin] = {
 }
 
 
-def load_reference_data(source: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None) -> np.ndarray:
+def load_reference_data(
+    source: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None
+) -> np.ndarray:
     """Loads raw reference observations (rows) from a know-how source.
 
     Args:
@@ -392,7 +407,9 @@ def load_reference_data(source: Mapping[str, Any], *, base_dir: str | os.PathLik
         raise ValueError(f"a know-how source must be a mapping with a 'type' key, got {source!r}.")
     kind = source.get("type")
     if kind not in _SOURCE_KEYS:
-        raise ValueError(f"unknown know-how source type {kind!r}; valid types: {', '.join(SOURCE_TYPES)}.")
+        raise ValueError(
+            f"unknown know-how source type {kind!r}; valid types: {', '.join(SOURCE_TYPES)}."
+        )
     unknown = sorted(set(source) - _SOURCE_KEYS[kind] - {"type"})
     if unknown:
         raise ValueError(
@@ -404,7 +421,11 @@ def load_reference_data(source: Mapping[str, Any], *, base_dir: str | os.PathLik
         if "path" not in source:
             raise ValueError("a 'file' know-how source needs 'path'.")
         columns = source.get("columns")
-        data = _load_file(source["path"], None if columns is None else list(columns), None if base_dir is None else Path(base_dir))
+        data = _load_file(
+            source["path"],
+            None if columns is None else list(columns),
+            None if base_dir is None else Path(base_dir),
+        )
         origin = f"file {source['path']!r}"
     elif kind == "policy":
         missing = [k for k in ("env", "policy") if k not in source]
@@ -425,13 +446,17 @@ def load_reference_data(source: Mapping[str, Any], *, base_dir: str | os.PathLik
     else:
         name = source.get("name")
         if name not in BUILTINS:
-            raise ValueError(f"unknown builtin know-how {name!r}; valid names: {', '.join(BUILTINS)}.")
+            raise ValueError(
+                f"unknown builtin know-how {name!r}; valid names: {', '.join(BUILTINS)}."
+            )
         builtin = BUILTINS[name]
         options = {k: v for k, v in source.items() if k not in ("type", "name")}
         extra = sorted(set(options) - builtin.options)
         if extra:
             allowed = ", ".join(sorted(builtin.options)) or "none"
-            raise ValueError(f"builtin know-how {name!r} does not take {extra}; options: {allowed}.")
+            raise ValueError(
+                f"builtin know-how {name!r} does not take {extra}; options: {allowed}."
+            )
         data = builtin.load(options)
         origin = f"builtin {name!r}"
 
@@ -439,7 +464,10 @@ def load_reference_data(source: Mapping[str, Any], *, base_dir: str | os.PathLik
         raise ValueError(f"know-how from {origin} is empty.")
     bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
     if bad.size:
-        raise ValueError(f"know-how from {origin}: row {int(bad[0])} contains NaN or inf ({data[bad[0]].tolist()}).")
+        raise ValueError(
+            f"know-how from {origin}: row {int(bad[0])} contains NaN or inf "
+            f"({data[bad[0]].tolist()})."
+        )
     return data
 
 
@@ -447,7 +475,9 @@ def _list_points(points: Any) -> np.ndarray:
     if points is None:
         raise ValueError("a 'list' know-how source needs 'points', e.g. points: [[0, 3], [0, 2]].")
     try:
-        data = np.array([list(p) if isinstance(p, Sequence) and not isinstance(p, str) else p for p in points], dtype=np.float64)
+        # Rows may be config sequences (e.g. OmegaConf ListConfig): make them plain lists.
+        rows = [list(p) if isinstance(p, Sequence) and not isinstance(p, str) else p for p in points]
+        data = np.array(rows, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(
             f"'points' must be a list of numbers or of equal-length numeric lists: {exc}"

@@ -159,7 +159,9 @@ class OneHotMap(FeatureMap):
     def __init__(self, spec: Mapping[str, Any]) -> None:
         n, start = spec.get("n"), spec.get("start", 0)
         if not _is_int(n) or n < 1:
-            raise ValueError(f"onehot feature map needs n (number of categories) >= 1, got n={n!r}.")
+            raise ValueError(
+                f"onehot feature map needs n (number of categories) >= 1, got n={n!r}."
+            )
         if not _is_int(start):
             raise ValueError(f"onehot 'start' must be an integer, got {start!r}.")
         super().__init__(spec, int(n))
@@ -202,7 +204,8 @@ class OneHotMap(FeatureMap):
         where = "" if row is None else f" (row {row})"
         return ValueError(
             f"onehot observation {value}{where} is outside the categories "
-            f"{self._start}..{self._start + self._n - 1}; set n (and start) to cover every category."
+            f"{self._start}..{self._start + self._n - 1}; set n (and start) to cover every "
+            f"category."
         )
 
 
@@ -217,12 +220,17 @@ class RbfMap(FeatureMap):
         low, high = _float_list(spec["low"], "low"), _float_list(spec["high"], "high")
         D = len(low)
         if len(high) != D:
-            raise ValueError(f"rbf 'low' has {D} entries but 'high' has {len(high)}; give one per observation dim.")
+            raise ValueError(
+                f"rbf 'low' has {D} entries but 'high' has {len(high)}; give one per "
+                f"observation dim."
+            )
         if any(not h > lo for lo, h in zip(low, high)):
             raise ValueError(f"rbf needs high > low in every dim, got low={low}, high={high}.")
         num = _per_dim(spec["num"], D, "num")
         if any(not _is_int(v) or v < 1 for v in num):
-            raise ValueError(f"rbf 'num' (centres per dim) must be integers >= 1, got {spec['num']!r}.")
+            raise ValueError(
+                f"rbf 'num' (centres per dim) must be integers >= 1, got {spec['num']!r}."
+            )
         num = [int(v) for v in num]
         centres = [
             np.linspace(lo, h, k) if k > 1 else np.array([(lo + h) / 2.0])
@@ -242,7 +250,9 @@ class RbfMap(FeatureMap):
     def __call__(self, obs: Any) -> np.ndarray:
         x = np.asarray(obs, dtype=np.float64).reshape(-1)
         if x.size != self._D:
-            raise ValueError(f"rbf feature map expects observations with {self._D} values, got {x.size}.")
+            raise ValueError(
+                f"rbf feature map expects observations with {self._D} values, got {x.size}."
+            )
         out = None
         for d in range(self._D):
             z = (float(x[d]) - self._centres[d]) * self._inv_widths[d]
@@ -254,7 +264,9 @@ class RbfMap(FeatureMap):
         X = np.asarray(obs_array, dtype=np.float64)
         X = X.reshape(X.shape[0], -1) if X.ndim > 1 else X.reshape(-1, 1)
         if X.shape[1] != self._D:
-            raise ValueError(f"rbf feature map expects observations with {self._D} values, got {X.shape[1]}.")
+            raise ValueError(
+                f"rbf feature map expects observations with {self._D} values, got {X.shape[1]}."
+            )
         m = X.shape[0]
         out = None
         for d in range(self._D):
@@ -272,7 +284,9 @@ class CallableMap(FeatureMap):
     def __init__(self, spec: Mapping[str, Any]) -> None:
         fn = import_object(spec.get("path"), what="feature function")
         if not callable(fn):
-            raise ValueError(f"feature function {spec.get('path')!r} is not callable ({type(fn).__name__}).")
+            raise ValueError(
+                f"feature function {spec.get('path')!r} is not callable ({type(fn).__name__})."
+            )
         kwargs = spec.get("kwargs") or {}
         if not isinstance(kwargs, Mapping):
             raise ValueError(f"callable feature map 'kwargs' must be a mapping, got {kwargs!r}.")
@@ -308,7 +322,8 @@ def make_feature_map(spec: Mapping[str, Any]) -> FeatureMap:
             keys, or a ``callable`` path that cannot be imported.
 
     Example:
-        >>> fm = make_feature_map({"type": "rbf", "low": [-1.2, -0.07], "high": [0.6, 0.07], "num": 5})
+        >>> spec = {"type": "rbf", "low": [-1.2, -0.07], "high": [0.6, 0.07], "num": 5}
+        >>> fm = make_feature_map(spec)
         >>> fm.dim, fm([-0.5, 0.0]).shape
         (25, (25,))
     """
@@ -343,11 +358,16 @@ def _float_list(v: Any, name: str) -> list[float]:
     try:
         return [float(x) for x in values]
     except (TypeError, ValueError):
-        raise ValueError(f"rbf {name!r} must be a number or a list of numbers, got {v!r}.") from None
+        raise ValueError(
+            f"rbf {name!r} must be a number or a list of numbers, got {v!r}."
+        ) from None
 
 
 def _per_dim(v: Any, D: int, name: str) -> list[Any]:
     values = list(v) if isinstance(v, Sequence) and not isinstance(v, str) else [v] * D
     if len(values) != D:
-        raise ValueError(f"rbf {name!r} has {len(values)} entries; give one per observation dim ({D}) or a scalar.")
+        raise ValueError(
+            f"rbf {name!r} has {len(values)} entries; give one per observation dim ({D}) or "
+            f"a scalar."
+        )
     return values

@@ -55,7 +55,9 @@ def _points_array(points: ArrayLike, name: str) -> np.ndarray:
             f"one-coordinate points as [[v1], [v2], ...]."
         )
     if P.shape[0] == 0 or P.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {P.shape}): give at least one point with >= 1 coordinate.")
+        raise ValueError(
+            f"{name} is empty (shape {P.shape}): give at least one point with >= 1 coordinate."
+        )
     bad = np.flatnonzero(~np.isfinite(P).all(axis=1))
     if bad.size:
         raise ValueError(
@@ -106,7 +108,8 @@ class ReferenceSet:
 
     Example:
         >>> route = [[0, 3], [0, 2], [0, 1], [1, 1], [2, 1]]
-        >>> ref = ReferenceSet(route, negative_side=[[1, 3], [2, 3]], positive_side=[[1, 0], [2, 0]])
+        >>> cliff, top = [[1, 3], [2, 3]], [[1, 0], [2, 0]]
+        >>> ref = ReferenceSet(route, negative_side=cliff, positive_side=top)
         >>> float(ref.distance([2, 1]))
         0.0
         >>> round(float(ref.distance([2, 2])), 4)   # sqrt(((2-2)^2 + (2-1)^2) / 2)
@@ -283,7 +286,8 @@ class ReferenceSet:
         """
         if data.get("format") != FORMAT:
             raise ValueError(
-                f"not a saved reference set: expected format {FORMAT!r}, got {data.get('format')!r}."
+                f"not a saved reference set: expected format {FORMAT!r}, got "
+                f"{data.get('format')!r}."
             )
         if data.get("version") != FORMAT_VERSION:
             raise ValueError(
@@ -304,7 +308,9 @@ class ReferenceSet:
             try:
                 X = np.asarray(X, dtype=np.float64)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"X must be a numeric array-like of shape (m, dim) or (dim,): {exc}") from None
+                raise ValueError(
+                    f"X must be a numeric array-like of shape (m, dim) or (dim,): {exc}"
+                ) from None
         if X.ndim not in (1, 2):
             raise ValueError(f"X must have shape (m, dim) or (dim,), got shape {X.shape}.")
         if X.shape[-1] != self._dim:
@@ -328,5 +334,6 @@ def _nonfinite_error(X: np.ndarray, single: bool) -> ValueError:
         where = "the state" if single else f"X row {i}"
         return ValueError(f"{where} contains NaN or inf ({X[i].tolist()}); states must be finite.")
     return ValueError(
-        f"the distance overflowed (largest |coordinate| = {np.abs(X).max():.3g}); rescale the states."
+        f"the distance overflowed (largest |coordinate| = {np.abs(X).max():.3g}); rescale "
+        f"the states."
     )

@@ -155,7 +155,9 @@ class UnitSpace:
         v11, v12, v22 = float(V[0, 0]), float(V[0, 1]), float(V[1, 1])
         det = v11 * v22 - v12 * v12
         if not (v11 > 0.0 and v22 > 0.0 and det > 0.0 and V[1, 0] == V[0, 1]):
-            raise ValueError(f"cov must be a symmetric positive-definite 2x2 matrix, got {V.tolist()}.")
+            raise ValueError(
+                f"cov must be a symmetric positive-definite 2x2 matrix, got {V.tolist()}."
+            )
 
         for a in (m, ybar, V):
             a.flags.writeable = False
@@ -313,7 +315,8 @@ class UnitSpace:
         out = np.empty((X2.shape[0], 2))
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows: raised below
             for s in range(0, X2.shape[0], self._block):
-                out[s : s + self._block] = _y_of(X2[s : s + self._block], self._m, self._r, self._residual)
+                block = X2[s : s + self._block]
+                out[s : s + self._block] = _y_of(block, self._m, self._r, self._residual)
         if not np.isfinite(out).all():
             raise _nonfinite_error(X, "X", single)
         return out[0] if single else out
@@ -420,7 +423,9 @@ class UnitSpace:
             try:
                 data = json.load(f)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{os.fspath(path)} is not a JSON unit-space file: {exc}") from None
+                raise ValueError(
+                    f"{os.fspath(path)} is not a JSON unit-space file: {exc}"
+                ) from None
         if not isinstance(data, dict):
             raise ValueError(f"{os.fspath(path)} does not hold a JSON object.")
         return cls.from_dict(data)

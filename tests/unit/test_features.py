@@ -123,9 +123,10 @@ def test_callable_import_errors(path, message):
 
 
 def test_unknown_type_and_keys_list_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown feature map type 'tile'; valid types: identity, onehot, rbf, callable"):
+    valid = "valid types: identity, onehot, rbf, callable"
+    with pytest.raises(ValueError, match=rf"unknown feature map type 'tile'; {valid}"):
         make_feature_map({"type": "tile"})
     with pytest.raises(ValueError, match=r"unknown feature map type None"):
         make_feature_map({})
-    with pytest.raises(ValueError, match=r"unknown keys \['nn'\] for feature map type 'onehot'; valid keys: n, start"):
+    with pytest.raises(ValueError, match=r"unknown keys \['nn'\] for .* 'onehot'; valid keys: n, start"):
         make_feature_map({"type": "onehot", "nn": 4})

@@ -15,6 +15,7 @@ from qeu_tune.knowhow import (
     rollout_policy,
 )
 
+POLICY = "qeu_tune.knowhow:cartpole_balance_policy"
 DATA = np.array([[0.5, 1.0, 2.0], [1.5, -3.0, 4.25], [7.0, 8.0, 9.0]])
 
 # The QEU standard route, written out: up from the start, along y = 1, down to the goal.
@@ -63,7 +64,8 @@ def test_file_errors(tmp_path):
     text.write_text("a,label\n1,good\n2,bad\n")
     with pytest.raises(ValueError, match=r"non-numeric columns \['label'\]"):
         load_reference_data({"type": "file", "path": str(text)})
-    np.testing.assert_array_equal(load_reference_data({"type": "file", "path": str(text), "columns": ["a"]}), [[1.0], [2.0]])
+    only_a = load_reference_data({"type": "file", "path": str(text), "columns": ["a"]})
+    np.testing.assert_array_equal(only_a, [[1.0], [2.0]])
     objects = tmp_path / "objects.npy"
     np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="cannot read .* as a numeric .npy array"):
@@ -103,14 +105,16 @@ def test_builtin_cliff_route():
 
 
 def test_builtin_errors():
-    with pytest.raises(ValueError, match=r"unknown builtin know-how 'route'; valid names: cliff_standard_route, .*cartpole_balance"):
+    names = r"valid names: cliff_standard_route, .*cartpole_balance"
+    with pytest.raises(ValueError, match=rf"unknown builtin know-how 'route'; {names}"):
         load_reference_data({"type": "builtin", "name": "route"})
     with pytest.raises(ValueError, match=r"'cliff_standard_route' does not take \['seed'\]; options: none"):
         load_reference_data({"type": "builtin", "name": "cliff_standard_route", "seed": 1})
 
 
 def test_unknown_type_and_keys():
-    with pytest.raises(ValueError, match=r"unknown know-how source type 'url'; valid types: file, policy, list, builtin"):
+    valid = "valid types: file, policy, list, builtin"
+    with pytest.raises(ValueError, match=rf"unknown know-how source type 'url'; {valid}"):
         load_reference_data({"type": "url"})
     with pytest.raises(ValueError, match=r"unknown keys \['episode'\] .* valid keys: env, env_config, episodes"):
         load_reference_data({"type": "policy", "episode": 3})
@@ -164,6 +168,6 @@ def test_policy_errors():
     with pytest.raises(ValueError, match="cannot import module 'no_such_qeu_module' for policy"):
         load_reference_data({**base, "policy": "no_such_qeu_module:act"})
     with pytest.raises(ValueError, match="episodes must be an integer >= 1"):
-        load_reference_data({**base, "policy": "qeu_tune.knowhow:cartpole_balance_policy", "episodes": 0})
+        load_reference_data({**base, "policy": POLICY, "episodes": 0})
     with pytest.raises(ValueError, match="NoSuchEnv-v0"):
-        load_reference_data({**base, "env": "NoSuchEnv-v0", "policy": "qeu_tune.knowhow:cartpole_balance_policy"})
+        load_reference_data({**base, "env": "NoSuchEnv-v0", "policy": POLICY})

@@ -78,7 +78,8 @@ def test_single_state_returns_a_scalar():
 def test_sign_from_sides():
     # A horizontal reference line y = 1 between a "cliff" at y = 0 and an edge at y = 3.
     line = [[x, 1.0] for x in range(5)]
-    ref = ReferenceSet(line, negative_side=[[x, 0.0] for x in range(5)], positive_side=[[x, 3.0] for x in range(5)])
+    cliff, edge = [[x, 0.0] for x in range(5)], [[x, 3.0] for x in range(5)]
+    ref = ReferenceSet(line, negative_side=cliff, positive_side=edge)
     # (2, 0.5): cliff 0.5 away, edge 2.5 -> negative; (2, 2): cliff 2, edge 1 -> positive.
     assert float(ref.signed_distance([2, 0.5])) == pytest.approx(-math.sqrt(0.25 / 2))
     assert float(ref.signed_distance([2, 2.0])) == pytest.approx(math.sqrt(1 / 2))
@@ -96,7 +97,8 @@ def test_signed_distance_with_large_side_sets_matches_brute_force():
     points, neg, pos = rng.random((50, 2)), rng.random((2500, 2)) - [0, 1], rng.random((2500, 2)) + [0, 1]
     states = rng.random((30, 2)) * [1, 3] - [0, 1]
     ref = ReferenceSet(points, negative_side=neg, positive_side=pos)
-    expected = brute_force(points.tolist(), states.tolist()) * brute_force_sign(neg.tolist(), pos.tolist(), states.tolist())
+    sign = brute_force_sign(neg.tolist(), pos.tolist(), states.tolist())
+    expected = brute_force(points.tolist(), states.tolist()) * sign
     np.testing.assert_allclose(ref.signed_distance(states), expected, rtol=1e-12)
     np.testing.assert_allclose([float(ref.signed_distance(s)) for s in states], expected, rtol=1e-12)
 
@@ -126,7 +128,8 @@ def test_cliff_route_geometry(cliff):
 def test_cliff_all_cells_match_brute_force(cliff):
     cells = [[x, y] for y in range(4) for x in range(12)]
     neg, pos = cliff_side_points()
-    expected = brute_force(cliff_standard_route().tolist(), cells) * brute_force_sign(neg.tolist(), pos.tolist(), cells)
+    sign = brute_force_sign(neg.tolist(), pos.tolist(), cells)
+    expected = brute_force(cliff_standard_route().tolist(), cells) * sign
     np.testing.assert_allclose(cliff.signed_distance(cells), expected, rtol=1e-15)
     np.testing.assert_allclose([float(cliff.signed_distance(c)) for c in cells], expected, rtol=1e-15)
     assert np.sum(cliff.distance(cells) == 0.0) == 16  # exactly the route's cells

@@ -295,7 +295,12 @@ def test_singular_covariance_y2_linear_in_y1():
 
 def test_dimension_mismatch_gives_both_k():
     us = UnitSpace.fit(HAND_X)
-    for call in (lambda: us.distance([[1, 2, 3, 4]]), lambda: us.distance([1, 2]), lambda: us.transform([[1, 2, 3, 4]])):
+    calls = (
+        lambda: us.distance([[1, 2, 3, 4]]),
+        lambda: us.distance([1, 2]),
+        lambda: us.transform([[1, 2, 3, 4]]),
+    )
+    for call in calls:
         with pytest.raises(ValueError, match=r"dimension mismatch: the samples have \d features .* k=3"):
             call()
 
