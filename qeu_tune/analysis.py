@@ -150,6 +150,8 @@ def _ci(row: Mapping[str, Any], stat: str, agg: str = DEFAULT_AGG, digits: int =
     value, lo, hi = row.get(f"{stat}/{agg}"), row.get(f"{stat}/{agg}_lo"), row.get(f"{stat}/{agg}_hi")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return f"{value:.{digits}g} [CI n/a]"  # one seed: no interval
     return f"{value:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
 
 
@@ -187,6 +189,7 @@ def print_report(report: SweepReport, out: Any = None) -> None:
         print("Note: fewer than 5 seeds per configuration; CIs are crude (docs/statistics.md).", file=out)
 
 
+@np.errstate(all="ignore")
 def _interp(curves: Sequence[Tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> np.ndarray:
     rows = []
     for steps, values in curves:
@@ -201,8 +204,11 @@ def _interp(curves: Sequence[Tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -
 
 def _band(matrix: np.ndarray, reps: int = 500, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over seeds at each grid point with a percentile-bootstrap 95% band."""
+    import warnings
+
     rng = np.random.default_rng(seed)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # grid points before any seed's data
         mean = np.nanmean(matrix, axis=0)
         if matrix.shape[0] < 2:
             return mean, mean, mean

@@ -44,14 +44,25 @@ def sweep(cfg: Any) -> Optional[float]:
 def _print_summary(result: Any) -> None:
     print()
     print(f"Sweep {result.status}: {result.num_trials} trials, {result.num_errors} failed.")
+    if result.report is not None:
+        from qeu_tune.analysis import print_report
+
+        print_report(result.report)
     if result.best:
         best = result.best
-        print(f"Best trial: {best['trial_id']} ({best['description'] or 'base config'}) "
-              f"{best['metric']} = {best['value']:.4g}")
-        print(f"  MLflow run: {best['run_id']}")
+        print(f"Best trial by last {best['metric']}: {best['trial_id']} "
+              f"({best['description'] or 'base config'}) = {best['value']:.4g}, MLflow run {best['run_id']}")
     print(f"Parent run: {result.parent_run_id}  (experiment id {result.experiment_id})")
     print(f"Tracking URI: {result.tracking_uri}")
-    print(f"Browse: mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1")
+    uri_flag = "" if result.tracking_uri == _default_uri() else f" --tracking-uri {result.tracking_uri}"
+    print(f"Next: qeu-tune{uri_flag} report {result.parent_run_id} | qeu-tune{uri_flag} best ... | "
+          f"qeu-tune{uri_flag} ui")
+
+
+def _default_uri() -> str:
+    from qeu_tune.paths import resolve_tracking_uri
+
+    return resolve_tracking_uri(None)
 
 
 SUBCOMMANDS = ("report", "best", "rerun", "ui")

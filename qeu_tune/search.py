@@ -30,6 +30,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ray.tune.search import Repeater
+
 from qeu_tune.config.errors import ConfigError
 
 SEARCH_ALGORITHMS = ("grid", "random", "optuna")
@@ -379,7 +381,6 @@ def build_tune_search(
         return TuneSearch(param_space, None, sched, num_samples, dims)
 
     import optuna
-    from ray.tune.search import Repeater
     from ray.tune.search.optuna import OptunaSearch
 
     sampler = (
@@ -389,10 +390,24 @@ def build_tune_search(
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = OptunaSearch(space=OptunaSpace(dims), metric=metric, mode=mode, sampler=sampler)
-    # Repeater runs each sampled configuration num_seeds times and reports their mean
-    # to the searcher, so a lucky seed does not steer the search.
-    search_alg = Repeater(searcher, repeat=num_seeds) if num_seeds > 1 else searcher
+    # Each sampled configuration runs num_seeds times; the searcher sees their mean, so a
+    # lucky seed does not steer the search.
+    search_alg = SeededRepeater(searcher, repeat=num_seeds, first_seed=first_seed)
     return TuneSearch({}, search_alg, sched, num_samples * num_seeds, dims)
+
+
+class SeededRepeater(Repeater):
+    """Tune's ``Repeater`` that also writes each repeat's seed into the trial config."""
+
+    def __init__(self, searcher: Any, *, repeat: int, first_seed: int) -> None:
+        super().__init__(searcher, repeat=repeat, set_index=True)
+        self.first_seed = first_seed
+
+    def suggest(self, trial_id: str) -> Optional[Dict[str, Any]]:
+        config = super().suggest(trial_id)
+        if isinstance(config, dict):
+            config[SEED_KEY] = self.first_seed + int(config.get(TRIAL_INDEX_KEY, 0))
+        return config
 
 
 def _build_scheduler(

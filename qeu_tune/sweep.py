@@ -49,6 +49,7 @@ class SweepResult:
     num_errors: int
     best: Optional[Dict[str, Any]]  # {"values", "metric", "run_id", "trial_id"}
     status: str
+    report: Any = None  # qeu_tune.analysis.SweepReport, when it could be built
 
 
 def _group_choices(config: Mapping[str, Any]) -> Dict[str, List[str]]:
@@ -288,11 +289,10 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
             tracker.log_metrics(parent, _best_metrics(best))
         status = tracking.FINISHED if num_errors < len(results) or len(results) == 0 else tracking.FAILED
         callback.close_open_runs(tracking.KILLED)
-        if parent is not None:
-            _log_report(plan.tracking_uri, parent)
+        report = _log_report(plan.tracking_uri, parent) if parent is not None else None
         return SweepResult(
             parent_run_id=parent, tracking_uri=plan.tracking_uri, experiment_id=tracker.experiment_id,
-            num_trials=len(results), num_errors=num_errors, best=best, status=status,
+            num_trials=len(results), num_errors=num_errors, best=best, status=status, report=report,
         )
     except KeyboardInterrupt:
         status = tracking.KILLED
@@ -306,14 +306,15 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
         tracker.end_run(parent, status)
 
 
-def _log_report(tracking_uri: str, parent_run_id: str) -> None:
+def _log_report(tracking_uri: str, parent_run_id: str) -> Any:
     """The comparison report as artifacts of the parent run; a failure is only a warning."""
     from qeu_tune.analysis import report_sweep_end
 
     try:
-        report_sweep_end(tracking_uri, parent_run_id)
+        return report_sweep_end(tracking_uri, parent_run_id)
     except Exception as err:  # noqa: BLE001 - the sweep's runs are recorded either way
         log.warning("could not write the sweep report to run %s: %s", parent_run_id, err)
+        return None
 
 
 def _sweep_params(config: Mapping[str, Any]) -> Dict[str, Any]:

@@ -161,6 +161,9 @@ def test_random_and_optuna_repeat_each_configuration_per_seed(algorithm, sampler
     )
     assert isinstance(s.search_alg, Repeater) and s.num_samples == 12
     assert isinstance(s.search_alg.searcher, OptunaSearch)
+    s.search_alg.set_search_properties(None, None, {})
+    seeds_seen = [s.search_alg.suggest(f"t{i}")["seed"] for i in range(6)]
+    assert seeds_seen == [0, 1, 2, 0, 1, 2]  # each sampled configuration on seeds 0, 1, 2
     assert type(s.search_alg.searcher._sampler).__name__ == sampler
     assert isinstance(s.scheduler, ASHAScheduler) and s.scheduler._max_t == 5000
 
@@ -174,7 +177,7 @@ def test_optuna_define_by_run_samples_conditional_keys_only_when_active():
         when={"algo=ppo": {"algo.params.clip_param": "interval(0.1, 0.3)"}},
         algorithm="optuna", num_samples=1, num_seeds=1, scheduler="fifo", **COMMON,
     )
-    define = s.search_alg._space
+    define = s.search_alg.searcher._space
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
     for _ in range(30):
