@@ -73,20 +73,21 @@ def _subcommand_parser() -> Any:
 
     from qeu_tune.ui import DEFAULT_HOST, DEFAULT_PORT
 
-    parser = argparse.ArgumentParser(prog="qeu-tune", description="Read recorded sweeps back from MLflow.")
-    parser.add_argument("--tracking-uri", default=None,
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--tracking-uri", default=argparse.SUPPRESS,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local SQLite file)")
+    parser = argparse.ArgumentParser(prog="qeu-tune", parents=[common], description="Read recorded sweeps back from MLflow.")
     sub = parser.add_subparsers(dest="command", required=True)
-    ui = sub.add_parser("ui", help="start the MLflow UI on this project's tracking backend")
+    ui = sub.add_parser("ui", parents=[common], help="start the MLflow UI on this project's tracking backend")
     ui.add_argument("--host", default=DEFAULT_HOST, help="bind address (default 127.0.0.1: local only)")
     ui.add_argument("--port", type=int, default=DEFAULT_PORT)
     for name, text in (("report", "ranked table and plots of a sweep"), ("best", "the best configuration of a sweep")):
-        p = sub.add_parser(name, help=text)
+        p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("sweep", help="parent run id or sweep name")
         p.add_argument("--by", default=None, help="statistic to rank by (default: IQM of final return over seeds)")
         p.add_argument("--baseline", default=None, help="configuration (reward name or config key) for probability of improvement")
         p.add_argument("--out", default=None, help="directory for tables/plots (report) or the experiment file (best)")
-    rerun = sub.add_parser("rerun", help="rerun a sweep's best configuration (or one trial) on fresh seeds")
+    rerun = sub.add_parser("rerun", parents=[common], help="rerun a sweep's best configuration (or one trial) on fresh seeds")
     rerun.add_argument("ref", help="parent run id / sweep name, or a trial's run id")
     rerun.add_argument("--seeds", type=int, default=None, help="number of fresh seeds (default: the sweep's num_seeds)")
     rerun.add_argument("--by", default=None, help="statistic that picks the best configuration")
@@ -99,7 +100,7 @@ def run_subcommand(argv: Sequence[str]) -> int:
     from qeu_tune.paths import resolve_tracking_uri
 
     args = _subcommand_parser().parse_args(list(argv))
-    uri = resolve_tracking_uri(args.tracking_uri)
+    uri = resolve_tracking_uri(getattr(args, "tracking_uri", None))
     try:
         if args.command == "ui":
             from qeu_tune.ui import run_ui
@@ -126,7 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
-    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+    if len(sys.argv) > 1 and (sys.argv[1] in SUBCOMMANDS or sys.argv[1].startswith("--tracking-uri")):
         raise SystemExit(run_subcommand(sys.argv[1:]))
     setup_hydra()
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(sweep)()

@@ -117,8 +117,10 @@ class Tracker:
         if found is not None:
             self.experiment_id = found.experiment_id
         else:
+            # MLflow 3's UI opens GenAI views unless told this is classic model training.
             self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=artifact_location_for(tracking_uri)
+                experiment, artifact_location=artifact_location_for(tracking_uri),
+                tags={"mlflow.experimentKind": "custom_model_development"},
             )
 
     def _guard(self, what: str, call: Callable[[], T]) -> Optional[T]:
