@@ -82,14 +82,12 @@ def obs_to_xy(obs: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: The length matches no observation mode.
     """
-    obs = np.asarray(obs, dtype=np.float64).reshape(-1)
-    if obs.size == N_CELLS:
-        y, x = divmod(int(np.argmax(obs)), N_COLS)
-        return np.array([x, y], dtype=np.float64)
-    if obs.size == 2:
-        return obs
-    if obs.size == len(TECHNO_FEATURES):
-        return obs[:2].copy()
+    obs = np.asarray(obs)
+    if obs.size == N_CELLS:  # one-hot: the cell index is the position of the 1
+        y, x = divmod(int(obs.argmax()), N_COLS)
+        return np.array((x, y), dtype=np.float64)
+    if obs.size == 2 or obs.size == len(TECHNO_FEATURES):
+        return obs.reshape(-1)[:2].astype(np.float64)
     raise ValueError(
         f"obs_to_xy got a vector of length {obs.size}; QEU Cliff Walking observations have "
         f"length {N_CELLS} (obs='onehot'), 2 (obs='xy') or {len(TECHNO_FEATURES)} "

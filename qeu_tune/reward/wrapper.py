@@ -125,6 +125,7 @@ class RewardDesignWrapper(gym.Wrapper):
         self._step_reward_keys = tuple(f"reward/{n}" for n in self.metric_names)
         self._step_rt_keys = tuple(f"rt/{n}" for n in self.metric_names)
         self._potential = mode == "potential"
+        # m_i of the latest state: the Phi(s) side of the next potential-based step.
         self._previous: List[float] = [0.0] * len(self._metrics)
         self._reset_stats()
         if augment_observation:
@@ -155,13 +156,16 @@ class RewardDesignWrapper(gym.Wrapper):
 
     def _evaluate(self, obs: Any) -> List[float]:
         values = [float(metric(obs)) for metric in self._metrics]
-        for name, value in zip(self.metric_names, values):
+        for i, value in enumerate(values):
             if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"reward metric {name!r} returned {value} for observation {obs!r}: check "
-                    "its feature map and know-how source (a degenerate unit space?)."
-                )
+                raise self._non_finite(i, value, obs)
         return values
+
+    def _non_finite(self, i: int, value: float, obs: Any) -> FloatingPointError:
+        return FloatingPointError(
+            f"reward metric {self.metric_names[i]!r} returned {value} for observation {obs!r}: "
+            "check its feature map and know-how source (a degenerate unit space?)."
+        )
 
     def _observe(self, obs: Any, values: Sequence[float]) -> Any:
         if not self.augment_observation:
@@ -181,32 +185,33 @@ class RewardDesignWrapper(gym.Wrapper):
     def step(self, action: Any) -> Tuple[Any, SupportsFloat, bool, bool, Dict[str, Any]]:
         """Steps the env and shapes its reward (see the module doc for the formulas)."""
         obs, reward, terminated, truncated, info = self.env.step(action)
-        values = self._evaluate(obs)
-        if self._potential:
-            gamma = 0.0 if terminated else self.gamma  # Phi(terminal) = 0
-            components = [
-                w * prev - gamma * w * m for w, prev, m in zip(self._weights, self._previous, values)
-            ]
-        else:
-            components = [-w * m for w, m in zip(self._weights, values)]
-        self._previous = values
         env_reward = float(reward)
         shaped = env_reward
-        for component in components:
-            shaped += component
-
-        # A copy: some envs return the same info dict every step.
-        info = dict(info)
+        # Potential mode: Phi(terminal) = 0, i.e. m(s') counts as 0 on a terminated step.
+        next_weight = (0.0 if terminated else self.gamma) if self._potential else 1.0
+        info = dict(info)  # a copy: some envs return the same info dict every step
         info["reward/env"] = env_reward
-        for i, component in enumerate(components):
+        # One pass per metric: this runs on every env step, so no intermediate lists.
+        values = self._previous
+        for i, metric in enumerate(self._metrics):
+            value = float(metric(obs))
+            if not math.isfinite(value):
+                raise self._non_finite(i, value, obs)
+            w = self._weights[i]
+            if self._potential:
+                component = w * values[i] - next_weight * w * value
+            else:
+                component = -w * value
+            values[i] = value
+            shaped += component
             info[self._step_reward_keys[i]] = component
-            info[self._step_rt_keys[i]] = values[i]
+            info[self._step_rt_keys[i]] = value
             self._component_sums[i] += component
-            self._value_sums[i] += values[i]
-            if values[i] < self._value_mins[i]:
-                self._value_mins[i] = values[i]
-            if values[i] > self._value_maxs[i]:
-                self._value_maxs[i] = values[i]
+            self._value_sums[i] += value
+            if value < self._value_mins[i]:
+                self._value_mins[i] = value
+            if value > self._value_maxs[i]:
+                self._value_maxs[i] = value
         self._return_env += env_reward
         self._return_shaped += shaped
         self._length += 1

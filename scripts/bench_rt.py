@@ -1,0 +1,346 @@
+"""Benchmark: RT metric speed, reward-wrapper overhead, RLlib PPO throughput, side by side.
+
+How to run this script::
+
+    /work/venv/bin/python scripts/bench_rt.py            # ~2-3 minutes on 2 cores
+    /work/venv/bin/python scripts/bench_rt.py --quick    # smaller, noisier, ~1 minute
+
+Everything runs on one core (BLAS and torch limited to one thread). It prints a table and
+writes ``results/bench_rt.json``; ``docs/benchmarks.md`` quotes the figures.
+
+What is measured:
+
+1. ``UnitSpace.distance`` on a batch (n = 100k samples, k = 36 features), in samples/s,
+   and as a fraction of the memory-bandwidth bound: the time of the fastest plain pass
+   over the same array (``X.sum()`` or ``X @ v``), since the distance must read X once.
+   Repeated with n = 1M, an array too large for any cache.
+2. One single-sample call (microseconds): ``UnitSpace.distance``, ``ReferenceSet``'s
+   ``distance``/``signed_distance`` on the Cliff route, and the complete metrics the
+   reward wrapper calls per step (feature map + model) for two built-in designs.
+3. Raw CartPole env steps/s with and without the reward wrapper (``cartpole_rt``), same
+   seed and actions.
+4. RLlib PPO training throughput (env steps/s over whole ``train()`` iterations,
+   ``num_env_runners=0``) with and without ``cartpole_rt``: several repetitions in
+   alternating order so drift (learning makes episodes longer, CPU frequency) cancels.
+
+Results to expect (targets): batch >= 20M samples/s, single sample <= 5 us, RLlib
+throughput with the wrapper >= 95% of without.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core: set before numpy/torch load their thread pools.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+import timeit
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "bench_rt.json"
+TARGET_BATCH = 20e6  # samples/s
+TARGET_SINGLE_US = 5.0
+TARGET_RLLIB_RATIO = 0.95
+
+
+def reward_design(name: str) -> Dict[str, Any]:
+    """A ``conf/reward`` file as the plain dict a trial receives."""
+    data = yaml.safe_load((ROOT / "conf" / "reward" / f"{name}.yaml").read_text())
+    data.pop("defaults", None)
+    return data
+
+
+# A light RT design to separate the wrapper's own cost from the feature map's: QEU minRT
+# of the raw state to the upright rest state (one reference point, identity feature map).
+UPRIGHT = {
+    "name": "cartpole_upright",
+    "mode": "additive",
+    "metrics": {
+        "upright": {
+            "kind": "reference",
+            "weight": 0.1,
+            "source": {"type": "list", "points": [[0.0, 0.0, 0.0, 0.0]]},
+            "feature": {"type": "identity"},
+        }
+    },
+}
+DESIGNS = {"cartpole_rt": lambda: reward_design("cartpole_rt"), "cartpole_upright": lambda: UPRIGHT}
+
+
+def median_time(fn: Callable[[], Any], reps: int) -> List[float]:
+    """Wall times of ``reps`` calls of ``fn`` (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_batch(n: int, k: int, reps: int) -> Dict[str, Any]:
+    from qeu_tune.rt import UnitSpace
+
+    rng = np.random.default_rng(0)
+    X = rng.random((n, k))  # non-negative patterns, as RT needs
+    us = UnitSpace.fit(X[:2000])
+    v = np.ones(k)
+    t_dist = median_time(lambda: us.distance(X), reps)
+    t_sum = median_time(lambda: X.sum(), reps)
+    t_dot = median_time(lambda: X @ v, reps)
+    t_bound = min(statistics.median(t_sum), statistics.median(t_dot))
+    t = statistics.median(t_dist)
+    return {
+        "n": n,
+        "k": k,
+        "array_mb": X.nbytes / 1e6,
+        "distance_s_median": t,
+        "distance_s_min": min(t_dist),
+        "samples_per_s": n / t,
+        "bound_read_s": {"X.sum()": statistics.median(t_sum), "X @ v": statistics.median(t_dot)},
+        "bound_samples_per_s": n / t_bound,
+        "bound_gb_per_s": X.nbytes / t_bound / 1e9,
+        "fraction_of_bound": t_bound / t,
+    }
+
+
+def per_call_us(stmt: str, namespace: Dict[str, Any], number: int) -> float:
+    """Best-of-5 microseconds per call of ``stmt`` (timeit: no lambda overhead)."""
+    return min(timeit.repeat(stmt, globals=namespace, number=number, repeat=5)) / number * 1e6
+
+
+def bench_single(number: int) -> Dict[str, float]:
+    from qeu_tune.knowhow import cliff_side_points, cliff_standard_route
+    from qeu_tune.reward import build_metric
+    from qeu_tune.rt import ReferenceSet, UnitSpace
+
+    rng = np.random.default_rng(1)
+    us = UnitSpace.fit(rng.random((2000, 36)))
+    neg, pos = cliff_side_points()
+    ref = ReferenceSet(cliff_standard_route(), negative_side=neg, positive_side=pos)
+    cliff = build_metric("route", reward_design("cliff_signed")["metrics"]["route"])
+    cartpole = build_metric("balance", reward_design("cartpole_rt")["metrics"]["balance"])
+    upright = build_metric("upright", UPRIGHT["metrics"]["upright"])
+    onehot = np.zeros(48, np.float32)
+    onehot[26] = 1.0
+    ns = {
+        "us": us, "x": rng.random(36), "ref": ref, "p": np.array([5.0, 2.0]),
+        "cliff": cliff, "onehot": onehot, "cartpole": cartpole, "upright": upright,
+        "cp_obs": np.array([0.01, 0.1, 0.02, -0.1], np.float32),
+    }
+    return {
+        "unit_space_distance_k36_us": per_call_us("us.distance(x)", ns, number),
+        "reference_distance_cliff_us": per_call_us("ref.distance(p)", ns, number),
+        "reference_signed_distance_cliff_us": per_call_us("ref.signed_distance(p)", ns, number),
+        "metric_cliff_signed_onehot_obs_us": per_call_us("cliff(onehot)", ns, number // 2),
+        "metric_cartpole_rt_us": per_call_us("cartpole(cp_obs)", ns, number // 2),
+        "metric_cartpole_upright_us": per_call_us("upright(cp_obs)", ns, number // 2),
+    }
+
+
+def bench_env(steps: int, reps: int) -> Dict[str, Any]:
+    import gymnasium as gym
+
+    from qeu_tune.reward import make_env
+
+    actions = np.random.default_rng(2).integers(0, 2, size=steps).tolist()
+    env_returns: Dict[str, float] = {}
+
+    def run(name: str, env: gym.Env) -> float:
+        env.reset(seed=0)
+        total = 0.0
+        t0 = time.perf_counter()
+        for a in actions:
+            _, reward, terminated, truncated, info = env.step(a)
+            total += info.get("reward/env", reward)
+            if terminated or truncated:
+                env.reset()
+        elapsed = time.perf_counter() - t0
+        env_returns[name] = total
+        return elapsed
+
+    envs = {"raw": gym.make("CartPole-v1")}
+    envs.update({name: make_env("CartPole-v1", {}, design(), gamma=0.99) for name, design in DESIGNS.items()})
+    times: Dict[str, List[float]] = {name: [] for name in envs}
+    for rep in range(reps):  # alternate the order: drift hits every variant equally
+        for name in (list(envs) if rep % 2 == 0 else list(envs)[::-1]):
+            times[name].append(run(name, envs[name]))
+    assert len(set(env_returns.values())) == 1, "the wrapper changed the environment's own rewards"
+    rate = {name: steps / statistics.median(t) for name, t in times.items()}
+    out: Dict[str, Any] = {"steps": steps, "raw_steps_per_s": rate["raw"]}
+    for name in DESIGNS:
+        out[name] = {
+            "steps_per_s": rate[name],
+            "ratio": rate[name] / rate["raw"],
+            "overhead_us_per_step": (1 / rate[name] - 1 / rate["raw"]) * 1e6,
+        }
+    return out
+
+
+def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
+    import ray
+    import torch
+
+    from qeu_tune.trainable import build_algo_config, register_env
+
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ppo = yaml.safe_load((ROOT / "conf" / "algo" / "ppo.yaml").read_text())
+    register_env()
+    last_steps: Dict[int, float] = {}
+
+    def build(reward: Dict[str, Any]) -> Any:
+        config = {
+            "algo": {"name": "ppo", "params": ppo["params"], "model": ppo["model"], "num_env_runners": 0},
+            "env": {"id": "CartPole-v1", "env_config": {}},
+            "reward": reward,
+            "seed": 0,
+        }
+        algo = build_algo_config(config).build_algo()
+        # Warm-up: first-iteration costs (allocation, lazy imports) stay out of the timing.
+        last_steps[id(algo)] = _env_steps(algo.train())
+        return algo
+
+    variants = {"without": {"name": "none", "mode": "none", "metrics": {}}}
+    variants.update({name: design() for name, design in DESIGNS.items()})
+    algos = {name: build(reward) for name, reward in variants.items()}
+    rates: Dict[str, List[float]] = {name: [] for name in algos}
+    try:
+        for rep in range(reps):  # alternate the order: drift hits every variant equally
+            for name in (list(algos) if rep % 2 == 0 else list(algos)[::-1]):
+                algo = algos[name]
+                t0 = time.perf_counter()
+                for _ in range(iters):
+                    result = algo.train()
+                elapsed = time.perf_counter() - t0
+                steps = _env_steps(result)
+                rates[name].append((steps - last_steps[id(algo)]) / elapsed)
+                last_steps[id(algo)] = steps
+    finally:
+        for algo in algos.values():
+            algo.stop()
+        ray.shutdown()
+    out: Dict[str, Any] = {
+        "iterations_per_measurement": iters,
+        "train_batch_size": ppo["params"]["train_batch_size_per_learner"],
+        "repetitions": reps,
+        "without_steps_per_s": rates["without"],
+        "without_median": statistics.median(rates["without"]),
+    }
+    for name in DESIGNS:
+        out[name] = {
+            "steps_per_s": rates[name],
+            "median": statistics.median(rates[name]),
+            "ratio_median": statistics.median(rates[name]) / statistics.median(rates["without"]),
+            "ratio_per_repetition": [w / wo for w, wo in zip(rates[name], rates["without"])],
+        }
+    return out
+
+
+def _env_steps(result: Dict[str, Any]) -> float:
+    runners = result.get("env_runners", {})
+    return float(result.get("num_env_steps_sampled_lifetime", runners.get("num_env_steps_sampled_lifetime", 0)))
+
+
+def versions() -> Dict[str, str]:
+    import gymnasium
+    import ray
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return {
+        "cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(), "numpy": np.__version__,
+        "gymnasium": gymnasium.__version__, "ray": ray.__version__, "torch": torch.__version__,
+    }
+
+
+def print_table(r: Dict[str, Any]) -> None:
+    """The results as an aligned text table, with each target's verdict."""
+    b, bd, s, e, rl = r["batch"], r["batch_dram"], r["single"], r["env"], r.get("rllib")
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "MISSED"
+
+    single = TARGET_SINGLE_US
+    rows = [
+        ("UnitSpace.distance, batch n=100k k=36", f"{b['samples_per_s'] / 1e6:.1f} M samples/s",
+         f"target >= 20 M/s: {verdict(b['samples_per_s'] >= TARGET_BATCH)}"),
+        ("  plain read of the same array (bound)", f"{b['bound_samples_per_s'] / 1e6:.1f} M samples/s",
+         f"{b['bound_gb_per_s']:.1f} GB/s; distance at {100 * b['fraction_of_bound']:.0f}% of it"),
+        ("UnitSpace.distance, batch n=1M (> L3)", f"{bd['samples_per_s'] / 1e6:.1f} M samples/s",
+         f"bound {bd['bound_samples_per_s'] / 1e6:.1f} M/s ({bd['bound_gb_per_s']:.1f} GB/s): "
+         f"{100 * bd['fraction_of_bound']:.0f}%"),
+        ("UnitSpace.distance, 1 sample (k=36)", f"{s['unit_space_distance_k36_us']:.2f} us",
+         f"target <= 5 us: {verdict(s['unit_space_distance_k36_us'] <= single)}"),
+        ("ReferenceSet.distance, 1 state (Cliff)", f"{s['reference_distance_cliff_us']:.2f} us",
+         f"target <= 5 us: {verdict(s['reference_distance_cliff_us'] <= single)}"),
+        ("ReferenceSet.signed_distance, 1 state", f"{s['reference_signed_distance_cliff_us']:.2f} us",
+         f"target <= 5 us: {verdict(s['reference_signed_distance_cliff_us'] <= single)}"),
+        ("metric/step: cliff_signed, onehot obs", f"{s['metric_cliff_signed_onehot_obs_us']:.2f} us", "obs_to_xy + signed minRT"),
+        ("metric/step: cartpole_rt", f"{s['metric_cartpole_rt_us']:.2f} us", "rbf (81 features) + D"),
+        ("metric/step: cartpole_upright", f"{s['metric_cartpole_upright_us']:.2f} us", "identity + minRT, 1 point"),
+        ("CartPole env steps/s, raw", f"{e['raw_steps_per_s']:,.0f}", "same seed and actions below"),
+    ]
+    for name in DESIGNS:
+        rows.append((f"CartPole env steps/s, {name}", f"{e[name]['steps_per_s']:,.0f}",
+                     f"{100 * e[name]['ratio']:.0f}% of raw, +{e[name]['overhead_us_per_step']:.1f} us/step"))
+    if rl is not None:
+        rows.append(("RLlib PPO env steps/s, no reward design", f"{rl['without_median']:,.0f}", "median"))
+        for name in DESIGNS:
+            ratio = rl[name]["ratio_median"]
+            rows.append((f"RLlib PPO env steps/s, {name}", f"{rl[name]['median']:,.0f}",
+                         f"{100 * ratio:.1f}% of without; target >= 95%: {verdict(ratio >= TARGET_RLLIB_RATIO)}"))
+    width = max(len(row[0]) for row in rows)
+    vwidth = max(len(row[1]) for row in rows)
+    print()
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>{vwidth}}  {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, ~1 minute)")
+    parser.add_argument("--no-rllib", action="store_true", help="skip the RLlib PPO measurement")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(ROOT)})")
+    args = parser.parse_args()
+    quick = args.quick
+
+    results: Dict[str, Any] = {"command": " ".join(["python", "scripts/bench_rt.py", *sys.argv[1:]]), "versions": versions()}
+    print("RT batch ...", flush=True)
+    results["batch"] = bench_batch(100_000, 36, reps=10 if quick else 30)
+    # 100k x 36 float64 is 28.8 MB: it can sit in a large L3 cache (32 MiB on the machine
+    # of docs/benchmarks.md). 1M rows (288 MB) shows the DRAM-bound case.
+    results["batch_dram"] = bench_batch(1_000_000, 36, reps=3 if quick else 8)
+    print("single-sample calls ...", flush=True)
+    results["single"] = bench_single(number=20_000 if quick else 100_000)
+    print("CartPole env steps ...", flush=True)
+    results["env"] = bench_env(steps=20_000 if quick else 50_000, reps=3 if quick else 5)
+    if not args.no_rllib:
+        print("RLlib PPO throughput ...", flush=True)
+        results["rllib"] = bench_rllib(iters=1 if quick else 2, reps=4 if quick else 6)
+    results["targets"] = {
+        "batch_samples_per_s": TARGET_BATCH,
+        "single_sample_us": TARGET_SINGLE_US,
+        "rllib_ratio": TARGET_RLLIB_RATIO,
+    }
+    print_table(results)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
