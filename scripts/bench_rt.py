@@ -318,7 +318,11 @@ def main() -> None:
     args = parser.parse_args()
     quick = args.quick
 
-    results: Dict[str, Any] = {"command": " ".join(["python", "scripts/bench_rt.py", *sys.argv[1:]]), "versions": versions()}
+    results: Dict[str, Any] = {
+        "command": " ".join(["python", "scripts/bench_rt.py", *sys.argv[1:]]),
+        "versions": versions(),
+        "load_average_1_5_15_min_at_start": list(os.getloadavg()),
+    }
     print("RT batch ...", flush=True)
     results["batch"] = bench_batch(100_000, 36, reps=10 if quick else 30)
     # 100k x 36 float64 is 28.8 MB: it can sit in a large L3 cache (32 MiB on the machine
@@ -336,6 +340,8 @@ def main() -> None:
         "single_sample_us": TARGET_SINGLE_US,
         "rllib_ratio": TARGET_RLLIB_RATIO,
     }
+    # Other processes share the cores: the load average says how much to trust the run.
+    results["load_average_1_5_15_min_at_end"] = list(os.getloadavg())
     print_table(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1) + "\n")
