@@ -187,8 +187,8 @@ class RewardDesignWrapper(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         env_reward = float(reward)
         shaped = env_reward
-        # Potential mode: Phi(terminal) = 0, i.e. m(s') counts as 0 on a terminated step.
-        next_weight = (0.0 if terminated else self.gamma) if self._potential else 1.0
+        # Potential mode: Phi(terminal) = 0, so gamma * Phi(s') drops out when terminated.
+        gamma_next = 0.0 if terminated else self.gamma
         info = dict(info)  # a copy: some envs return the same info dict every step
         info["reward/env"] = env_reward
         # One pass per metric: this runs on every env step, so no intermediate lists.
@@ -199,7 +199,7 @@ class RewardDesignWrapper(gym.Wrapper):
                 raise self._non_finite(i, value, obs)
             w = self._weights[i]
             if self._potential:
-                component = w * values[i] - next_weight * w * value
+                component = w * values[i] - gamma_next * w * value
             else:
                 component = -w * value
             values[i] = value

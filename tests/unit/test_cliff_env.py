@@ -159,6 +159,7 @@ def test_deterministic_given_seed():
     assert not all(np.array_equal(x, y) for x, y in zip(a, trajectory(4)))  # the actions differ
 
 
+@pytest.mark.filterwarnings("ignore:.*render_mode='human'")  # Gymnasium warns before we raise
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"obs": "pixels"}, "onehot, xy, techno"), ({"max_falls": 0}, "max_falls"), ({"render_mode": "human"}, "ansi")],

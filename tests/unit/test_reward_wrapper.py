@@ -89,37 +89,38 @@ def test_additive_component_is_minus_weight_times_metric_of_the_next_state():
     assert [s[4]["reward/row2"] for s in steps] == pytest.approx([0.0, -2 / math.sqrt(2), -4 / math.sqrt(2)])
 
 
+def row2_distance(y: int) -> float:
+    """minRT of any cell in row ``y`` to row 2: RMS over (x, y) of (0, y - 2)."""
+    return abs(y - 2) / math.sqrt(2)
+
+
 def test_potential_is_zero_at_a_terminal_state_and_telescopes():
     w = 3.0
     env = make_env(CLIFF_ENV_ID, {"obs": "xy"}, design("potential", weight=w), gamma=GAMMA)
-    # Detour through the top row, then the goal: the potential changes along the way.
+    # Up to the top row, along it, down to the goal: rows 3, 2, 1, 0 x 12, 1, 2, 3.
     actions = [UP, UP, UP] + [RIGHT] * 11 + [DOWN] * 3
+    rows = [3, 2, 1] + [0] * 12 + [1, 2, 3]
     steps = rollout(env, actions)
-    assert steps[-1][2]  # terminated at the goal
-    m = [0.0] + [s[4]["rt/row2"] for s in steps]  # m(s_0) = 0: the start is 1 row off? no: see below
-    m[0] = 1 / math.sqrt(2)  # the start (0, 3) is one row below row 2
-    phi = [-w * v for v in m]
-    phi[-1] = 0.0  # terminal
+    assert steps[-1][2] and len(steps) == len(actions)  # terminated at the goal
+    m = [row2_distance(y) for y in rows]
+    assert [s[4]["rt/row2"] for s in steps] == pytest.approx(m[1:])
+    phi = [-w * v for v in m[:-1]] + [0.0]  # Phi(terminal) = 0, though the goal is off row 2
     for t, (_, _, _, _, info) in enumerate(steps):
         assert info["reward/row2"] == pytest.approx(GAMMA * phi[t + 1] - phi[t])
-    # The goal cell is one row off row 2, but Phi(goal) = 0: the last term is -Phi(s_T-1) only.
-    assert steps[-1][4]["reward/row2"] == pytest.approx(w * m[-2])
-    # Discounted shaping telescopes to -Phi(s_0) when the episode terminates.
+    assert steps[-1][4]["reward/row2"] == pytest.approx(w * row2_distance(2))  # -Phi(s_T-1) only
+    # The discounted shaping of a terminated episode telescopes to -Phi(s_0).
     discounted = sum(GAMMA**t * s[4]["reward/row2"] for t, s in enumerate(steps))
-    assert discounted == pytest.approx(-phi[0])
+    assert discounted == pytest.approx(w * row2_distance(3))
 
 
 def test_potential_keeps_the_true_potential_at_a_time_limit():
     w = 2.0
-    env = make_env(CLIFF_ENV_ID, {"obs": "xy"}, design("potential", weight=w), gamma=GAMMA)
-    env = gym.wrappers.TimeLimit(env.env, max_episode_steps=2)  # a tight limit below the wrapper
-    env = RewardDesignWrapper(
-        env, {"row2": build_metric("row2", design("potential")["metrics"]["row2"])}, {"row2": w},
-        mode="potential", gamma=GAMMA,
-    )
-    steps = rollout(env, [UP, UP])  # (0,2) then (0,1): truncated, not terminated, 1 row off
+    env_config = {"obs": "xy", "max_episode_steps": 2}  # passed on to gymnasium.make
+    env = make_env(CLIFF_ENV_ID, env_config, design("potential", weight=w), gamma=GAMMA)
+    steps = rollout(env, [UP, UP])  # (0, 2) on row 2, then (0, 1): truncated there
     assert steps[-1][3] and not steps[-1][2]
-    assert steps[-1][4]["reward/row2"] == pytest.approx(GAMMA * (-w / math.sqrt(2)) - 0.0)
+    # gamma * Phi(s') - Phi(s) with the true Phi(s') = -w * m((0, 1)), and Phi((0, 2)) = 0.
+    assert steps[-1][4]["reward/row2"] == pytest.approx(-GAMMA * w * row2_distance(1))
 
 
 def test_episode_info_has_every_key_with_consistent_statistics():

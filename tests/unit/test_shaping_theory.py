@@ -29,8 +29,9 @@ START, GOAL = (0, 2), (3, 2)
 CLIFF = {(1, 2), (2, 2)}
 CELLS = [(x, y) for y in range(ROWS) for x in range(COLS) if (x, y) not in CLIFF]
 GAMMA = 0.9
-# Up the left edge, along the top row, down the right edge.
-ROUTE = [[0, 2], [0, 1], [0, 0], [1, 0], [2, 0], [3, 0], [3, 1], [3, 2]]
+# Up the left edge, along the top row, down the right edge. The goal itself is left out,
+# so Phi(goal) would be non-zero if the wrapper did not zero it at the terminal state.
+ROUTE = [[0, 2], [0, 1], [0, 0], [1, 0], [2, 0], [3, 0], [3, 1]]
 METRIC = {
     "kind": "reference",
     "source": {"type": "list", "points": ROUTE},
@@ -120,7 +121,7 @@ def shaped(mode: str, weight: float) -> Tuple[RewardDesignWrapper, FittedMetric]
 
 Q_ENV = solve(TinyCliff())
 SHORT_PATH = [(0, 2), (0, 1), (1, 1), (2, 1), (3, 1), (3, 2)]
-ROUTE_PATH = [tuple(c) for c in ROUTE]
+ROUTE_PATH = [tuple(c) for c in ROUTE] + [GOAL]
 
 
 def test_the_unshaped_optimum_is_the_short_path_off_the_route():
