@@ -101,7 +101,8 @@ def test_cli_runs_a_smoke_sweep_on_an_existing_ray_cluster(ray_session, tmp_path
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Best trial:" in proc.stdout and "Parent run:" in proc.stdout
+    assert "Best trial by last return_env/mean" in proc.stdout and "Parent run:" in proc.stdout
+    assert "Ranked by IQM over seeds" in proc.stdout  # the end-of-sweep report table
     assert "env_steps" in proc.stdout  # the live progress table
     client = MlflowClient(tracking_uri=uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "qeu-tune"]
