@@ -120,7 +120,9 @@ def _is_learner_stat(key: str) -> bool:
 def rllib_metrics(result: Mapping[str, Any]) -> Dict[str, float]:
     """Every numeric key of RLlib's result, flattened under ``rllib/`` (optional logging)."""
     out = {}
-    for key, value in _flatten(result).items():
+    # RLlib's echo of its own config is not a metric (and is hundreds of keys).
+    tree = {k: v for k, v in result.items() if k != "config"}
+    for key, value in _flatten(tree).items():
         number = _number(value)
         if number is not None and math.isfinite(number) and not isinstance(value, str):
             out[names.RLLIB_PREFIX + key] = number

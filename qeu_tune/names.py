@@ -29,7 +29,6 @@ CONV_PREFIX = "conv/"
 RLLIB_PREFIX = "rllib/"
 
 # Key the reward wrapper uses in the final step's ``info`` of every episode: a flat
-# {name: float} dict whose names are already in the scheme above without the
-# section prefix resolved, e.g. {"return_env": -12.0, "reward/rt_route/sum": -3.1,
-# "rt/route/mean": 0.4}.
+# {name: float} dict already in the scheme above, e.g. {"return_env": -12.0,
+# "reward/route/sum": -3.1, "rt/route/mean": 0.4}; RLlib averages them over episodes.
 EPISODE_INFO_KEY = "qeu_episode"

@@ -393,6 +393,8 @@ def build_tune_search(
     # Each sampled configuration runs num_seeds times; the searcher sees their mean, so a
     # lucky seed does not steer the search.
     search_alg = SeededRepeater(searcher, repeat=num_seeds, first_seed=first_seed)
+    if all(d.kind == "const" for d in dims):
+        num_samples = 1  # nothing to sample: one configuration (on num_seeds seeds)
     return TuneSearch({}, search_alg, sched, num_samples * num_seeds, dims)
 
 

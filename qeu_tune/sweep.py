@@ -89,10 +89,14 @@ def validate_trial_config(config: Mapping[str, Any]) -> None:
     Raises:
         ConfigError: with one paragraph naming the bad value and the fix.
     """
-    from qeu_tune.reward import make_env
+    from qeu_tune.reward import make_env, parse_reward_config
     from qeu_tune.trainable import build_algo_config
 
     algo_config = build_algo_config(config)  # unknown algorithm / hyperparameter
+    try:
+        parse_reward_config(config.get("reward"))  # reward errors get a reward label
+    except ValueError as err:
+        raise ConfigError(f"reward={config.get('reward', {}).get('name')}: {err}") from None
     env = config["env"]
     try:
         instance = make_env(
@@ -278,7 +282,10 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
                 progress_reporter=_progress_reporter(plan) if verbose >= 1 else None,
                 verbose=1 if verbose >= 1 else 0,
                 failure_config=tune.FailureConfig(max_failures=int(config.get("max_failures", 0))),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # PBT exploits other trials' checkpoints: deleting old ones breaks it.
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=None if config["scheduler"]["name"] == "pbt" else 2
+                ),
             ),
         )
         results = tuner.fit()

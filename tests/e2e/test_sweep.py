@@ -108,3 +108,19 @@ def test_cli_runs_a_smoke_sweep_on_an_existing_ray_cluster(ray_session, tmp_path
     (experiment,) = [e for e in client.search_experiments() if e.name == "qeu-tune"]
     runs = client.search_runs([experiment.experiment_id])
     assert len([r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"]) == 2
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    ["scheduler=asha scheduler.params.grace_period=500", "scheduler=pbt scheduler.params.perturbation_interval=500"],
+)
+def test_asha_and_pbt_sweeps_finish_with_every_run_closed(ray_session, tmp_path, scheduler):
+    result, client = run(
+        ["debug=smoke", *scheduler.split(), "search.num_samples=2", "stop.env_steps=2000"], tmp_path
+    )
+    assert result.num_trials == 2 and result.num_errors == 0
+    runs = children(client, result)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for run_ in runs:
+        steps = [m.step for m in client.get_metric_history(run_.info.run_id, names.ENV_STEPS)]
+        assert steps and steps == sorted(steps)

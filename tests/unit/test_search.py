@@ -168,6 +168,12 @@ def test_random_and_optuna_repeat_each_configuration_per_seed(algorithm, sampler
     assert isinstance(s.scheduler, ASHAScheduler) and s.scheduler._max_t == 5000
 
 
+def test_an_empty_space_is_one_configuration_on_every_seed():
+    s = build_tune_search(space={"algo.params.gamma": "0.9"}, algorithm="random", num_samples=8, num_seeds=3,
+                          scheduler="fifo", **COMMON)
+    assert s.num_samples == 3
+
+
 def test_optuna_define_by_run_samples_conditional_keys_only_when_active():
     import optuna
 
