@@ -39,6 +39,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def wait_http(url: str, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,11 +71,12 @@ def ui(tmp_path):
         wait_http(f"http://127.0.0.1:{port}/health")
         yield f"http://127.0.0.1:{port}", rec, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        process.terminate()  # qeu-tune ui must take its MLflow server down with it
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _port_open(port):
+            time.sleep(0.5)
+        assert not _port_open(port), "the MLflow UI outlived `qeu-tune ui`"
 
 
 def browser():
