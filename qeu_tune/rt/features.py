@@ -244,36 +244,56 @@ class RbfMap(FeatureMap):
                 raise ValueError(f"rbf 'width' must be > 0, got {spec['width']!r}.")
         super().__init__(spec, math.prod(num))
         self._D = D
-        self._centres = centres
-        self._inv_widths = [1.0 / w for w in widths]
+        # The Gaussian factorises over dimensions: feature (i_1, ..., i_D) is the product of
+        # one factor exp(-z^2/2) per dimension, z = (x_d - c_d,i_d) / w_d. So a call takes one
+        # exp of the sum(num) factors (all dimensions' centres in one flat vector) and then
+        # multiplies them out over the grid, in the same order as an outer-product chain.
+        self._factor_dim = np.repeat(np.arange(D), num)  # the obs dim of each flat centre
+        self._flat_centres = np.concatenate(centres)
+        self._flat_inv_widths = np.repeat([1.0 / w for w in widths], num)
+        starts = np.cumsum([0, *num[:-1]])
+        self._factor_slices = [slice(s, s + k) for s, k in zip(starts.tolist(), num)]
+        # Row d: for each grid point (first dimension varying slowest), the flat index of
+        # its dimension-d factor.
+        self._grid_factors = np.indices(num).reshape(D, -1) + starts[:, None]
 
     def __call__(self, obs: Any) -> np.ndarray:
-        x = np.asarray(obs, dtype=np.float64).reshape(-1)
-        if x.size != self._D:
-            raise ValueError(
-                f"rbf feature map expects observations with {self._D} values, got {x.size}."
-            )
-        out = None
-        for d in range(self._D):
-            z = (float(x[d]) - self._centres[d]) * self._inv_widths[d]
-            g = np.exp(-0.5 * z * z)
-            out = g if out is None else np.multiply.outer(out, g).reshape(-1)
-        return out
+        # The per-env-step path: a fixed, short chain of numpy calls on small arrays.
+        x = np.asarray(obs, dtype=np.float64)
+        if x.ndim != 1:
+            x = x.reshape(-1)
+        if x.shape[0] != self._D:
+            raise self._size_error(x.size)
+        # Gather each grid point's D factors, (D, dim), and multiply the rows in order.
+        return np.multiply.reduce(self._factors(x)[self._grid_factors], axis=0)
 
     def map_batch(self, obs_array: ArrayLike) -> np.ndarray:
         X = np.asarray(obs_array, dtype=np.float64)
-        X = X.reshape(X.shape[0], -1) if X.ndim > 1 else X.reshape(-1, 1)
+        # Explicit sizes, not -1: an empty batch has no size to infer.
+        X = X.reshape(X.shape[0], math.prod(X.shape[1:])) if X.ndim > 1 else X.reshape(-1, 1)
         if X.shape[1] != self._D:
-            raise ValueError(
-                f"rbf feature map expects observations with {self._D} values, got {X.shape[1]}."
-            )
+            raise self._size_error(X.shape[1])
         m = X.shape[0]
-        out = None
-        for d in range(self._D):
-            z = (X[:, d : d + 1] - self._centres[d]) * self._inv_widths[d]
-            g = np.exp(-0.5 * z * z)
-            out = g if out is None else (out[:, :, None] * g[:, None, :]).reshape(m, -1)
+        G = self._factors(X)
+        # For many rows an outer-product chain beats the gather of __call__ (fewer passes).
+        out = G[:, self._factor_slices[0]]
+        for s in self._factor_slices[1:]:
+            out = (out[:, :, None] * G[:, None, s]).reshape(m, out.shape[1] * (s.stop - s.start))
         return out
+
+    def _factors(self, X: np.ndarray) -> np.ndarray:
+        """The factors ``exp(-z^2/2)`` of samples ``X`` (shape (..., D)): (..., sum(num))."""
+        z = X[..., self._factor_dim]  # a copy: the observation is never written to
+        z -= self._flat_centres
+        z *= self._flat_inv_widths
+        g = -0.5 * z
+        g *= z
+        return np.exp(g, out=g)
+
+    def _size_error(self, size: int) -> ValueError:
+        return ValueError(
+            f"rbf feature map expects observations with {self._D} values, got {size}."
+        )
 
 
 class CallableMap(FeatureMap):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -79,6 +80,64 @@ def test_rbf_grid_order_range_and_batch():
     assert batch.shape == (50, 6)
     assert np.all(batch > 0) and np.all(batch <= 1)
     np.testing.assert_allclose(batch, np.stack([fm(o) for o in obs]), rtol=1e-15)
+
+
+def _rbf_reference(x, low, high, num, width=None):
+    """exp(-0.5 * sum_d ((x_d - c_d) / w_d)^2) over the grid, first dim slowest, in plain Python."""
+    axes, widths = [], []
+    for lo, hi, k, w in zip(low, high, num, width or [None] * len(low)):
+        axes.append([lo + (hi - lo) * i / (k - 1) for i in range(k)] if k > 1 else [(lo + hi) / 2])
+        widths.append(w if w is not None else ((hi - lo) / (k - 1) if k > 1 else hi - lo))
+    return [
+        math.exp(-0.5 * sum(((xd - cd) / wd) ** 2 for xd, cd, wd in zip(x, c, widths)))
+        for c in itertools.product(*axes)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "num", "width"),
+    [
+        ([-2.4, -2.0, -0.21, -2.0], [2.4, 2.0, 0.21, 2.0], [3, 3, 3, 3], None),  # cartpole_rt
+        ([-1.2, -0.07], [0.6, 0.07], [4, 2], [0.3, 0.05]),
+        ([0.0, -1.0, 5.0], [1.0, 1.0, 7.0], [2, 1, 5], None),  # one centre in a dimension
+        ([-3.0], [3.0], [7], None),
+    ],
+)
+def test_rbf_matches_the_reference_formula(low, high, num, width):
+    spec = {"type": "rbf", "low": low, "high": high, "num": num}
+    if width is not None:
+        spec["width"] = width
+    fm = make_feature_map(spec)
+    rng = np.random.default_rng(3)
+    span = np.subtract(high, low)
+    # Inside the grid, around it and far outside (where features underflow to 0).
+    X = rng.uniform(np.subtract(low, span), np.add(high, span), size=(200, len(low)))
+    X[:3] = [low, high, np.add(low, 20 * span)]
+    expected = np.array([_rbf_reference(x, low, high, num, width) for x in X])
+    assert expected.shape == (200, math.prod(num))
+    for x, row in zip(X, expected):
+        for obs in (x, x.tolist(), x.reshape(1, -1)):
+            out = fm(obs)
+            assert out.shape == (fm.dim,) and out.dtype == np.float64
+            np.testing.assert_allclose(out, row, rtol=1e-12, atol=1e-12)
+    x32 = X.astype(np.float32)
+    np.testing.assert_allclose(
+        fm(x32[5]), _rbf_reference(x32[5].tolist(), low, high, num, width), rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_allclose(fm.map_batch(X), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(fm.map_batch(X), np.stack([fm(x) for x in X]))
+    assert fm.map_batch(np.empty((0, len(low)))).shape == (0, fm.dim)
+
+
+def test_rbf_output_is_fresh_and_leaves_the_observation_alone():
+    fm = make_feature_map({"type": "rbf", "low": [0.0, 0.0], "high": [1.0, 1.0], "num": 2})
+    obs = np.array([0.25, 0.75])
+    first = fm(obs)
+    assert obs.tolist() == [0.25, 0.75]
+    second = fm(obs)
+    second[:] = -1.0
+    np.testing.assert_array_equal(fm(obs), first)
+    assert not np.shares_memory(first, obs)
 
 
 def test_rbf_errors():
