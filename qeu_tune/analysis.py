@@ -7,6 +7,7 @@ Everything is read back from MLflow (``qeu_tune.runs``); statistics come from
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import re
@@ -67,7 +68,7 @@ def _labels(keys: Sequence[str]) -> Dict[str, str]:
 
 
 def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, baseline: Optional[str] = None,
-                 reps: int = 2000) -> SweepReport:
+                 threshold: Optional[float] = None, reps: int = 2000) -> SweepReport:
     """Statistics of every trial of a sweep and the ranked configurations.
 
     Args:
@@ -76,6 +77,8 @@ def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, bas
         by: Per-trial statistic to rank by (default ``final_mean``); ranked by its IQM.
         baseline: Label or config key of the baseline for probability of improvement;
             default: the configuration without a reward design, if the sweep has one.
+        threshold: Return threshold for ``steps_to_threshold``; default: each trial's
+            ``env.return_threshold``.
         reps: Bootstrap resamples.
     """
     by = by or DEFAULT_BY
@@ -96,7 +99,10 @@ def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, bas
             k: metric_history(client, trial.run_id, k)
             for k in trial.metrics if k.startswith(names.RT_PREFIX) and k.endswith("/mean")
         }
-        summary = trial_statistics((steps, values), settings_from_params(trial.params), rt)
+        settings = settings_from_params(trial.params)
+        if threshold is not None:
+            settings = dataclasses.replace(settings, threshold=float(threshold))
+        summary = trial_statistics((steps, values), settings, rt)
         label = labels[trial.config_key]
         rows.append({"config": label, "config_key": trial.config_key, "seed": trial.seed,
                      "run_id": trial.run_id, "status": trial.status, **summary})
@@ -151,8 +157,13 @@ def _ci(row: Mapping[str, Any], stat: str, agg: str = DEFAULT_AGG, digits: int =
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
-        return f"{value:.{digits}g} [CI n/a]"  # one seed: no interval
-    return f"{value:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
+        return f"{_num(value, digits)} [CI n/a]"  # one seed: no interval
+    return f"{_num(value, digits)} [{_num(lo, digits)}, {_num(hi, digits)}]"
+
+
+def _num(value: float, digits: int = 4) -> str:
+    """Compact numbers; large ones (env steps, returns) in full, never as 3e+04."""
+    return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
 
 
 def summary_table(report: SweepReport) -> pd.DataFrame:
@@ -166,7 +177,7 @@ def summary_table(report: SweepReport) -> pd.DataFrame:
             f"{report.by} IQM [95% CI]": _ci(row, report.by),
             "steps_to_threshold IQM [CI]": _ci(row, "steps_to_threshold") if report.by != "steps_to_threshold" else "",
             "reached": f"{row.get('reached/mean', float('nan')):.2f}",
-            "auc IQM": f"{row.get('auc/iqm', float('nan')):.4g}",
+            "auc IQM": _num(row.get("auc/iqm", float("nan"))),
         }
         if report.baseline:
             out[f"P(>{report.baseline}) [CI]"] = (
@@ -342,17 +353,22 @@ def report_sweep_end(tracking_uri: str, parent_run_id: str) -> Optional[SweepRep
 
 
 def report_command(uri: str, ref: str, *, by: Optional[str] = None, baseline: Optional[str] = None,
-                   out: Optional[str] = None) -> SweepReport:
-    """``qeu-tune report SWEEP``: print the ranked table, write (and log) tables and plots."""
+                   threshold: Optional[float] = None, out: Optional[str] = None, log: bool = False) -> SweepReport:
+    """``qeu-tune report SWEEP``: print the ranked table and write tables and plots.
+
+    With ``log`` the files also replace the ``report/`` artifacts of the parent run (the
+    sweep logs its default report there itself).
+    """
     client = client_for(uri)
-    report = build_report(client, load_sweep(client, ref), by=by, baseline=baseline)
+    report = build_report(client, load_sweep(client, ref), by=by, baseline=baseline, threshold=threshold)
     print_report(report)
     out_dir = Path(out or Path.cwd() / f"report-{report.sweep.name}").resolve()
     paths = write_report(report, out_dir)
-    try:
-        log_report(client, report, out_dir)
-    except Exception as err:  # noqa: BLE001 - the local files are the deliverable here
-        print(f"(could not log the report to the parent run: {err})", file=sys.stderr)
+    if log:
+        try:
+            log_report(client, report, out_dir)
+        except Exception as err:  # noqa: BLE001 - the local files are the deliverable here
+            print(f"(could not log the report to the parent run: {err})", file=sys.stderr)
     print(f"Wrote {len(paths)} files to {out_dir}")
     return report
 

@@ -87,6 +87,11 @@ def _subcommand_parser() -> Any:
         p.add_argument("--by", default=None, help="statistic to rank by (default: IQM of final return over seeds)")
         p.add_argument("--baseline", default=None, help="configuration (reward name or config key) for probability of improvement")
         p.add_argument("--out", default=None, help="directory for tables/plots (report) or the experiment file (best)")
+        if name == "report":
+            p.add_argument("--threshold", type=float, default=None,
+                           help="return threshold for steps_to_threshold (default: env.return_threshold)")
+            p.add_argument("--log", action="store_true",
+                           help="also replace the report/ artifacts of the sweep's parent run")
     rerun = sub.add_parser("rerun", parents=[common], help="rerun a sweep's best configuration (or one trial) on fresh seeds")
     rerun.add_argument("ref", help="parent run id / sweep name, or a trial's run id")
     rerun.add_argument("--seeds", type=int, default=None, help="number of fresh seeds (default: the sweep's num_seeds)")
@@ -109,7 +114,8 @@ def run_subcommand(argv: Sequence[str]) -> int:
         from qeu_tune import analysis
 
         if args.command == "report":
-            analysis.report_command(uri, args.sweep, by=args.by, baseline=args.baseline, out=args.out)
+            analysis.report_command(uri, args.sweep, by=args.by, baseline=args.baseline,
+                                    threshold=args.threshold, out=args.out, log=args.log)
         elif args.command == "best":
             analysis.best_command(uri, args.sweep, by=args.by, out=args.out)
         else:

@@ -123,13 +123,17 @@ class Tracker:
                 tags={"mlflow.experimentKind": "custom_model_development"},
             )
 
+    def warn_once(self, what: str, message: str) -> None:
+        """Logs one warning per kind of failure, not one per call."""
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(message)
+
     def _guard(self, what: str, call: Callable[[], T]) -> Optional[T]:
         try:
             return call()
         except Exception as err:  # noqa: BLE001 - logging must never kill training
-            if what not in self._warned:  # one warning per kind of failure, not per call
-                self._warned.add(what)
-                log.warning("MLflow %s failed (%s: %s); training continues.", what, type(err).__name__, err)
+            self.warn_once(what, f"MLflow {what} failed ({type(err).__name__}: {err}); training continues.")
             return None
 
     def create_run(self, *, run_name: str, tags: Mapping[str, str]) -> Optional[str]:
@@ -316,9 +320,7 @@ class MLflowTrialCallback(_tune_callback_base()):
             returns, rt = curves_from_history(record.history)
             summary = trial_statistics(returns, settings_from_config(record.config), rt)
         except Exception as err:  # noqa: BLE001 - statistics must never stop tracking
-            if "convergence" not in self.tracker._warned:
-                self.tracker._warned.add("convergence")
-                log.warning("convergence statistics failed (%s); metrics are still logged.", err)
+            self.tracker.warn_once("convergence", f"convergence statistics failed ({err}); metrics are still logged.")
             return {}
         return {names.CONV_PREFIX + k: v for k, v in summary.items()}
 

@@ -158,7 +158,7 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate) -> None:
 
     from qeu_tune.episode_metrics import flatten_result, rllib_metrics
 
-    config, _skipped = resolve_trial_config(template, params)
+    config, _ = resolve_trial_config(template, params)  # skipped keys: tagged by tracking
     # One trial per core: stop torch from spawning a thread per core in every trial.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
     register_env()

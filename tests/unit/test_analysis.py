@@ -47,7 +47,7 @@ def test_report_ranks_configurations_with_cis_and_probability_of_improvement(swe
 
 def test_report_command_prints_writes_and_logs_to_the_parent(sweep, tmp_path, capsys):
     uri, rec = sweep
-    analysis.report_command(uri, "fake-sweep", out=str(tmp_path / "rep"))
+    analysis.report_command(uri, "fake-sweep", out=str(tmp_path / "rep"), log=True)
     printed = capsys.readouterr().out
     assert "lr=0.002" in printed.splitlines()[3] and "[" in printed  # ranked first, with CIs
     for name in ("ranking.csv", "ranking.html", "trials.csv", "learning_curves.png",
