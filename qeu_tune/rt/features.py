@@ -40,6 +40,9 @@ from numpy.typing import ArrayLike
 __all__ = ["FeatureMap", "make_feature_map", "import_object", "FEATURE_TYPES"]
 
 FEATURE_TYPES = ("identity", "onehot", "rbf", "callable")
+_F64 = np.dtype(np.float64)
+# Arrays whose .tolist() gives the Python floats np.asarray(obs, float64) would hold.
+_TOLIST_EXACT = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
 
 
 def import_object(path: str, *, what: str = "object") -> Any:
@@ -245,12 +248,17 @@ class RbfMap(FeatureMap):
         super().__init__(spec, math.prod(num))
         self._D = D
         # The Gaussian factorises over dimensions: feature (i_1, ..., i_D) is the product of
-        # one factor exp(-z^2/2) per dimension, z = (x_d - c_d,i_d) / w_d. So a call takes one
-        # exp of the sum(num) factors (all dimensions' centres in one flat vector) and then
+        # one factor exp(-z^2/2) per dimension, z = (x_d - c_d,i_d) / w_d. So a call takes
+        # the sum(num) factors (all dimensions' centres in one flat list) with one exp and
         # multiplies them out over the grid, in the same order as an outer-product chain.
-        self._factor_dim = np.repeat(np.arange(D), num)  # the obs dim of each flat centre
+        inv_widths = [1.0 / w for w in widths]
+        self._factor_terms = [  # (obs dim, centre, 1 / width) per flat factor
+            (d, c, inv_widths[d]) for d in range(D) for c in centres[d].tolist()
+        ]
+        # The same as arrays, for map_batch.
+        self._factor_dim = np.repeat(np.arange(D), num)
         self._flat_centres = np.concatenate(centres)
-        self._flat_inv_widths = np.repeat([1.0 / w for w in widths], num)
+        self._flat_inv_widths = np.repeat(inv_widths, num)
         starts = np.cumsum([0, *num[:-1]])
         self._factor_slices = [slice(s, s + k) for s, k in zip(starts.tolist(), num)]
         # Row d: for each grid point (first dimension varying slowest), the flat index of
@@ -258,14 +266,15 @@ class RbfMap(FeatureMap):
         self._grid_factors = np.indices(num).reshape(D, -1) + starts[:, None]
 
     def __call__(self, obs: Any) -> np.ndarray:
-        # The per-env-step path: a fixed, short chain of numpy calls on small arrays.
-        x = np.asarray(obs, dtype=np.float64)
-        if x.ndim != 1:
-            x = x.reshape(-1)
-        if x.shape[0] != self._D:
-            raise self._size_error(x.size)
-        # Gather each grid point's D factors, (D, dim), and multiply the rows in order.
-        return np.multiply.reduce(self._factors(x)[self._grid_factors], axis=0)
+        # The per-env-step path: the few z values in plain Python, then only an exp, a gather
+        # and a product in numpy, since each numpy call has a fixed cost of its own.
+        x = obs if type(obs) is np.ndarray and obs.dtype in _TOLIST_EXACT else np.asarray(obs, _F64)
+        xs = (x if x.ndim == 1 else x.reshape(-1)).tolist()  # Python floats, values unchanged
+        if len(xs) != self._D:
+            raise self._size_error(len(xs))
+        g = np.exp([-0.5 * (z := (xs[d] - c) * w) * z for d, c, w in self._factor_terms])
+        # Each grid point's D factors, (D, dim), multiplied row by row: a fresh (dim,) array.
+        return np.multiply.reduce(g[self._grid_factors], axis=0)
 
     def map_batch(self, obs_array: ArrayLike) -> np.ndarray:
         X = np.asarray(obs_array, dtype=np.float64)
@@ -274,21 +283,17 @@ class RbfMap(FeatureMap):
         if X.shape[1] != self._D:
             raise self._size_error(X.shape[1])
         m = X.shape[0]
-        G = self._factors(X)
+        Z = X[:, self._factor_dim]  # a copy: the observations are never written to
+        Z -= self._flat_centres
+        Z *= self._flat_inv_widths
+        G = -0.5 * Z
+        G *= Z
+        np.exp(G, out=G)
         # For many rows an outer-product chain beats the gather of __call__ (fewer passes).
         out = G[:, self._factor_slices[0]]
         for s in self._factor_slices[1:]:
             out = (out[:, :, None] * G[:, None, s]).reshape(m, out.shape[1] * (s.stop - s.start))
         return out
-
-    def _factors(self, X: np.ndarray) -> np.ndarray:
-        """The factors ``exp(-z^2/2)`` of samples ``X`` (shape (..., D)): (..., sum(num))."""
-        z = X[..., self._factor_dim]  # a copy: the observation is never written to
-        z -= self._flat_centres
-        z *= self._flat_inv_widths
-        g = -0.5 * z
-        g *= z
-        return np.exp(g, out=g)
 
     def _size_error(self, size: int) -> ValueError:
         return ValueError(

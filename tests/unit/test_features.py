@@ -120,10 +120,10 @@ def test_rbf_matches_the_reference_formula(low, high, num, width):
             out = fm(obs)
             assert out.shape == (fm.dim,) and out.dtype == np.float64
             np.testing.assert_allclose(out, row, rtol=1e-12, atol=1e-12)
-    x32 = X.astype(np.float32)
-    np.testing.assert_allclose(
-        fm(x32[5]), _rbf_reference(x32[5].tolist(), low, high, num, width), rtol=1e-12, atol=1e-12
-    )
+    for obs in (X[5].astype(np.float32), np.round(X[6]).astype(np.int64)):
+        np.testing.assert_allclose(
+            fm(obs), _rbf_reference(obs.tolist(), low, high, num, width), rtol=1e-12, atol=1e-12
+        )
     np.testing.assert_allclose(fm.map_batch(X), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(fm.map_batch(X), np.stack([fm(x) for x in X]))
     assert fm.map_batch(np.empty((0, len(low)))).shape == (0, fm.dim)
