@@ -2,8 +2,8 @@
 
 How to run this script::
 
-    /work/venv/bin/python scripts/bench_rt.py            # ~2-3 minutes on 2 cores
-    /work/venv/bin/python scripts/bench_rt.py --quick    # smaller, noisier, ~1 minute
+    python scripts/bench_rt.py            # ~2-3 minutes on 2 cores
+    python scripts/bench_rt.py --quick    # smaller, noisier, ~1 minute
 
 Everything runs on one core (BLAS and torch limited to one thread). It prints a table and
 writes ``results/bench_rt.json``; ``docs/benchmarks.md`` quotes the figures.
