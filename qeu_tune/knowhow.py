@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from qeu_tune.rt._checks import check_typed_spec
 from qeu_tune.rt.features import import_object
 
 __all__ = [
@@ -403,19 +404,7 @@ def load_reference_data(
         >>> load_reference_data({"type": "builtin", "name": "cliff_standard_route"}).shape
         (16, 2)
     """
-    if not isinstance(source, Mapping):
-        raise ValueError(f"a know-how source must be a mapping with a 'type' key, got {source!r}.")
-    kind = source.get("type")
-    if kind not in _SOURCE_KEYS:
-        raise ValueError(
-            f"unknown know-how source type {kind!r}; valid types: {', '.join(SOURCE_TYPES)}."
-        )
-    unknown = sorted(set(source) - _SOURCE_KEYS[kind] - {"type"})
-    if unknown:
-        raise ValueError(
-            f"unknown keys {unknown} for know-how source type {kind!r}; valid keys: "
-            f"{', '.join(sorted(_SOURCE_KEYS[kind]))}."
-        )
+    kind = check_typed_spec(source, what="know-how source", valid_keys=_SOURCE_KEYS, type_order=SOURCE_TYPES)
 
     if kind == "file":
         if "path" not in source:

@@ -37,6 +37,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from qeu_tune.rt._checks import check_typed_spec
+
 __all__ = ["FeatureMap", "make_feature_map", "import_object", "FEATURE_TYPES"]
 
 FEATURE_TYPES = ("identity", "onehot", "rbf", "callable")
@@ -352,20 +354,9 @@ def make_feature_map(spec: Mapping[str, Any]) -> FeatureMap:
         >>> fm.dim, fm([-0.5, 0.0]).shape
         (25, (25,))
     """
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"a feature map spec must be a mapping with a 'type' key, got {spec!r}.")
-    kind = spec.get("type")
-    if kind not in _BUILDERS:
-        raise ValueError(
-            f"unknown feature map type {kind!r}; valid types: {', '.join(FEATURE_TYPES)}."
-        )
+    kind = check_typed_spec(spec, what="feature map", valid_keys={k: v[1] for k, v in _BUILDERS.items()},
+                            type_order=FEATURE_TYPES)
     cls, keys = _BUILDERS[kind]
-    unknown = sorted(set(spec) - keys - {"type"})
-    if unknown:
-        raise ValueError(
-            f"unknown keys {unknown} for feature map type {kind!r}; valid keys: "
-            f"{', '.join(sorted(keys))}."
-        )
     if cls is IdentityMap:
         dim = spec.get("dim")
         if dim is not None and (not _is_int(dim) or dim < 1):

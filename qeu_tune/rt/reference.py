@@ -29,6 +29,8 @@ from typing import Any, Mapping
 import numpy as np
 from numpy.typing import ArrayLike
 
+from qeu_tune.rt._checks import check_saved_format
+
 __all__ = ["ReferenceSet"]
 
 FORMAT = "qeu_tune.rt.ReferenceSet"
@@ -284,18 +286,7 @@ class ReferenceSet:
         Raises:
             ValueError: Not a reference set, an unsupported version, or no points.
         """
-        if data.get("format") != FORMAT:
-            raise ValueError(
-                f"not a saved reference set: expected format {FORMAT!r}, got "
-                f"{data.get('format')!r}."
-            )
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(
-                f"unsupported reference-set format version {data.get('version')!r}; this code "
-                f"reads version {FORMAT_VERSION}."
-            )
-        if "points" not in data:
-            raise ValueError("saved reference set lacks the key 'points'.")
+        check_saved_format(data, fmt=FORMAT, version=FORMAT_VERSION, what="reference set", required=("points",))
         return cls(
             data["points"],
             negative_side=data.get("negative_side"),

@@ -47,6 +47,8 @@ from typing import Any, Mapping
 import numpy as np
 from numpy.typing import ArrayLike
 
+from qeu_tune.rt._checks import check_saved_format
+
 __all__ = ["UnitSpace", "RESIDUALS"]
 
 RESIDUALS = ("sqrt_ve", "mae")
@@ -378,18 +380,8 @@ class UnitSpace:
         Raises:
             ValueError: Not a unit space, an unsupported version, or missing keys.
         """
-        if data.get("format") != FORMAT:
-            raise ValueError(
-                f"not a saved unit space: expected format {FORMAT!r}, got {data.get('format')!r}."
-            )
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(
-                f"unsupported unit-space format version {data.get('version')!r}; this code "
-                f"reads version {FORMAT_VERSION}."
-            )
-        missing = [key for key in ("mean_pattern", "y_mean", "cov") if key not in data]
-        if missing:
-            raise ValueError(f"saved unit space lacks the keys {missing}.")
+        check_saved_format(data, fmt=FORMAT, version=FORMAT_VERSION, what="unit space",
+                           required=("mean_pattern", "y_mean", "cov"))
         return cls(
             data["mean_pattern"],
             data["y_mean"],
