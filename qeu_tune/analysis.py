@@ -13,6 +13,7 @@ import math
 import re
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -332,7 +333,7 @@ def log_report(client: Any, report: SweepReport, out_dir: Path) -> None:
 
     client.log_artifacts(report.sweep.run_id, str(out_dir), REPORT_DIR)
     best_label, best = next(iter(report.ranked.iterrows()))
-    now = int(__import__("time").time() * 1000)
+    now = int(time.time() * 1000)
     metrics = [Metric(f"best_config/{col}", float(val), now, 0) for col, val in best.items()
                if isinstance(val, (int, float, np.floating)) and math.isfinite(float(val))]
     client.log_batch(report.sweep.run_id, metrics=metrics[:1000])

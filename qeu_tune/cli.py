@@ -36,7 +36,10 @@ def sweep(cfg: Any) -> Optional[float]:
         plan = plan_sweep(to_plain(cfg), overrides)
     except ConfigError as err:
         fail(str(err))
-    result = run_sweep(plan, command=shlex.join(["qeu-tune", *sys.argv[1:]]))
+    try:
+        result = run_sweep(plan, command=shlex.join(["qeu-tune", *sys.argv[1:]]))
+    except ConfigError as err:  # e.g. an unreachable cluster
+        fail(str(err))
     _print_summary(result)
     return None if result.best is None else float(result.best["value"])
 

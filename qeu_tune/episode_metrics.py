@@ -111,10 +111,12 @@ def flatten_result(result: Mapping[str, Any], *, previous_env_steps: float = 0.0
     return flat
 
 
+_NOT_LEARNER_STATS = ("weights_seq_no", "throughput", "timer", "module_train_batch_size")
+
+
 def _is_learner_stat(key: str) -> bool:
     # Losses and optimisation diagnostics; counters, throughputs and timers stay in rllib/.
-    skip = ("num_", "weights_seq_no", "throughput", "timer", "module_train_batch_size")
-    return not key.startswith(skip) and not any(s in key for s in skip[1:])
+    return not key.startswith("num_") and not any(s in key for s in _NOT_LEARNER_STATS)
 
 
 def rllib_metrics(result: Mapping[str, Any]) -> Dict[str, float]:

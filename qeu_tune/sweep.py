@@ -12,7 +12,6 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from qeu_tune import names
@@ -75,7 +74,7 @@ def _group_choices(config: Mapping[str, Any]) -> Dict[str, List[str]]:
     return choices
 
 
-def _representative_params(search: TuneSearch, template: TrialTemplate) -> List[Dict[str, Any]]:
+def _representative_params(search: TuneSearch) -> List[Dict[str, Any]]:
     """One parameter set per combination of group options, to validate each variant."""
     group_dims = [d for d in search.dimensions if d.key in GROUP_NAMES and d.condition is None]
     if not group_dims:
@@ -167,7 +166,7 @@ def plan_sweep(config: Dict[str, Any], overrides: Sequence[str] = ()) -> SweepPl
             "dotted paths into the composed config (see `qeu-tune --cfg job`), e.g. "
             "algo.params.lr, env.env_config.<kwarg>, reward.metrics.<name>.weight."
         )
-    for params in _representative_params(search, template):
+    for params in _representative_params(search):
         trial_config, _ = resolve_trial_config(template, {**params, "seed": search_cfg["seed"]})
         validate_trial_config(trial_config)
     return SweepPlan(
@@ -187,13 +186,40 @@ def _init_ray(cluster: Mapping[str, Any], verbose: int) -> None:
         return
     quiet = {"log_to_driver": verbose >= 2, "logging_level": logging.INFO if verbose >= 2 else logging.WARNING}
     if cluster.get("address"):
-        ray.init(address=cluster["address"], **quiet)
+        _use_ray_token_for_client(str(cluster["address"]))
+        try:
+            ray.init(address=cluster["address"], **quiet)
+        except Exception as err:  # noqa: BLE001 - Ray raises several types for this
+            raise ConfigError(
+                f"cluster.address={cluster['address']!r}: could not connect to Ray "
+                f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}). "
+                "Use 'auto' on a node of a running cluster (`ray start --head`), "
+                "ray://HOST:10001 for a Ray Client server, or cluster=local."
+            ) from None
     else:
         ray.init(
             num_cpus=cluster.get("num_cpus") or os.cpu_count(),
             include_dashboard=False,
             **quiet,
         )
+
+
+def _use_ray_token_for_client(address: str) -> None:
+    """Ray Client sends the cluster's auth token only when token mode is on in this process.
+
+    Ray 2.60 clusters require a token by default; a local ``ray.init()`` finds it in
+    ``~/.ray/auth_token`` by itself, a ``ray://`` client does not. This does what Ray
+    does for local clusters (an explicit ``RAY_AUTH_MODE`` is respected).
+    """
+    if not address.startswith("ray://"):
+        return
+    try:  # private in Ray 2.60; without it the connection fails with a clear error below
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _progress_reporter(plan: SweepPlan) -> Any:
@@ -231,6 +257,9 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
     from qeu_tune.trainable import register_env, train_trial, trial_resources
 
     config = plan.config
+    verbose = int(config.get("verbose", 1))
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table shows our columns
+    _init_ray(config["cluster"], verbose)  # before any MLflow run: no half-written sweep
     tracker = tracking.Tracker(tracking_uri=plan.tracking_uri, experiment=config["tracking"]["experiment"])
     sweep_name = str(config["sweep_name"])
     parent = tracker.create_run(
@@ -256,9 +285,6 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
     )
     status = tracking.FAILED
     try:
-        verbose = int(config.get("verbose", 1))
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table shows our columns
-        _init_ray(config["cluster"], verbose)
         register_env()
         trainable = tune.with_resources(
             tune.with_parameters(train_trial, template=plan.template), trial_resources(config)
@@ -290,7 +316,7 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
         )
         results = tuner.fit()
         num_errors = len(results.errors)
-        best = _best(results, callback, config)
+        best = _best(callback, config)
         if best is not None:
             tracker.set_tags(parent, {"qeu.best_run_id": best["run_id"] or "", "qeu.best_trial": best["trial_id"]})
             tracker.log_metrics(parent, _best_metrics(best))
@@ -340,7 +366,7 @@ def _sweep_params(config: Mapping[str, Any]) -> Dict[str, Any]:
     }
 
 
-def _best(results: Any, callback: Any, config: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def _best(callback: Any, config: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     metric, mode = config["search"]["metric"], config["search"]["mode"]
     best_value, best_trial = None, None
     for trial_id, record in callback.records.items():

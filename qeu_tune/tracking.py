@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
 from urllib.parse import unquote, urlparse
 
 import yaml
+from ray.tune import Callback
 
 from qeu_tune import __version__, names
 from qeu_tune.trial_config import TrialTemplate, describe, resolve_trial_config, sampled_values
@@ -73,13 +74,10 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> Dict[str, str
 
 def artifact_location_for(tracking_uri: str) -> Optional[str]:
     """Artifacts next to a SQLite/file store (MLflow's default is ./mlruns: cwd-dependent)."""
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme == "sqlite":
-        db_path = Path(unquote(tracking_uri[len("sqlite:///"):]))
-        return (db_path.parent / "mlartifacts").resolve().as_uri()
-    if parsed.scheme in ("", "file"):
-        return None  # a file store keeps artifacts in its own tree
-    return None  # a tracking server decides
+    if urlparse(tracking_uri).scheme != "sqlite":
+        return None  # a file store keeps artifacts in its own tree; a server decides
+    db_path = Path(unquote(tracking_uri[len("sqlite:///"):]))
+    return (db_path.parent / "mlartifacts").resolve().as_uri()
 
 
 def git_commit(path: Path) -> Optional[str]:
@@ -197,13 +195,7 @@ class TrialRecord:
     ended: bool = False
 
 
-def _tune_callback_base() -> type:
-    from ray.tune import Callback
-
-    return Callback
-
-
-class MLflowTrialCallback(_tune_callback_base()):
+class MLflowTrialCallback(Callback):
     """Tune callback on the driver: one nested MLflow child run per trial.
 
     Args:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 from qeu_tune.config.errors import ConfigError
 from qeu_tune.config.groups import GROUP_NAMES
@@ -102,15 +102,13 @@ def resolve_trial_config(
     return config, skipped
 
 
-def unknown_keys(
-    template: TrialTemplate, keys: List[str]
-) -> List[str]:
+def unknown_keys(template: TrialTemplate, keys: List[str]) -> List[str]:
     """Keys that apply to no trial at all (typos): not settable in any group option."""
     unknown = []
     for key in keys:
         if key in GROUP_NAMES or key == SEED_KEY:
             continue
-        group, _, rest = key.partition(".")
+        group = key.partition(".")[0]
         candidates = [template.base]
         for option in template.group_options.get(group, {}).values():
             candidates.append({group: option})
@@ -134,11 +132,9 @@ def _settable(config: Mapping[str, Any], key: str) -> bool:
 _OPEN_MAPPINGS = {"params", "model", "env_config", "smoke_params", "source", "feature", "tags"}
 
 
-def describe(values: Mapping[str, Any], limit: Optional[int] = None) -> str:
-    """A short ``key=value`` summary of sampled values (run names, progress)."""
-    parts = [f"{k.split('.')[-1]}={_short(v)}" for k, v in values.items()]
-    text = ",".join(parts)
-    return text[:limit] if limit else text
+def describe(values: Mapping[str, Any]) -> str:
+    """A short ``key=value`` summary of sampled values (run names, report labels)."""
+    return ",".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in values.items())
 
 
 def _short(value: Any) -> str:

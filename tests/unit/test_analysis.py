@@ -68,7 +68,7 @@ def test_best_writes_an_experiment_file_that_composes_and_reruns_on_fresh_seeds(
     assert cfg["search"]["seed"] == 3  # after the tuning seeds 0, 1, 2
 
 
-def test_tampered_config_artifact_with_a_python_tag_is_refused(sweep, tmp_path):
+def test_tampered_config_artifact_with_a_python_tag_is_refused(sweep):
     uri, rec = sweep
     client = MlflowClient(uri)
     run_id = load_sweep(client, rec.parent_run_id).trials[0].run_id

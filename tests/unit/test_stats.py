@@ -15,7 +15,6 @@ from qeu_tune.stats import (
     STAT_DIRECTIONS,
     aggregate_across_seeds,
     convergence_stats,
-    iqm,
     metric_trend,
     probability_of_improvement,
     rank_configurations,
