@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
+
+import numpy as np
+import yaml
 
 from qeu_tune import names, stats
 
 Curve = Tuple[Sequence[float], Sequence[float]]  # (env steps, values)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -29,32 +33,42 @@ class ConvergenceSettings:
 
 def settings_from_config(config: Mapping[str, Any]) -> ConvergenceSettings:
     """Settings of a resolved trial config: ``env.return_threshold``, ``convergence.*``."""
-    env = config.get("env", {})
-    conv = config.get("convergence", {}) or {}
-    value_range = env.get("return_range")
-    return ConvergenceSettings(
-        threshold=_float(env.get("return_threshold")),
-        budget=_float(config.get("stop", {}).get("env_steps")),
-        window=int(conv.get("window", 5)),
-        sustain=int(conv.get("sustain", 3)),
-        last_k=int(conv.get("last_k", 5)),
-        value_range=tuple(value_range) if value_range else None,
+    env, conv = config.get("env", {}), config.get("convergence", {}) or {}
+    return _settings(
+        lambda key: env.get(key), lambda key: conv.get(key), config.get("stop", {}).get("env_steps")
     )
 
 
 def settings_from_params(params: Mapping[str, str]) -> ConvergenceSettings:
-    """The same settings from a child run's flattened MLflow params."""
-    import json
+    """The same settings from a child run's flattened MLflow params (strings)."""
+    def read(prefix: str) -> Any:
+        return lambda key: _yaml_value(params.get(f"{prefix}.{key}"))
 
-    value_range = params.get("env.return_range")
+    return _settings(read("env"), read("convergence"), _yaml_value(params.get("stop.env_steps")))
+
+
+def _settings(env: Any, conv: Any, budget: Any) -> ConvergenceSettings:
+    defaults = ConvergenceSettings(threshold=None, budget=None)
+    value_range = env("return_range")
     return ConvergenceSettings(
-        threshold=_float(params.get("env.return_threshold")),
-        budget=_float(params.get("stop.env_steps")),
-        window=int(params.get("convergence.window", 5)),
-        sustain=int(params.get("convergence.sustain", 3)),
-        last_k=int(params.get("convergence.last_k", 5)),
-        value_range=tuple(json.loads(value_range)) if value_range not in (None, "None") else None,
+        threshold=_float(env("return_threshold")),
+        budget=_float(budget),
+        window=int(conv("window") or defaults.window),
+        sustain=int(conv("sustain") or defaults.sustain),
+        last_k=int(conv("last_k") or defaults.last_k),
+        value_range=tuple(value_range) if value_range else None,
     )
+
+
+def _yaml_value(text: Optional[str]) -> Any:
+    """A flattened param back to its value (params hold str(value) or JSON for lists)."""
+    if text is None or text == "None":
+        return None
+    return yaml.safe_load(text)
+
+
+# Theil-Sen compares every pair of points: thin long curves so a live update stays ~ms.
+MAX_TREND_POINTS = 256
 
 
 def trial_statistics(
@@ -63,8 +77,9 @@ def trial_statistics(
     """Convergence statistics of the unshaped return, plus the trend of each RT metric.
 
     Returns:
-        ``stats.CONVERGENCE_KEYS`` and ``rt_trend/<metric>`` (slope per 1e6 env steps),
-        without the ``conv/`` prefix.
+        ``stats.CONVERGENCE_KEYS`` and ``rt_trend/<metric>`` (slope per 1e6 env steps,
+        over at most ``MAX_TREND_POINTS`` evenly spaced points), without the ``conv/``
+        prefix.
     """
     steps, values = returns
     out = stats.convergence_stats(
@@ -73,24 +88,35 @@ def trial_statistics(
     )
     for key, (rt_steps, rt_values) in (rt_curves or {}).items():
         metric = key[len(names.RT_PREFIX):].rsplit("/", 1)[0]
-        out[f"rt_trend/{metric}"] = stats.metric_trend(rt_steps, rt_values)
+        keep = np.unique(np.linspace(0, len(rt_steps) - 1, MAX_TREND_POINTS).round().astype(int)) if rt_steps else []
+        out[f"rt_trend/{metric}"] = stats.metric_trend(np.asarray(rt_steps)[keep], np.asarray(rt_values)[keep])
     return out
 
 
-def curves_from_history(history: Sequence[Mapping[str, float]]) -> Tuple[Curve, Dict[str, Curve]]:
-    """The return curve and RT-metric curves of a trial's reported results.
+def latest_attempt(points: Sequence[Tuple[float, T]]) -> List[Tuple[float, T]]:
+    """The points of a curve's latest attempt, given in the order they were reported.
 
-    A restored trial replays steps; only the latest point per step counts, in order.
+    A trial restored from a checkpoint (retry, PBT) reports steps again from the
+    checkpoint's step: a step at or below one already seen discards every earlier point
+    from that step on, so the curve never mixes the failed attempt with the new one.
     """
-    by_step: Dict[float, Mapping[str, float]] = {}
-    for point in history:
-        step = point.get(names.ENV_STEPS)
-        if step is not None and not math.isnan(step):
-            by_step[step] = point
-    steps = sorted(by_step)
-    returns = (steps, [by_step[s].get(names.RETURN_ENV_MEAN, math.nan) for s in steps])
-    rt_keys = {k for p in by_step.values() for k in p if k.startswith(names.RT_PREFIX) and k.endswith("/mean")}
-    rt = {k: (steps, [by_step[s].get(k, math.nan) for s in steps]) for k in sorted(rt_keys)}
+    kept: List[Tuple[float, T]] = []
+    for step, payload in points:
+        while kept and kept[-1][0] >= step:
+            kept.pop()
+        kept.append((step, payload))
+    return kept
+
+
+def curves_from_history(history: Sequence[Mapping[str, float]]) -> Tuple[Curve, Dict[str, Curve]]:
+    """The return curve and RT-metric curves of a trial's reported results (latest attempt)."""
+    points = latest_attempt(
+        [(p[names.ENV_STEPS], p) for p in history if not math.isnan(p.get(names.ENV_STEPS, math.nan))]
+    )
+    steps = [s for s, _ in points]
+    returns = (steps, [p.get(names.RETURN_ENV_MEAN, math.nan) for _, p in points])
+    rt_keys = {k for _, p in points for k in p if k.startswith(names.RT_PREFIX) and k.endswith("/mean")}
+    rt = {k: (steps, [p.get(k, math.nan) for _, p in points]) for k in sorted(rt_keys)}
     return returns, rt
 
 

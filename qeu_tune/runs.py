@@ -143,9 +143,16 @@ def load_config_artifact(client: Any, run_id: str, artifact: str = tracking.RESO
 
 
 def metric_history(client: Any, run_id: str, key: str) -> tuple[list[float], list[float]]:
-    """``(steps, values)`` of one metric, sorted by step."""
-    history = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    return [float(m.step) for m in history], [float(m.value) for m in history]
+    """``(steps, values)`` of one metric: its latest attempt, in step order.
+
+    Points are taken in the order they were logged, so a trial restored from a checkpoint
+    contributes only the curve it finished with (``convergence.latest_attempt``).
+    """
+    from qeu_tune.convergence import latest_attempt
+
+    logged = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.timestamp, m.step))
+    points = latest_attempt([(float(m.step), float(m.value)) for m in logged])
+    return [s for s, _ in points], [v for _, v in points]
 
 
 def _int(text: Optional[str]) -> Optional[int]:
