@@ -124,3 +124,21 @@ def test_asha_and_pbt_sweeps_finish_with_every_run_closed(ray_session, tmp_path,
     for run_ in runs:
         steps = [m.step for m in client.get_metric_history(run_.info.run_id, names.ENV_STEPS)]
         assert steps and steps == sorted(steps)
+
+
+def test_reward_design_metrics_reach_mlflow_through_the_real_rllib_path(ray_session, tmp_path):
+    result, client = run(
+        ["debug=smoke", "experiment=single", "env=qeu_cliff", "reward=cliff_signed", "stop.env_steps=1500"], tmp_path
+    )
+    assert result.num_trials == 1 and result.num_errors == 0  # no search dimensions: one configuration
+    (trial,) = children(client, result)
+    metrics = trial.data.metrics
+    for key in ("rt/route/mean", "rt/route/min", "rt/route/max", "reward/route/sum", "reward/env/sum",
+                "conv/rt_trend/route", names.RETURN_ENV_MEAN, names.RETURN_MEAN):
+        assert key in metrics, key
+    assert client.get_metric_history(trial.info.run_id, "rt/route/mean")
+    # The shaped return is the env's return plus the route feedback (per-episode means).
+    assert abs(metrics[names.RETURN_MEAN] - metrics[names.RETURN_ENV_MEAN] - metrics["reward/route/sum"]) < 1e-4 * (
+        1 + abs(metrics[names.RETURN_MEAN])
+    )
+    assert trial.data.params["reward.name"] == "cliff_signed"
