@@ -4,7 +4,9 @@ Names are namespaced with ``/`` so the MLflow UI groups them into chart sections
 The step of every logged metric is the number of environment steps sampled so far.
 """
 
-# Episode statistics (means over the episodes that ended in the iteration).
+# Episode statistics: over the last 100 episodes, not only those that ended in the
+# iteration (RLlib's metrics_num_episodes_for_smoothing = 100, and our callback logs with
+# window=100); min/max likewise over that window. EPISODES is a lifetime count.
 RETURN_MEAN = "return/mean"  # shaped return: what the learner optimised
 RETURN_MIN = "return/min"
 RETURN_MAX = "return/max"
@@ -30,5 +32,6 @@ RLLIB_PREFIX = "rllib/"
 
 # Key the reward wrapper uses in the final step's ``info`` of every episode: a flat
 # {name: float} dict already in the scheme above, e.g. {"return_env": -12.0,
-# "reward/route/sum": -3.1, "rt/route/mean": 0.4}; RLlib averages them over episodes.
+# "reward/route/sum": -3.1, "rt/route/mean": 0.4}; RLlib averages them over the last 100
+# episodes (window=100).
 EPISODE_INFO_KEY = "qeu_episode"

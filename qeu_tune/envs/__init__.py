@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import sys
 from typing import Any, Dict, Optional
 
 import gymnasium as gym
@@ -17,6 +18,7 @@ import gymnasium as gym
 from qeu_tune.envs.cliff_walking import ENV_ID as CLIFF_ENV_ID
 from qeu_tune.envs.cliff_walking import MAX_EPISODE_STEPS as CLIFF_MAX_EPISODE_STEPS
 from qeu_tune.envs.cliff_walking import QEUCliffWalkingEnv, obs_to_xy
+from qeu_tune.rt.features import import_object
 
 __all__ = ["CLIFF_ENV_ID", "QEUCliffWalkingEnv", "make_base_env", "obs_to_xy", "register_builtin_envs"]
 
@@ -105,22 +107,19 @@ def _kwargs_text(kwargs: Dict[str, Any]) -> str:
 
 
 def _import_env_class(path: str) -> Any:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"{path!r} is not of the form 'module:Class'. {_FIX}")
+    """Imports the env class (or factory) of ``"module:Class"`` with ``import_object``."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(
-            f"cannot import module {module_name!r} of env {path!r}: {err}. Install the "
-            f"package or put it on PYTHONPATH (Ray workers need it too). {_FIX}"
-        ) from None
-    env_cls = getattr(module, attr, None)
-    if env_cls is None:
-        public = [n for n in dir(module) if not n.startswith("_")]
-        close = difflib.get_close_matches(attr, public, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}.{hint} {_FIX}")
+        env_cls = import_object(path, what="env")
+    except ValueError as err:
+        # The env-specific part: the names the module does have that are close to attr.
+        module_name, _, attr = path.partition(":")
+        module = sys.modules.get(module_name)
+        hint = ""
+        if module is not None and attr:
+            public = [n for n in dir(module) if not n.startswith("_")]
+            close = difflib.get_close_matches(attr, public, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"{err}{hint} {_FIX}") from None
     if not callable(env_cls):
         raise ValueError(f"{path!r} is a {type(env_cls).__name__}, not a class or factory. {_FIX}")
     return env_cls

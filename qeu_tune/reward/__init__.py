@@ -2,7 +2,7 @@
 
 * ``config``: the ``reward`` config group's dataclasses and ``parse_reward_config``.
 * ``wrapper``: ``RewardDesignWrapper``, additive or potential-based shaping with
-  per-step and per-episode reporting in ``info``.
+  per-step (unless ``step_info: false``) and per-episode reporting in ``info``.
 * ``design``: ``make_env``, base env + fitted metrics + wrapper, from a config.
 """
 

@@ -33,10 +33,14 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Union
 
+# The valid choices are defined where they are implemented (numpy-only modules, cheap to
+# import on the driver, and none of them imports qeu_tune.reward).
+from qeu_tune.knowhow import SOURCE_TYPES
+from qeu_tune.rt.features import FEATURE_TYPES
+from qeu_tune.rt.unit_space import RESIDUALS
+
 MODES = ("none", "additive", "potential")
 KINDS = ("unit_space", "reference")
-RESIDUALS = ("sqrt_ve", "mae")
-SOURCE_TYPES = ("file", "policy", "list", "builtin")
 BUILTIN_SIDE_POINTS = ("cliff",)
 
 
@@ -53,7 +57,10 @@ class MetricConfig:
         feature: Feature map spec, passed to ``qeu_tune.rt.make_feature_map``; applied to
             observations, to the source data and to side points alike.
         signed: ``reference`` kind only: signed minRT (needs ``side_points``).
-        absolute: Use ``|m|`` as the metric (QEU's "absolute feedback").
+        absolute: A label only, with no effect on the values: QEU's name for feedback
+            with the unsigned distance ``|m|``, which every metric but a signed one
+            already is (distances are ``>= 0``). Validated (a boolean, not with
+            ``signed``) and kept so configs can say which QEU feedback they mean.
         residual: ``unit_space`` kind: ``"sqrt_ve"`` (textbook ``sqrt(V_e)``) or ``"mae"``
             (QEU newRT).
         ddof: Divisor offset of the unit space's ``(Y1, Y2)`` covariance (0 or 1).
@@ -66,6 +73,8 @@ class MetricConfig:
     source: Dict[str, Any] = field(default_factory=dict)
     feature: Dict[str, Any] = field(default_factory=lambda: {"type": "identity"})
     signed: bool = False
+    # Label only (see above): unsigned metrics are distances >= 0 already, and
+    # signed + absolute is rejected, so nothing reads it after validation.
     absolute: bool = False
     residual: str = "sqrt_ve"
     ddof: int = 0
@@ -84,6 +93,10 @@ class RewardConfig:
         augment_observation: Append the metric values to the observation.
         gamma: Discount of the potential; ``None`` takes the algorithm's gamma, which
             potential-based shaping needs to keep optimal policies unchanged.
+        step_info: Report every step's reward components and metric values in
+            ``info`` (``reward/env``, ``reward/<m>``, ``rt/<m>``). ``false`` keeps only
+            the per-episode statistics (``info["qeu_episode"]`` at episode ends, all that
+            training logs) and saves RLlib's per-step handling of those entries.
     """
 
     name: str = "none"
@@ -91,6 +104,7 @@ class RewardConfig:
     metrics: Dict[str, MetricConfig] = field(default_factory=dict)
     augment_observation: bool = False
     gamma: Optional[float] = None
+    step_info: bool = True
 
 
 _REWARD_FIELDS = tuple(f.name for f in dataclasses.fields(RewardConfig))
@@ -139,6 +153,7 @@ def parse_reward_config(d: Union[Mapping[str, Any], RewardConfig, None]) -> Rewa
             "(additive: r - sum w_i m_i(s'); potential: r + gamma Phi(s') - Phi(s))."
         )
     augment = _boolean("reward.augment_observation", d.get("augment_observation", False))
+    step_info = _boolean("reward.step_info", d.get("step_info", True))
     gamma = d.get("gamma")
     if gamma is not None:
         gamma = _number("reward.gamma", gamma)
@@ -164,7 +179,9 @@ def parse_reward_config(d: Union[Mapping[str, Any], RewardConfig, None]) -> Rewa
             "reward.augment_observation=true needs metrics to append, but reward.mode is "
             "'none'. To observe metrics without feedback use mode: additive with weight 0."
         )
-    return RewardConfig(name=name, mode=mode, metrics=metrics, augment_observation=augment, gamma=gamma)
+    return RewardConfig(
+        name=name, mode=mode, metrics=metrics, augment_observation=augment, gamma=gamma, step_info=step_info
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -234,9 +251,9 @@ def _parse_metric(name: str, raw: Any) -> MetricConfig:
             f"{where}.source.type={got!r} is not a know-how source; valid choices: "
             f"{', '.join(SOURCE_TYPES)} (e.g. source: {{type: builtin, name: cliff_standard_route}})."
         )
-    if not isinstance(m.feature, Mapping) or not isinstance(m.feature.get("type"), str):
+    if not isinstance(m.feature, Mapping) or m.feature.get("type") not in FEATURE_TYPES:
         raise ValueError(
-            f"{where}.feature={m.feature!r} needs a 'type' (identity, onehot, rbf or callable), "
+            f"{where}.feature={m.feature!r} needs a 'type', one of {', '.join(FEATURE_TYPES)}, "
             "e.g. feature: {type: identity}."
         )
     m.signed = _boolean(f"{where}.signed", m.signed)

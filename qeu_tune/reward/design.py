@@ -5,9 +5,11 @@ what the driver calls once to validate a config before Ray starts, so every prob
 can find surfaces as one ``ValueError`` naming the bad value.
 
 Each metric is fitted once per process: know-how sources can be costly (rollouts of an
-expert policy), and an env runner builds several environments. The cache key is a hash of
-the metric's config without its ``weight`` and ``absolute`` flag, which do not change the
-fitted object, so a weight sweep reuses one fit.
+expert policy), and an env runner builds several environments. The cache holds only the
+fitted parts (feature map and RT model), keyed by a hash of the metric's config without
+its ``weight`` and ``absolute`` label, which do not change them, so a weight sweep reuses
+one fit; every ``build_metric`` call wraps them in a fresh ``FittedMetric`` with its own
+name.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from qeu_tune.reward.wrapper import RewardDesignWrapper
 
 __all__ = ["FittedMetric", "build_metric", "clear_metric_cache", "make_env"]
 
-_CACHE: Dict[str, "FittedMetric"] = {}
+# Config hash -> (feature map, fitted model); both are read-only once built.
+_CACHE: Dict[str, Tuple[Any, Any]] = {}
 
 
 class FittedMetric:
@@ -38,46 +41,39 @@ class FittedMetric:
         name: The metric's name in the reward design.
         feature_map: The ``qeu_tune.rt`` feature map applied to each observation.
         model: A fitted ``UnitSpace`` or ``ReferenceSet``.
-        signed: Use the reference set's signed distance.
-        absolute: Return ``|m|``.
+        signed: Use the reference set's signed distance (otherwise the distance, >= 0).
     """
 
-    __slots__ = ("name", "feature_map", "model", "signed", "absolute", "_score")
+    __slots__ = ("name", "feature_map", "model", "signed", "_score")
 
-    def __init__(self, name: str, feature_map: Any, model: Any, *, signed: bool, absolute: bool) -> None:
+    def __init__(self, name: str, feature_map: Any, model: Any, *, signed: bool) -> None:
         self.name = name
         self.feature_map = feature_map
         self.model = model
         self.signed = signed
-        self.absolute = absolute
         # Resolved once: the per-step call is two bound-method calls and a float().
         self._score: Callable[[Any], Any] = model.signed_distance if signed else model.distance
 
     def __call__(self, obs: Any) -> float:
         """The metric value of one observation."""
-        value = float(self._score(self.feature_map(obs)))
-        return abs(value) if self.absolute else value
-
-    def with_absolute(self, absolute: bool) -> "FittedMetric":
-        """The same fitted metric, with ``|m|`` switched on or off (no refit)."""
-        return FittedMetric(self.name, self.feature_map, self.model, signed=self.signed, absolute=absolute)
+        return float(self._score(self.feature_map(obs)))
 
     @property
     def bounds(self) -> Tuple[float, float]:
         """The range of values: ``(-inf, inf)`` if signed, else ``(0, inf)`` (a distance)."""
-        return (-math.inf, math.inf) if self.signed and not self.absolute else (0.0, math.inf)
+        return (-math.inf, math.inf) if self.signed else (0.0, math.inf)
 
 
 def _cache_key(metric: MetricConfig) -> str:
     fields = dataclasses.asdict(metric)
     fields.pop("weight")
-    fields.pop("absolute")
+    fields.pop("absolute")  # a label: the fitted parts are the same either way
     text = json.dumps(fields, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def clear_metric_cache() -> None:
-    """Forgets every fitted metric of this process (tests; know-how files that changed)."""
+    """Forgets every fitted metric of this process (know-how files that changed; tests)."""
     _CACHE.clear()
 
 
@@ -93,7 +89,8 @@ def build_metric(name: str, metric: Union[MetricConfig, Mapping[str, Any]]) -> F
         metric: Its config (a ``MetricConfig`` or a plain mapping, validated here).
 
     Returns:
-        The fitted metric, a callable observation -> float.
+        A new ``FittedMetric`` named ``name``, a callable observation -> float; its
+        feature map and model may be shared with other calls' metrics (the cache).
 
     Raises:
         ValueError: The source cannot be loaded or the model cannot be fitted; the
@@ -105,7 +102,7 @@ def build_metric(name: str, metric: Union[MetricConfig, Mapping[str, Any]]) -> F
     fitted = _CACHE.get(key)
     if fitted is None:
         try:
-            fitted = _fit(name, metric)
+            fitted = _fit(metric)
         except ValueError as err:
             raise ValueError(f"reward.metrics.{name} ({metric.kind}, source {metric.source}): {err}") from None
         except (OSError, ImportError, AttributeError, KeyError, TypeError) as err:
@@ -114,10 +111,12 @@ def build_metric(name: str, metric: Union[MetricConfig, Mapping[str, Any]]) -> F
                 f"metric failed with {type(err).__name__}: {err}"
             ) from None
         _CACHE[key] = fitted
-    return fitted.with_absolute(metric.absolute)
+    feature_map, model = fitted
+    return FittedMetric(name, feature_map, model, signed=metric.signed)
 
 
-def _fit(name: str, metric: MetricConfig) -> FittedMetric:
+def _fit(metric: MetricConfig) -> Tuple[Any, Any]:
+    """The metric's feature map and fitted RT model (the expensive, cacheable parts)."""
     # Imported here: the numpy-only RT code and know-how loaders are needed only when a
     # reward design is active.
     from qeu_tune.knowhow import cliff_side_points, load_reference_data
@@ -137,7 +136,7 @@ def _fit(name: str, metric: MetricConfig) -> FittedMetric:
             negative = feature_map.map_batch(np.asarray(negative, dtype=np.float64))
             positive = feature_map.map_batch(np.asarray(positive, dtype=np.float64))
         model = ReferenceSet(patterns, negative_side=negative, positive_side=positive)
-    return FittedMetric(name, feature_map, model, signed=metric.signed, absolute=metric.absolute)
+    return feature_map, model
 
 
 def _check_metric_accepts(metric: FittedMetric, metric_cfg: MetricConfig, space: gym.Space) -> None:
@@ -203,6 +202,7 @@ def make_env(
             mode=cfg.mode,
             gamma=shaping_gamma,
             augment_observation=cfg.augment_observation,
+            step_info=cfg.step_info,
             metric_bounds={name: metric.bounds for name, metric in metrics.items()},
         )
     except BaseException:

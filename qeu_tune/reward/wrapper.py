@@ -18,10 +18,15 @@ The returned reward is ``r + c_1 + c_2 + ...``, summed in metric order, so the p
 * ``reward/<metric>``: the metric's shaping component;
 * ``rt/<metric>``: the metric value ``m(s')``.
 
-On the last step of every episode (terminated or truncated) ``info["qeu_episode"]``
-(``qeu_tune.names.EPISODE_INFO_KEY``) holds a flat ``{name: float}``: ``return_env``,
-``return_shaped``, ``reward/env/sum``, ``reward/<metric>/sum``, ``rt/<metric>/mean``,
-``rt/<metric>/min``, ``rt/<metric>/max`` (over the episode's ``s'``), ``episode/len``.
+These per-step entries are written only with ``step_info=True`` (the default); with
+``False`` the env's own ``info`` passes through untouched except at episode ends. Nothing
+in training reads them, and RLlib's vector env handles every ``info`` key on every step.
+
+On the last step of every episode (terminated or truncated), whatever ``step_info``,
+``info["qeu_episode"]`` (``qeu_tune.names.EPISODE_INFO_KEY``) holds a flat
+``{name: float}``: ``return_env``, ``return_shaped``, ``reward/env/sum``,
+``reward/<metric>/sum``, ``rt/<metric>/mean``, ``rt/<metric>/min``, ``rt/<metric>/max``
+(over the episode's ``s'``), ``episode/len``.
 
 Observation augmentation appends the metric values (of the observed state) to the
 observation: the result is a flat ``float32`` ``Box``. A ``Box`` base observation is
@@ -73,6 +78,9 @@ class RewardDesignWrapper(gym.Wrapper):
         augment_observation: Append the metric values to the observation.
         metric_bounds: Metric name -> ``(low, high)`` for the augmented observation space;
             default ``(-inf, inf)``.
+        step_info: Write the per-step ``reward/env``, ``reward/<m>`` and ``rt/<m>``
+            entries into ``info``; ``False`` keeps only ``info["qeu_episode"]`` at episode
+            ends.
 
     Raises:
         ValueError: Unknown mode, missing gamma, mismatched names, or an observation
@@ -96,6 +104,7 @@ class RewardDesignWrapper(gym.Wrapper):
         gamma: Optional[float] = None,
         augment_observation: bool = False,
         metric_bounds: Optional[Mapping[str, Tuple[float, float]]] = None,
+        step_info: bool = True,
     ) -> None:
         super().__init__(env)
         if mode not in SHAPING_MODES:
@@ -118,12 +127,14 @@ class RewardDesignWrapper(gym.Wrapper):
         self.mode = mode
         self.gamma = 1.0 if gamma is None else float(gamma)
         self.augment_observation = augment_observation
+        self.step_info = bool(step_info)
         self.metric_names: Tuple[str, ...] = tuple(metrics)
         self._metrics = tuple(metrics[name] for name in self.metric_names)
         self._weights = tuple(float(weights[name]) for name in self.metric_names)
         # Key strings built once: a step only looks them up.
         self._step_reward_keys = tuple(f"reward/{n}" for n in self.metric_names)
         self._step_rt_keys = tuple(f"rt/{n}" for n in self.metric_names)
+        self._episode_keys = tuple(episode_info_keys(self.metric_names))
         self._potential = mode == "potential"
         # m_i of the latest state: the Phi(s) side of the next potential-based step.
         self._previous: List[float] = [0.0] * len(self._metrics)
@@ -138,11 +149,6 @@ class RewardDesignWrapper(gym.Wrapper):
                 np.concatenate([high, m_high]).astype(np.float32),
                 dtype=np.float32,
             )
-
-    @property
-    def weights(self) -> Dict[str, float]:
-        """Metric name -> weight."""
-        return dict(zip(self.metric_names, self._weights))
 
     def _reset_stats(self) -> None:
         n = len(self._metrics)
@@ -189,8 +195,10 @@ class RewardDesignWrapper(gym.Wrapper):
         shaped = env_reward
         # Potential mode: Phi(terminal) = 0, so gamma * Phi(s') drops out when terminated.
         gamma_next = 0.0 if terminated else self.gamma
-        info = dict(info)  # a copy: some envs return the same info dict every step
-        info["reward/env"] = env_reward
+        step_info = self.step_info
+        if step_info:
+            info = dict(info)  # a copy: some envs return the same info dict every step
+            info["reward/env"] = env_reward
         # One pass per metric: this runs on every env step, so no intermediate lists.
         values = self._previous
         for i, metric in enumerate(self._metrics):
@@ -204,8 +212,9 @@ class RewardDesignWrapper(gym.Wrapper):
                 component = -w * value
             values[i] = value
             shaped += component
-            info[self._step_reward_keys[i]] = component
-            info[self._step_rt_keys[i]] = value
+            if step_info:
+                info[self._step_reward_keys[i]] = component
+                info[self._step_rt_keys[i]] = value
             self._component_sums[i] += component
             self._value_sums[i] += value
             if value < self._value_mins[i]:
@@ -216,22 +225,22 @@ class RewardDesignWrapper(gym.Wrapper):
         self._return_shaped += shaped
         self._length += 1
         if terminated or truncated:
+            if not step_info:
+                info = dict(info)  # not copied above
             info[EPISODE_INFO_KEY] = self._episode_stats()
         return self._observe(obs, values), shaped, terminated, truncated, info
 
     def _episode_stats(self) -> Dict[str, float]:
-        stats = {
-            "return_env": self._return_env,
-            "return_shaped": self._return_shaped,
-            "reward/env/sum": self._return_env,
-            "episode/len": float(self._length),
-        }
-        for i, name in enumerate(self.metric_names):
-            stats[f"reward/{name}/sum"] = self._component_sums[i]
-            stats[f"rt/{name}/mean"] = self._value_sums[i] / self._length
-            stats[f"rt/{name}/min"] = self._value_mins[i]
-            stats[f"rt/{name}/max"] = self._value_maxs[i]
-        return stats
+        """The values of ``info["qeu_episode"]``, in ``episode_info_keys`` order."""
+        values = [self._return_env, self._return_shaped, self._return_env, float(self._length)]
+        for i in range(len(self._metrics)):
+            values += [
+                self._component_sums[i],
+                self._value_sums[i] / self._length,
+                self._value_mins[i],
+                self._value_maxs[i],
+            ]
+        return dict(zip(self._episode_keys, values))
 
 
 def _flat_encoder(space: gym.Space) -> Tuple[Callable[[Any], np.ndarray], np.ndarray, np.ndarray]:

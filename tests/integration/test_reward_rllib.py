@@ -40,8 +40,8 @@ def env_creator(ctx: Dict[str, Any]) -> Any:
     return make_env(ctx["env_id"], dict(ctx["env_config"]), ctx["reward"], gamma=float(ctx["gamma"]))
 
 
-@pytest.fixture(scope="module")
-def runner():
+def make_runner(reward: Dict[str, Any]) -> Any:
+    """A local ``SingleAgentEnvRunner`` (2 sub-envs) on the cliff with this reward design."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.callbacks.callbacks import RLlibCallback
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
@@ -68,13 +68,18 @@ def runner():
         PPOConfig()
         .environment(
             ENV_NAME,
-            env_config={"env_id": "QEUCliffWalking-v0", "env_config": ENV_CONFIG, "reward": REWARD, "gamma": 0.99},
+            env_config={"env_id": "QEUCliffWalking-v0", "env_config": ENV_CONFIG, "reward": reward, "gamma": 0.99},
         )
         .env_runners(num_env_runners=0, num_envs_per_env_runner=2, rollout_fragment_length=50)
         .callbacks(CaptureEpisodeInfo)
         .debugging(seed=0)
     )
-    env_runner = SingleAgentEnvRunner(config=config)
+    return SingleAgentEnvRunner(config=config)
+
+
+@pytest.fixture(scope="module")
+def runner():
+    env_runner = make_runner(REWARD)
     yield env_runner
     env_runner.stop()
 
@@ -108,3 +113,22 @@ def test_whole_episodes_sampled_by_episode_count(runner):
     for c, episode in zip(CAPTURED, episodes):
         assert c["complete"] and c["stats"]["return_shaped"] == pytest.approx(episode.get_return())
         assert c["stats"]["episode/len"] == len(episode)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*Overriding environment:UserWarning")  # a second runner
+def test_step_info_false_still_delivers_the_episode_statistics():
+    env_runner = make_runner({**REWARD, "step_info": False})
+    try:
+        CAPTURED.clear()
+        episodes = env_runner.sample(num_episodes=4, random_actions=True)
+    finally:
+        env_runner.stop()
+    assert len(CAPTURED) == len(episodes) >= 4
+    for c, episode in zip(CAPTURED, episodes):
+        assert set(c["stats"]) == set(episode_info_keys(["route"]))
+        assert c["complete"] and c["stats"]["return_shaped"] == pytest.approx(episode.get_return())
+        # Only the env's own entries on every step, the statistics on the last one.
+        infos = episode.get_infos()
+        assert all(set(info) <= {"x", "y", "falls"} for info in infos[:-1])
+        assert set(infos[-1]) == {"x", "y", "falls", EPISODE_INFO_KEY}

@@ -17,6 +17,7 @@ from qeu_tune.reward import (
     RewardConfig,
     RewardDesignWrapper,
     build_metric,
+    clear_metric_cache,
     episode_info_keys,
     make_env,
     parse_reward_config,
@@ -158,6 +159,20 @@ def test_augmented_observations_match_the_declared_space(obs_mode):
     assert -1.0 in signs  # the cliff side of the route was visited: signed values appear
 
 
+@pytest.mark.parametrize("mode", ["additive", "potential"])
+def test_the_appended_value_is_the_metric_of_the_new_state(mode):
+    env = make_env(CLIFF_ENV_ID, {"obs": "xy"}, {**design(mode), "augment_observation": True}, gamma=GAMMA)
+    obs, _ = env.reset(seed=0)
+    assert obs[-1] == pytest.approx(row2_distance(3))  # m(s_0) at the start (0, 3)
+    # (0, 3) -> (0, 2) on row 2 -> (0, 1) -> (0, 0): m(s') differs from m(s) on every step.
+    rows = [2, 1, 0]
+    for y, (obs, _, _, _, info) in zip(rows, rollout(env, [UP, UP, UP])):
+        assert tuple(obs[:2]) == (0.0, y)
+        assert obs[-1] == pytest.approx(info["rt/row2"], rel=1e-6)  # float32 in the obs
+        assert info["rt/row2"] == pytest.approx(row2_distance(y))
+    assert obs[-1] == pytest.approx(2 / math.sqrt(2), rel=1e-6) and obs[-1] != 0.0
+
+
 def test_augmenting_a_discrete_observation_one_hot_encodes_it():
     base = gym.make("CliffWalking-v1")
     env = RewardDesignWrapper(base, {"col": lambda s: float(s % 12)}, {"col": 0.1}, augment_observation=True,
@@ -207,6 +222,41 @@ def test_works_under_a_gymnasium_sync_vector_env_as_rllib_uses_it():
     envs.close()
 
 
+@pytest.mark.parametrize("mode", ["additive", "potential"])
+def test_step_info_false_keeps_only_the_episode_statistics(mode):
+    env_config = {"obs": "xy", "max_falls": 3}
+    full = rollout(make_env(CLIFF_ENV_ID, env_config, design(mode), gamma=GAMMA), RANDOM_ACTIONS, seed=3)
+    lean_env = make_env(CLIFF_ENV_ID, env_config, {**design(mode), "step_info": False}, gamma=GAMMA)
+    assert lean_env.step_info is False
+    lean = rollout(lean_env, RANDOM_ACTIONS, seed=3)
+    plain = rollout(make_base_env(CLIFF_ENV_ID, env_config), RANDOM_ACTIONS, seed=3)
+    assert len(full) == len(lean) == len(plain) > 5
+    per_step = {"reward/env", "reward/row2", "rt/row2"}
+    for f, s, p in zip(full, lean, plain):
+        assert per_step <= set(f[4])  # the default (step_info: true) reports every step
+        assert s[1] == f[1]  # same shaped reward
+        np.testing.assert_array_equal(s[0], f[0])
+        assert {k: v for k, v in s[4].items() if k != EPISODE_INFO_KEY} == p[4]  # the env's own info
+    assert all(EPISODE_INFO_KEY not in s[4] for s in lean[:-1])
+    assert lean[-1][4][EPISODE_INFO_KEY] == full[-1][4][EPISODE_INFO_KEY]
+    assert list(lean[-1][4][EPISODE_INFO_KEY]) == episode_info_keys(["row2"])
+
+
+def test_step_info_false_under_a_sync_vector_env():
+    reward = {**reward_yaml("cliff_absolute"), "step_info": False}
+    envs = DictInfoToList(
+        gym.vector.SyncVectorEnv([lambda: make_env(CLIFF_ENV_ID, {"max_falls": 2}, reward, gamma=GAMMA)] * 2)
+    )
+    envs.reset(seed=[0, 1])
+    for actions in ([RIGHT, UP], [RIGHT, UP]):  # env 0 falls twice: its episode ends on step 2
+        _, _, terms, _, infos = envs.step(np.array(actions))
+    assert terms.tolist() == [True, False]
+    assert set(infos[0]) == {"x", "y", "falls", EPISODE_INFO_KEY} and set(infos[1]) == {"x", "y", "falls"}
+    stats = infos[0][EPISODE_INFO_KEY]
+    assert list(stats) == episode_info_keys(["route"]) and stats["return_env"] == pytest.approx(-100.0)
+    envs.close()
+
+
 def test_mode_none_returns_the_base_env_unwrapped():
     for reward in (None, {"name": "none", "mode": "none", "metrics": {}}, RewardConfig()):
         env = make_env("CartPole-v1", {}, reward, gamma=0.99)
@@ -222,9 +272,26 @@ def test_a_design_sets_its_own_gamma_over_the_algorithms():
 def test_fitted_metrics_are_cached_across_weights_and_envs():
     a = build_metric("row2", design("additive", weight=0.1)["metrics"]["row2"])
     b = build_metric("row2", design("additive", weight=5.0, absolute=True)["metrics"]["row2"])
-    assert a.model is b.model and not a.absolute and b.absolute
+    assert a.model is b.model and a.feature_map is b.feature_map
+    # absolute is a label: an unsigned metric is a distance >= 0 with or without it.
+    cell = np.array([4.0, 0.0])
+    assert a(cell) == b(cell) == pytest.approx(row2_distance(0)) and a.bounds == b.bounds == (0.0, math.inf)
     c = build_metric("row2", {**design("additive")["metrics"]["row2"], "source": {"type": "list", "points": [[0, 0], [1, 0]]}})
     assert c.model is not a.model
+
+
+def test_a_cached_fit_is_shared_but_each_metric_keeps_its_own_name():
+    clear_metric_cache()
+    spec = design("additive")["metrics"]["row2"]
+    first = build_metric("first", spec)
+    second = build_metric("second", spec)
+    assert (first.name, second.name) == ("first", "second")
+    assert second.model is first.model and second.feature_map is first.feature_map  # one fit
+    # An error about the second metric names the second metric, not the cached first one.
+    with pytest.raises(ValueError, match=r"^reward\.metrics\.second: the feature map"):
+        make_env("CartPole-v1", {}, {"mode": "additive", "metrics": {"second": spec}}, gamma=0.99)
+    clear_metric_cache()
+    assert build_metric("first", spec).model is not first.model  # refitted after clearing
 
 
 @pytest.mark.parametrize("path", sorted(CONF_REWARD.glob("*.yaml")), ids=lambda p: p.stem)
@@ -284,6 +351,9 @@ def _metric(**changes):
         (_metric(source={"type": "web"}), r"source\.type='web'.*file, policy, list, builtin"),
         (_metric(feature={"kind": "rbf"}), r"feature=.*needs a 'type'"),
         (_metric(signed="yes"), r"signed='yes' must be true or false"),
+        (_metric(absolute=1), r"absolute=1 must be true or false"),
+        (_metric(feature={"type": "fourier"}), r"feature=.*needs a 'type', one of identity, onehot, rbf, callable"),
+        ({"mode": "none", "step_info": "no"}, r"reward\.step_info='no' must be true or false"),
         (_metric(wieght=1.0), r"reward\.metrics\.m has unknown key\(s\) wieght"),
         ({"mode": "additive", "metrics": {"a/b": _metric()["metrics"]["m"]}}, r"'a/b' is not a valid metric name"),
     ],
@@ -301,3 +371,5 @@ def test_parse_accepts_a_dataclass_and_omegaconf_and_fills_defaults():
     assert cfg.metrics["route"].absolute and cfg.metrics["route"].residual == "sqrt_ve"
     assert parse_reward_config(cfg) == cfg
     assert parse_reward_config(None) == RewardConfig()
+    assert RewardConfig().step_info is True and cfg.step_info is True  # per-step info by default
+    assert parse_reward_config({**reward_yaml("cliff_absolute"), "step_info": False}).step_info is False
