@@ -2,8 +2,8 @@
 
 How to run this script::
 
-    python scripts/bench_rt.py            # ~2-3 minutes on 2 cores
-    python scripts/bench_rt.py --quick    # smaller, noisier, ~1 minute
+    python scripts/bench_rt.py            # ~1.5 minutes on 2 cores
+    python scripts/bench_rt.py --quick    # smaller, noisier, ~40 s
 
 Everything runs on one core (BLAS and torch limited to one thread). It prints a table and
 writes ``results/bench_rt.json``; ``docs/benchmarks.md`` quotes the figures.
@@ -329,7 +329,7 @@ def print_table(r: Dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, ~1 minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, ~40 s)")
     parser.add_argument("--no-rllib", action="store_true", help="skip the RLlib PPO measurement")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
