@@ -34,6 +34,7 @@ such as ``QEUCliffWalking-v0`` work too); Gymnasium is imported only when rollou
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,11 @@ from qeu_tune.rt.features import import_object
 __all__ = [
     "SOURCE_TYPES",
     "BUILTINS",
+    "CLIFF_WIDTH",
+    "CLIFF_HEIGHT",
+    "CLIFF_START",
+    "CLIFF_GOAL",
+    "CLIFF_CELLS",
     "FILE_EXTENSIONS",
     "CliffSides",
     "Rollouts",
@@ -72,9 +78,13 @@ DEFAULT_SEED = 0
 _EPISODE_STEP_GUARD = 1_000_000
 
 # --------------------------------------------------------------------------- Cliff Walking
+# The grid, as ``(x, y)`` cells with ``y = 0`` the top row. The one definition, also used by
+# ``qeu_tune.envs.cliff_walking`` (this module does not import Gymnasium, that one does).
 CLIFF_WIDTH, CLIFF_HEIGHT = 12, 4
-CLIFF_START = (0, 3)
-CLIFF_GOAL = (11, 3)
+CLIFF_START = (0, CLIFF_HEIGHT - 1)
+CLIFF_GOAL = (CLIFF_WIDTH - 1, CLIFF_HEIGHT - 1)
+# The bottom row between start and goal: (1, 3) .. (10, 3).
+CLIFF_CELLS = tuple((x, CLIFF_HEIGHT - 1) for x in range(1, CLIFF_WIDTH - 1))
 
 
 def cliff_standard_route() -> np.ndarray:
@@ -99,7 +109,7 @@ def cliff_standard_route() -> np.ndarray:
 
 
 def _cliff_cells() -> np.ndarray:
-    return np.array([(x, CLIFF_HEIGHT - 1) for x in range(1, CLIFF_WIDTH - 1)], dtype=np.float64)
+    return np.array(CLIFF_CELLS, dtype=np.float64)
 
 
 def _cliff_top_row() -> np.ndarray:
@@ -294,11 +304,27 @@ def _load_file(
             raise ValueError(
                 f"{str(p)!r} holds {data.dtype} data; know-how arrays must be numeric."
             )
-        data = data.reshape(-1, 1) if data.ndim == 1 else data.reshape(data.shape[0], -1)
+        if data.ndim == 0:
+            raise ValueError(
+                f"{str(p)!r} holds a single number (a 0-d array, value {data.item()!r}); "
+                f"know-how needs one observation per row: save a 1-D array (one scalar "
+                f"observation per entry) or a 2-D array (observations x values)."
+            )
+        # Explicit sizes, not -1: an array with no rows has no size to infer.
+        data = data.reshape(data.shape[0], math.prod(data.shape[1:]))
         if columns is not None:
-            if not all(isinstance(c, int) for c in columns):
+            if not all(isinstance(c, int) and not isinstance(c, bool) for c in columns):
                 raise ValueError(
-                    f"columns of a .npy file must be integer indices, got {list(columns)}."
+                    f"columns of a .npy file must be integer indices, got {list(columns)} for "
+                    f"{str(p)!r} (.npy arrays have no column names)."
+                )
+            n_cols = data.shape[1]
+            bad = [c for c in columns if not -n_cols <= c < n_cols]
+            if bad:
+                raise ValueError(
+                    f"columns {bad} out of range for {str(p)!r}: its rows have {n_cols} "
+                    f"values, so 'columns' takes indices 0..{n_cols - 1} (or negative ones "
+                    f"counting from the end)."
                 )
             data = data[:, list(columns)]
         return np.ascontiguousarray(data, dtype=np.float64)
@@ -343,7 +369,6 @@ def _has_header(line: str) -> bool:
 class _Builtin:
     load: Callable[[dict[str, Any]], np.ndarray]
     options: frozenset[str]
-    description: str
 
 
 def _rollout_builtin(
@@ -361,20 +386,15 @@ def _rollout_builtin(
 
 
 BUILTINS: dict[str, _Builtin] = {
-    "cliff_standard_route": _Builtin(
-        lambda _: cliff_standard_route(), frozenset(), "QEU standard route, (x, y) cells"
-    ),
-    "cliff_cells": _Builtin(lambda _: _cliff_cells(), frozenset(), "cliff cells (1..10, 3)"),
-    "cliff_top_row": _Builtin(lambda _: _cliff_top_row(), frozenset(), "top row cells (0..11, 0)"),
+    # What each one holds: see the module docstring.
+    "cliff_standard_route": _Builtin(lambda _: cliff_standard_route(), frozenset()),
+    "cliff_cells": _Builtin(lambda _: _cliff_cells(), frozenset()),
+    "cliff_top_row": _Builtin(lambda _: _cliff_top_row(), frozenset()),
     "mountaincar_energy": _Builtin(
-        _rollout_builtin("MountainCar-v0", mountaincar_energy_policy),
-        frozenset({"episodes", "seed"}),
-        "MountainCar-v0 rollouts of mountaincar_energy_policy",
+        _rollout_builtin("MountainCar-v0", mountaincar_energy_policy), frozenset({"episodes", "seed"})
     ),
     "cartpole_balance": _Builtin(
-        _rollout_builtin("CartPole-v1", cartpole_balance_policy),
-        frozenset({"episodes", "seed"}),
-        "CartPole-v1 rollouts of cartpole_balance_policy",
+        _rollout_builtin("CartPole-v1", cartpole_balance_policy), frozenset({"episodes", "seed"})
     ),
 }
 

@@ -4,7 +4,10 @@ Two layers, both free of Ray and MLflow:
 
 * :func:`convergence_stats` and :func:`metric_trend` turn one trial's learning curve
   (x = environment steps sampled, y = unshaped return per iteration) into a flat
-  ``{name: float}`` dict. They are cheap enough to call after every iteration.
+  ``{name: float}`` dict and a slope. ``convergence_stats`` is linear in the number of
+  points (~0.2 ms for 300), cheap enough to call after every iteration. ``metric_trend``
+  (Theil–Sen) compares every pair of points, O(n^2) (~1.5 ms for 300 points, ~70 ms for
+  3,000): on a long curve thin the points before calling it after each iteration.
 * :func:`aggregate_across_seeds`, :func:`probability_of_improvement` and
   :func:`rank_configurations` compare configurations across seeds with interquartile
   means (IQM) and percentile-bootstrap confidence intervals (Agarwal et al., 2021).

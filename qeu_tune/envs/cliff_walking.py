@@ -44,12 +44,21 @@ from typing import Any, Dict, Optional, Tuple
 import gymnasium as gym
 import numpy as np
 
+# The grid is defined once, in knowhow (which the standard route and cliff sides come from).
+from qeu_tune.knowhow import (
+    CLIFF_CELLS,
+    CLIFF_GOAL,
+    CLIFF_HEIGHT,
+    CLIFF_START,
+    CLIFF_WIDTH,
+    cliff_standard_route,
+)
+from qeu_tune.rt import ReferenceSet
+
 ENV_ID = "QEUCliffWalking-v0"
 MAX_EPISODE_STEPS = 500
-N_ROWS, N_COLS = 4, 12
-N_CELLS = N_ROWS * N_COLS
-START_XY = (0, 3)
-GOAL_XY = (11, 3)
+N_CELLS = CLIFF_HEIGHT * CLIFF_WIDTH
+_CLIFF = frozenset(CLIFF_CELLS)
 OBS_MODES = ("onehot", "xy", "techno")
 TECHNO_FEATURES = ("x", "y", "min_rt_route", "dist_start", "dist_goal")
 # Action -> (dx, dy); Gymnasium's CliffWalking order: 0 up, 1 right, 2 down, 3 left.
@@ -58,12 +67,12 @@ MOVES = ((0, -1), (1, 0), (0, 1), (-1, 0))
 
 def cell_index(x: int, y: int) -> int:
     """The cell index ``y * 12 + x`` of column ``x`` and row ``y`` (row 0 at the top)."""
-    return y * N_COLS + x
+    return y * CLIFF_WIDTH + x
 
 
 def is_cliff(x: int, y: int) -> bool:
     """Whether ``(x, y)`` is a cliff cell: the bottom row between start and goal."""
-    return y == N_ROWS - 1 and 0 < x < N_COLS - 1
+    return (x, y) in _CLIFF
 
 
 def obs_to_xy(obs: np.ndarray) -> np.ndarray:
@@ -84,7 +93,7 @@ def obs_to_xy(obs: np.ndarray) -> np.ndarray:
     """
     obs = np.asarray(obs)
     if obs.size == N_CELLS:  # one-hot: the cell index is the position of the 1
-        y, x = divmod(int(obs.argmax()), N_COLS)
+        y, x = divmod(int(obs.argmax()), CLIFF_WIDTH)
         return np.array((x, y), dtype=np.float64)
     if obs.size == 2 or obs.size == len(TECHNO_FEATURES):
         return obs.reshape(-1)[:2].astype(np.float64)
@@ -98,15 +107,12 @@ def obs_to_xy(obs: np.ndarray) -> np.ndarray:
 
 def _techno_table() -> np.ndarray:
     """``[x, y, minRT route, dist start, dist goal]`` for every cell, shape ``(48, 5)``."""
-    # Imported here: knowhow may itself build environments, and the other obs modes need
-    # neither module.
-    from qeu_tune.knowhow import load_reference_data
-    from qeu_tune.rt import ReferenceSet
-
-    cells = np.array([(x, y) for y in range(N_ROWS) for x in range(N_COLS)], dtype=np.float64)
-    route = ReferenceSet(load_reference_data({"type": "builtin", "name": "cliff_standard_route"}))
-    start = ReferenceSet(np.array([START_XY], dtype=np.float64))
-    goal = ReferenceSet(np.array([GOAL_XY], dtype=np.float64))
+    cells = np.array(
+        [(x, y) for y in range(CLIFF_HEIGHT) for x in range(CLIFF_WIDTH)], dtype=np.float64
+    )
+    route = ReferenceSet(cliff_standard_route())
+    start = ReferenceSet(np.array([CLIFF_START], dtype=np.float64))
+    goal = ReferenceSet(np.array([CLIFF_GOAL], dtype=np.float64))
     columns = [cells, *(np.asarray(r.distance(cells)).reshape(-1, 1) for r in (route, start, goal))]
     return np.hstack(columns)
 
@@ -175,17 +181,19 @@ class QEUCliffWalkingEnv(gym.Env):
             self.observation_space = gym.spaces.Box(0.0, 1.0, (N_CELLS,), np.float32)
         elif obs == "xy":
             self._table = np.array(
-                [(x, y) for y in range(N_ROWS) for x in range(N_COLS)], dtype=np.float32
+                [(x, y) for y in range(CLIFF_HEIGHT) for x in range(CLIFF_WIDTH)], dtype=np.float32
             )
             self.observation_space = gym.spaces.Box(
-                np.zeros(2, np.float32), np.array([N_COLS - 1, N_ROWS - 1], np.float32), dtype=np.float32
+                np.zeros(2, np.float32),
+                np.array([CLIFF_WIDTH - 1, CLIFF_HEIGHT - 1], np.float32),
+                dtype=np.float32,
             )
         else:
             self._table = _techno_table().astype(np.float32)
             self.observation_space = gym.spaces.Box(
                 np.zeros(len(TECHNO_FEATURES), np.float32), self._table.max(axis=0), dtype=np.float32
             )
-        self._x, self._y = START_XY
+        self._x, self._y = CLIFF_START
         self._falls = 0
 
     def _observation(self) -> np.ndarray:
@@ -199,7 +207,7 @@ class QEUCliffWalkingEnv(gym.Env):
     ) -> Tuple[np.ndarray, Dict[str, Any]]:
         """Puts the agent on the start cell with no falls counted."""
         super().reset(seed=seed)
-        self._x, self._y = START_XY
+        self._x, self._y = CLIFF_START
         self._falls = 0
         return self._observation(), self._info()
 
@@ -210,16 +218,16 @@ class QEUCliffWalkingEnv(gym.Env):
         dx, dy = MOVES[int(action)]
         x, y = self._x + dx, self._y + dy
         terminated = False
-        if not (0 <= x < N_COLS and 0 <= y < N_ROWS):
+        if not (0 <= x < CLIFF_WIDTH and 0 <= y < CLIFF_HEIGHT):
             reward = self.off_grid_reward
         elif is_cliff(x, y):
             reward = self.cliff_reward
-            self._x, self._y = START_XY
+            self._x, self._y = CLIFF_START
             self._falls += 1
             terminated = self.max_falls is not None and self._falls >= self.max_falls
         else:
             self._x, self._y = x, y
-            if (x, y) == GOAL_XY:
+            if (x, y) == CLIFF_GOAL:
                 reward, terminated = self.goal_reward, True
             else:
                 reward = self.step_reward
@@ -230,14 +238,14 @@ class QEUCliffWalkingEnv(gym.Env):
         if self.render_mode != "ansi":
             return None
         rows = []
-        for y in range(N_ROWS):
+        for y in range(CLIFF_HEIGHT):
             cells = []
-            for x in range(N_COLS):
+            for x in range(CLIFF_WIDTH):
                 if (x, y) == (self._x, self._y):
                     cells.append("A")
                 elif is_cliff(x, y):
                     cells.append("C")
-                elif (x, y) == GOAL_XY:
+                elif (x, y) == CLIFF_GOAL:
                     cells.append("G")
                 else:
                     cells.append(".")

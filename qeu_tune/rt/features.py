@@ -145,6 +145,9 @@ class IdentityMap(FeatureMap):
 
     type = "identity"
 
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        super().__init__(spec, _optional_dim(spec, self.type))
+
     def __call__(self, obs: Any) -> np.ndarray:
         return self._check_dim(np.array(obs, dtype=np.float64).reshape(-1))
 
@@ -241,7 +244,9 @@ class RbfMap(FeatureMap):
             np.linspace(lo, h, k) if k > 1 else np.array([(lo + h) / 2.0])
             for lo, h, k in zip(low, high, num)
         ]
-        if spec.get("width") is None:  # neighbouring bumps cross at exp(-1/2)
+        # Default width = centre spacing: each bump is exp(-1/2) at its neighbours' centres,
+        # and neighbouring bumps cross halfway between them (z = 1/2) at exp(-1/8).
+        if spec.get("width") is None:
             widths = [(h - lo) / (k - 1) if k > 1 else h - lo for lo, h, k in zip(low, high, num)]
         else:
             widths = [float(w) for w in _per_dim(spec["width"], D, "width")]
@@ -317,10 +322,7 @@ class CallableMap(FeatureMap):
         kwargs = spec.get("kwargs") or {}
         if not isinstance(kwargs, Mapping):
             raise ValueError(f"callable feature map 'kwargs' must be a mapping, got {kwargs!r}.")
-        dim = spec.get("dim")
-        if dim is not None and (not _is_int(dim) or dim < 1):
-            raise ValueError(f"callable feature map 'dim' must be a positive integer, got {dim!r}.")
-        super().__init__(spec, None if dim is None else int(dim))
+        super().__init__(spec, _optional_dim(spec, self.type))
         self._fn: Callable[..., Any] = functools.partial(fn, **dict(kwargs)) if kwargs else fn
 
     def __call__(self, obs: Any) -> np.ndarray:
@@ -356,17 +358,19 @@ def make_feature_map(spec: Mapping[str, Any]) -> FeatureMap:
     """
     kind = check_typed_spec(spec, what="feature map", valid_keys={k: v[1] for k, v in _BUILDERS.items()},
                             type_order=FEATURE_TYPES)
-    cls, keys = _BUILDERS[kind]
-    if cls is IdentityMap:
-        dim = spec.get("dim")
-        if dim is not None and (not _is_int(dim) or dim < 1):
-            raise ValueError(f"identity feature map 'dim' must be a positive integer, got {dim!r}.")
-        return IdentityMap(spec, None if dim is None else int(dim))
-    return cls(spec)
+    return _BUILDERS[kind][0](spec)
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _optional_dim(spec: Mapping[str, Any], kind: str) -> int | None:
+    """The spec's optional declared output ``dim`` (a positive integer), or None."""
+    dim = spec.get("dim")
+    if dim is not None and (not _is_int(dim) or dim < 1):
+        raise ValueError(f"{kind} feature map 'dim' must be a positive integer, got {dim!r}.")
+    return None if dim is None else int(dim)
 
 
 def _float_list(v: Any, name: str) -> list[float]:

@@ -30,14 +30,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from qeu_tune.rt._checks import check_saved_format
+from qeu_tune.rt.unit_space import _check_samples, _nonfinite_error
 
 __all__ = ["ReferenceSet"]
 
 FORMAT = "qeu_tune.rt.ReferenceSet"
 FORMAT_VERSION = 1
 
-_F64 = np.dtype(np.float64)
 _INF = math.inf
+_SHAPE = "(m, dim) or (dim,)"  # the shapes queries accept, for messages
 _BLOCK_ELEMENTS = 1 << 18  # samples x points per block in batch queries (2 MiB of float64)
 # Up to this many coordinates over all points, a single signed query takes exact
 # differences to every point at once (one pass, three minima) instead of three searches.
@@ -205,11 +206,11 @@ class ReferenceSet:
             >>> ReferenceSet([[0, 0], [4, 0]]).distance([[1, 0], [4, 2]]).round(4).tolist()
             [0.7071, 1.4142]
         """
-        X = self._check_input(X)
+        X = _check_samples(X, self._dim, _SHAPE, _mismatch)
         if X.ndim == 1:
             d2 = self._main.sq_one(X)
             if not d2 < _INF:
-                raise _nonfinite_error(X.reshape(1, -1), single=True)
+                raise _states_nonfinite(X, single=True)
             return np.float64(math.sqrt(d2 * self._inv_dim))
         d2 = self._main.sq_batch(X)
         self._check_output(d2, X)
@@ -239,7 +240,7 @@ class ReferenceSet:
                 "signed_distance needs side points: create the ReferenceSet with "
                 "negative_side=... and positive_side=... (e.g. cliff cells and far-edge cells)."
             )
-        X = self._check_input(X)
+        X = _check_samples(X, self._dim, _SHAPE, _mismatch)
         if X.ndim == 1:
             if self._fused is not None:
                 diff = self._fused - X
@@ -249,7 +250,7 @@ class ReferenceSet:
             else:
                 d2, d2_neg, d2_pos = self._main.sq_one(X), self._neg.sq_one(X), self._pos.sq_one(X)
             if not d2 < _INF:
-                raise _nonfinite_error(X.reshape(1, -1), single=True)
+                raise _states_nonfinite(X, single=True)
             d = math.sqrt(d2 * self._inv_dim)
             return np.float64(-d if d2_neg < d2_pos else d)
         d2 = self._main.sq_batch(X)
@@ -294,37 +295,23 @@ class ReferenceSet:
         )
 
     # ------------------------------------------------------------------ internals
-    def _check_input(self, X: ArrayLike) -> np.ndarray:
-        if type(X) is not np.ndarray or X.dtype is not _F64:
-            try:
-                X = np.asarray(X, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(
-                    f"X must be a numeric array-like of shape (m, dim) or (dim,): {exc}"
-                ) from None
-        if X.ndim not in (1, 2):
-            raise ValueError(f"X must have shape (m, dim) or (dim,), got shape {X.shape}.")
-        if X.shape[-1] != self._dim:
-            raise ValueError(
-                f"dimension mismatch: the states have {X.shape[-1]} coordinates but the "
-                f"reference points have dim={self._dim}."
-            )
-        return X
-
     @staticmethod
     def _check_output(d2: np.ndarray, X: np.ndarray) -> None:
         # NaN/inf in a state makes its distance non-finite: check n outputs, not n*dim inputs.
         if not d2.sum() < _INF and not np.isfinite(d2).all():
-            raise _nonfinite_error(X, single=False)
+            raise _states_nonfinite(X, single=False)
 
 
-def _nonfinite_error(X: np.ndarray, single: bool) -> ValueError:
-    rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
-    if rows.size:
-        i = int(rows[0])
-        where = "the state" if single else f"X row {i}"
-        return ValueError(f"{where} contains NaN or inf ({X[i].tolist()}); states must be finite.")
+def _mismatch(dim: int, dim_in: int) -> ValueError:
     return ValueError(
-        f"the distance overflowed (largest |coordinate| = {np.abs(X).max():.3g}); rescale "
-        f"the states."
+        f"dimension mismatch: the states have {dim_in} coordinates but the reference points "
+        f"have dim={dim}."
+    )
+
+
+def _states_nonfinite(X: np.ndarray, single: bool) -> ValueError:
+    # States are short: the message lists the whole offending row.
+    return _nonfinite_error(
+        X, single, one="the state", item="", fix="states must be finite.",
+        rescale="rescale the states to a moderate range.",
     )

@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -65,36 +65,90 @@ _Y2_RTOL = 1e-9  # std(Y2) below this * RMS feature size: constant Y2
 _CORR_ATOL = 1e-10  # 1 - corr^2 below this: Y2 a linear function of Y1
 
 
-def _as_float_array(X: ArrayLike, name: str) -> np.ndarray:
+_SHAPE = "(m, k) or (k,)"  # the shapes UnitSpace accepts, for messages
+_NEED_FINITE = (
+    "RT needs finite features. Drop or impute the non-finite values before calling the unit "
+    "space."
+)
+_RESCALE_FEATURES = "rescale the features to a moderate range before fitting and scoring."
+
+
+# The input checks and the non-finite error below are shared with ``reference.py``.
+def _as_float_array(X: ArrayLike, shape: str) -> np.ndarray:
+    """``X`` as a float64 array, without a copy if it already is one."""
     if type(X) is np.ndarray and X.dtype is _F64:
         return X
     try:
         return np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(
-            f"{name} must be a numeric array-like of shape (n, k) or (k,); converting it to "
-            f"float64 failed: {exc}"
+            f"X must be a numeric array-like of shape {shape}; converting it to float64 "
+            f"failed: {exc}"
         ) from None
 
 
-def _nonfinite_error(X: np.ndarray, name: str, single: bool) -> ValueError:
-    """The error for non-finite results: names the first bad row (NaN/inf) or overflow."""
+def _check_samples(
+    X: ArrayLike, k: int, shape: str, mismatch: Callable[[int, int], ValueError]
+) -> np.ndarray:
+    """``X`` as float64 of shape ``(m, k)`` or ``(k,)``; ``mismatch(k, k_in)`` is the error
+    for a wrong last dimension. Finiteness is left to the caller (checked on the output)."""
+    if type(X) is not np.ndarray or X.dtype is not _F64:
+        X = _as_float_array(X, shape)
+    if X.ndim not in (1, 2):
+        raise ValueError(f"X must have shape {shape}, got shape {X.shape}.")
+    if X.shape[-1] != k:
+        raise mismatch(k, X.shape[-1])
+    return X
+
+
+def _nonfinite_error(
+    X: np.ndarray,
+    single: bool,
+    *,
+    rows: str = "X",
+    one: str = "X (a single sample)",
+    item: str = "feature",
+    fix: str = _NEED_FINITE,
+    rescale: str = _RESCALE_FEATURES,
+) -> ValueError:
+    """The error for a non-finite result computed from ``X`` (one sample if ``single``).
+
+    Names the first input holding NaN/inf: ``one`` for a single sample, else
+    ``"{rows} row {i}"``, with the bad value and its ``item`` (column) index, or with the
+    whole row when ``item`` is empty (short rows such as states). Finite inputs mean the
+    computation overflowed: the message gives the largest ``|value|`` and ``rescale``.
+    """
     X2 = X.reshape(1, -1) if single else X
     bad = ~np.isfinite(X2)
-    rows = np.flatnonzero(bad.any(axis=1))
-    if rows.size:
-        i = int(rows[0])
-        j = int(np.flatnonzero(bad[i])[0])
-        where = f"{name} (a single sample)" if single else f"{name} row {i}"
-        more = f" ({rows.size} rows in all)" if rows.size > 1 else ""
+    bad_rows = np.flatnonzero(bad.any(axis=1))
+    if not bad_rows.size:
         return ValueError(
-            f"{where} contains {X2[i, j]} at feature {j}{more}: RT needs finite features. "
-            f"Drop or impute the non-finite values before calling the unit space."
+            f"{rows}: the computation overflowed (largest |value| = {np.abs(X2).max():.3g}); "
+            f"{rescale}"
         )
+    i = int(bad_rows[0])
+    where = one if single else f"{rows} row {i}"
+    if item:
+        j = int(np.flatnonzero(bad[i])[0])
+        what = f"{X2[i, j]} at {item} {j}"
+    else:
+        what = f"NaN or inf ({X2[i].tolist()})"
+    more = f" ({bad_rows.size} rows in all)" if bad_rows.size > 1 else ""
+    return ValueError(f"{where} contains {what}{more}: {fix}")
+
+
+def _mismatch(k: int, k_in: int) -> ValueError:
     return ValueError(
-        f"{name}: the RT computation overflowed (largest |value| = {np.abs(X2).max():.3g}); "
-        f"rescale the features to a moderate range before fitting and scoring."
+        f"dimension mismatch: the samples have {k_in} features but the unit space was "
+        f"fitted on k={k}; apply the same feature map to both."
     )
+
+
+def _check_options(residual: str, ddof: int) -> None:
+    if residual not in RESIDUALS:
+        raise ValueError(f"residual={residual!r} is not supported; choose one of {RESIDUALS}.")
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {ddof!r}.")
 
 
 class UnitSpace:
@@ -147,10 +201,7 @@ class UnitSpace:
             )
         if not (np.isfinite(m).all() and np.isfinite(ybar).all() and np.isfinite(V).all()):
             raise ValueError("unit-space parameters contain NaN or inf.")
-        if residual not in RESIDUALS:
-            raise ValueError(f"residual={residual!r} is not supported; choose one of {RESIDUALS}.")
-        if ddof not in (0, 1):
-            raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {ddof!r}.")
+        _check_options(residual, ddof)
         r = float(m @ m)
         if not r > 0.0:
             raise ValueError("mean_pattern is all zeros (r = 0); " + _ZERO_MEAN_FIX)
@@ -188,8 +239,6 @@ class UnitSpace:
         self._fa = self._qa / r
         self._fb = self._qb / (sr * sk)
         self._fc = self._qc / (self._k - 1)
-        self._m_over_r = m / r
-        self._ones_over_k = np.full(self._k, 1.0 / self._k)
         # Rows per block: ~1 MiB of X, so the block stays in cache for the second pass.
         self._block = int(min(8192, max(512, (1 << 20) // (8 * self._k))))
 
@@ -199,10 +248,10 @@ class UnitSpace:
         """Fits a unit space on reference samples.
 
         Args:
-            X: Unit-space samples, shape ``(n, k)`` with ``n >= 3`` in practice (2 samples
-                always give a singular covariance) and ``k >= 2``. Features should be
-                non-negative pattern values with a non-zero mean (see
-                ``qeu_tune.rt.make_feature_map``).
+            X: Unit-space samples, shape ``(n, k)`` with ``n >= 3`` (the ``(Y1, Y2)``
+                covariance of 2 samples is always singular: two points lie on a line) and
+                ``k >= 2``. Features should be non-negative pattern values with a non-zero
+                mean (see ``qeu_tune.rt.make_feature_map``).
             ddof: Divisor of the ``(Y1, Y2)`` covariance is ``n - ddof``: 0 makes the unit
                 space average ``D^2 = 1`` exactly, 1 gives ``(n - 1) / n``.
             residual: ``"sqrt_ve"`` (textbook ``Y2 = sqrt(V_e)``) or ``"mae"`` (QEU newRT,
@@ -220,20 +269,12 @@ class UnitSpace:
             >>> us.n_features
             3
         """
-        if residual not in RESIDUALS:
-            raise ValueError(f"residual={residual!r} is not supported; choose one of {RESIDUALS}.")
-        if ddof not in (0, 1):
-            raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {ddof!r}.")
-        X = _as_float_array(X, "X")
-        if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 2:
-            raise ValueError(
-                f"a unit space needs at least 2 samples (rows) and 2 features (columns), got "
-                f"X with shape {X.shape}. Pass X as an (n, k) array; RT compares each "
-                f"sample's pattern across features, so a single feature cannot work (map "
-                f"scalar observations to a pattern, e.g. with an 'onehot' or 'rbf' feature map)."
-            )
+        _check_options(residual, ddof)
+        X = _as_float_array(X, "(n, k)")
+        if X.ndim != 2 or X.shape[0] < 3 or X.shape[1] < 2:
+            raise _too_few_error(X.shape)
         if not np.isfinite(X).all():  # fit runs once: the plain check is affordable here
-            raise _nonfinite_error(X, "unit-space X", single=False)
+            raise _nonfinite_error(X, single=False, rows="unit-space X")
         n, k = X.shape
         m = X.mean(axis=0)
         r = float(m @ m)
@@ -311,7 +352,7 @@ class UnitSpace:
             >>> us.transform([4., 4., 4.]).tolist()
             [2.0, 0.0]
         """
-        X = self._check_input(X)
+        X = _check_samples(X, self._k, _SHAPE, _mismatch)
         single = X.ndim == 1
         X2 = X.reshape(1, -1) if single else X
         out = np.empty((X2.shape[0], 2))
@@ -320,7 +361,7 @@ class UnitSpace:
                 block = X2[s : s + self._block]
                 out[s : s + self._block] = _y_of(block, self._m, self._r, self._residual)
         if not np.isfinite(out).all():
-            raise _nonfinite_error(X, "X", single)
+            raise _nonfinite_error(X, single)
         return out[0] if single else out
 
     def distance(self, X: ArrayLike, squared: bool = False) -> np.ndarray:
@@ -342,10 +383,10 @@ class UnitSpace:
             [0.5, 71.141]
         """
         if type(X) is not np.ndarray or X.dtype is not _F64:
-            X = _as_float_array(X, "X")
+            X = _as_float_array(X, _SHAPE)
         if X.ndim == 1:
             return self._distance_one(X, squared)
-        X = self._check_input(X)
+        X = _check_samples(X, self._k, _SHAPE, _mismatch)
         if self._residual == "sqrt_ve":
             return self._distance_batch_sqrt_ve(X, squared)
         return self._distance_batch_generic(X, squared)
@@ -423,24 +464,10 @@ class UnitSpace:
         return cls.from_dict(data)
 
     # ------------------------------------------------------------------ internals
-    def _check_input(self, X: ArrayLike) -> np.ndarray:
-        X = _as_float_array(X, "X")
-        if X.ndim not in (1, 2):
-            raise ValueError(f"X must have shape (m, k) or (k,), got shape {X.shape}.")
-        if X.shape[-1] != self._k:
-            raise self._mismatch(X.shape[-1])
-        return X
-
-    def _mismatch(self, k_in: int) -> ValueError:
-        return ValueError(
-            f"dimension mismatch: the samples have {k_in} features but the unit space was "
-            f"fitted on k={self._k}; apply the same feature map to both."
-        )
-
     def _distance_one(self, x: np.ndarray, squared: bool) -> np.float64:
         # The per-env-step path: scalar Python arithmetic, no temporary arrays for sqrt_ve.
         if x.shape[0] != self._k:
-            raise self._mismatch(x.shape[0])
+            raise _mismatch(self._k, x.shape[0])
         L = float(self._m.dot(x))
         beta = L * self._inv_r
         if self._residual == "sqrt_ve":
@@ -453,7 +480,7 @@ class UnitSpace:
         d2 = y2 - self._y2bar
         d2sq = (self._qa * d1 + self._qb * d2) * d1 + self._qc * d2 * d2
         if not d2sq < _INF:  # NaN/inf in x always makes beta, hence d2sq, non-finite
-            raise _nonfinite_error(x, "X", single=True)
+            raise _nonfinite_error(x, single=True)
         if d2sq < 0.0:  # rounding when dY ~ 0
             d2sq = 0.0
         return np.float64(d2sq if squared else math.sqrt(d2sq))
@@ -507,7 +534,7 @@ class UnitSpace:
     def _finish(self, out: np.ndarray, X: np.ndarray, squared: bool) -> np.ndarray:
         total = out.sum()  # NaN/inf propagate into the sum: one cheap pass
         if not total < _INF and not np.isfinite(out).all():
-            raise _nonfinite_error(X, "X", single=False)
+            raise _nonfinite_error(X, single=False)
         np.maximum(out, 0.0, out=out)  # tiny negatives from rounding when dY ~ 0
         if not squared:
             np.sqrt(out, out=out)
@@ -520,6 +547,29 @@ _ZERO_MEAN_FIX = (
     "features (e.g. subtract each feature's minimum) or use a one-hot or rbf feature map "
     "(qeu_tune.rt.make_feature_map)."
 )
+
+
+def _too_few_error(shape: tuple[int, ...]) -> ValueError:
+    """The error for an ``X`` of ``fit`` that is not ``(n, k)`` with ``n >= 3``, ``k >= 2``."""
+    why = []
+    if len(shape) != 2:
+        why.append("Pass X as an (n, k) array.")
+    if len(shape) == 2 and shape[1] < 2:
+        why.append(
+            "RT compares each sample's pattern across features, so a single feature cannot "
+            "work (map scalar observations to a pattern, e.g. with an 'onehot' or 'rbf' "
+            "feature map)."
+        )
+    if len(shape) == 2 and shape[0] < 3:
+        why.append(
+            "The textbook minimum is n >= 2, but the covariance of (Y1, Y2) over 2 unit-space "
+            "samples always has rank 1 (two points lie on a line), so it is singular and no "
+            "distance can be computed: use at least 3 samples, in practice many more."
+        )
+    return ValueError(
+        f"a unit space needs at least 3 samples (rows) and 2 features (columns), got X with "
+        f"shape {shape}. " + " ".join(why)
+    )
 
 
 def _y_of(X: np.ndarray, m: np.ndarray, r: float, residual: str) -> np.ndarray:
@@ -544,11 +594,6 @@ def _check_covariance(Y: np.ndarray, V: np.ndarray, st_mean: float, k: int, resi
     y2_scale = math.sqrt(st_mean / k)
     y2_name = "sqrt(V_e)" if residual == "sqrt_ve" else "the mean absolute residual"
     fix = " The unit space needs samples whose patterns vary in both level and shape."
-    if n == 2:  # two points always lie on a line
-        raise ValueError(
-            "singular (Y1, Y2) covariance: with 2 unit-space samples it always has rank 1 "
-            "(two points lie on a line); use at least 3 samples."
-        )
     if float(np.max(y2)) <= _Y2_ZERO_RTOL * y2_scale:
         raise ValueError(
             f"singular (Y1, Y2) covariance: every unit-space sample is proportional to the "
@@ -559,7 +604,8 @@ def _check_covariance(Y: np.ndarray, V: np.ndarray, st_mean: float, k: int, resi
             f"singular (Y1, Y2) covariance: all {n} unit-space samples have the same "
             f"Y2 = {y2_name} = {float(y2[0]):.6g} (e.g. V_e equal for all samples)." + fix
         )
-    if float(np.std(y1)) <= _Y1_RTOL * max(abs(float(np.mean(y1))), 1.0):
+    # mean(beta) = mean(L) / r = m.m / r = 1 over the unit space: std(beta) is already relative.
+    if float(np.std(y1)) <= _Y1_RTOL:
         raise ValueError(
             f"singular (Y1, Y2) covariance: all {n} unit-space samples have the same "
             f"sensitivity beta = {float(y1[0]):.6g} (constant beta: every sample has the same "
@@ -567,13 +613,8 @@ def _check_covariance(Y: np.ndarray, V: np.ndarray, st_mean: float, k: int, resi
         )
     corr2 = V[0, 1] ** 2 / (V[0, 0] * V[1, 1])
     if 1.0 - corr2 <= _CORR_ATOL:
-        hint = (
-            " With n=2 samples this always happens: use at least 3."
-            if n == 2
-            else " Add samples that break this linear relation."
-        )
         raise ValueError(
             f"singular (Y1, Y2) covariance: Y2 is an exact linear function of Y1 over the "
             f"{n} unit-space samples (correlation {math.copysign(math.sqrt(corr2), V[0, 1]):+.6f})."
-            + hint
+            " Add samples that break this linear relation."
         )

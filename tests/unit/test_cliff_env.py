@@ -29,6 +29,21 @@ def test_layout_start_goal_and_cliff_cells():
     assert obs.tolist() == [0.0, 3.0] and info["falls"] == 0
 
 
+def test_env_and_knowhow_share_one_grid():
+    from qeu_tune.knowhow import CLIFF_CELLS, CLIFF_GOAL, CLIFF_START, cliff_side_points, cliff_standard_route
+
+    cells = [(x, y) for y in range(4) for x in range(12)]
+    assert [c for c in cells if is_cliff(*c)] == list(CLIFF_CELLS)
+    assert cliff_side_points().negative_side.tolist() == [list(c) for c in CLIFF_CELLS]
+    route = cliff_standard_route().tolist()
+    assert tuple(route[0]) == CLIFF_START and tuple(route[-1]) == CLIFF_GOAL
+    assert not any(is_cliff(int(x), int(y)) for x, y in route)
+    env = QEUCliffWalkingEnv(obs="xy")
+    assert tuple(env.reset(seed=0)[0].tolist()) == CLIFF_START
+    assert tuple(env.observation_space.high.tolist()) == (11.0, 3.0)
+    assert env.step(DOWN)[0].tolist() == list(CLIFF_START)  # off the grid: stays on the start
+
+
 def test_registered_with_a_time_limit():
     env = gym.make(CLIFF_ENV_ID)
     assert env.spec.max_episode_steps == 500

@@ -65,6 +65,12 @@ def test_rbf_values_in_one_dimension():
     np.testing.assert_allclose(wide([0.0]), [1.0, math.exp(-0.5 * 0.25**2), math.exp(-0.5 * 0.5**2)])
 
 
+def test_rbf_default_width_neighbours_cross_at_exp_minus_one_eighth():
+    fm = make_feature_map({"type": "rbf", "low": [0.0], "high": [3.0], "num": 4})  # spacing 1
+    np.testing.assert_allclose(fm([1.5])[1:3], [math.exp(-1 / 8)] * 2, rtol=1e-15)  # halfway
+    assert fm([1.0])[[0, 2]].tolist() == pytest.approx([math.exp(-1 / 2)] * 2, rel=1e-15)
+
+
 def test_rbf_grid_order_range_and_batch():
     spec = {"type": "rbf", "low": [-1.2, -0.07], "high": [0.6, 0.07], "num": [2, 3]}
     fm = make_feature_map(spec)
@@ -164,6 +170,15 @@ def test_callable_map_with_kwargs():
     declared = make_feature_map({"type": "callable", "path": "numpy:square", "dim": 2})
     with pytest.raises(ValueError, match="produced 3 features, but 2 before"):
         declared([1, 2, 3])
+
+
+@pytest.mark.parametrize("kind", ["identity", "callable"])
+@pytest.mark.parametrize("dim", [0, -1, 2.0, "2", True])
+def test_declared_dim_must_be_a_positive_integer(kind, dim):
+    spec = {"type": kind, "dim": dim, **({"path": "numpy:square"} if kind == "callable" else {})}
+    with pytest.raises(ValueError, match=rf"{kind} feature map 'dim' must be a positive integer, got {dim!r}"):
+        make_feature_map(spec)
+    assert make_feature_map({**spec, "dim": np.int64(3)}).dim == 3
 
 
 @pytest.mark.parametrize(

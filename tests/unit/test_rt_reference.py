@@ -163,6 +163,20 @@ def test_errors():
         signed.signed_distance([0.0, np.nan])
 
 
+def test_input_and_overflow_errors():
+    ref = ReferenceSet([[0, 0], [1, 1]])
+    with pytest.raises(ValueError, match=r"X row 1 contains NaN or inf \(\[1.0, nan\]\) \(2 rows in all\)"):
+        ref.distance([[0, 0], [1, np.nan], [np.inf, 0]])
+    with pytest.raises(ValueError, match=r"overflowed .*rescale the states"):
+        ref.distance([[1e200, 1e200], [0, 0]])
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match=r"overflowed .*rescale the states"):
+        ref.distance([1e200, 1e200])  # the fast single-state path leaves numpy's warning on
+    with pytest.raises(ValueError, match=r"X must have shape \(m, dim\) or \(dim,\), got shape \(1, 1, 2\)"):
+        ref.distance([[[0, 0]]])
+    with pytest.raises(ValueError, match=r"X must be a numeric array-like of shape \(m, dim\) or \(dim,\)"):
+        ref.distance(["a", "b"])
+
+
 def test_to_dict_from_dict_round_trip(cliff):
     data = json.loads(json.dumps(cliff.to_dict()))
     assert data["format"] == "qeu_tune.rt.ReferenceSet" and len(data["points"]) == 16

@@ -110,12 +110,15 @@ def test_matches_independent_loop_implementation(rng, residual, ddof):
         assert float(us.distance(x, squared=True)) == pytest.approx(d2, rel=1e-9)
 
 
-def test_batch_spanning_several_blocks_matches_reference(rng):
+@pytest.mark.parametrize("residual", ["sqrt_ve", "mae"])  # two different batch paths
+def test_batch_spanning_several_blocks_matches_reference(rng, residual):
     unit = rng.random((50, 36))
-    us = UnitSpace.fit(unit)
+    us = UnitSpace.fit(unit, residual=residual)
     new = rng.random((20_001, 36))  # several blocks plus a ragged last one
-    _, D2 = reference_rt(unit.tolist(), new[::997].tolist())
+    assert new.shape[0] > 3 * us._block and new.shape[0] % us._block
+    Y, D2 = reference_rt(unit.tolist(), new[::997].tolist(), residual=residual)
     np.testing.assert_allclose(us.distance(new, squared=True)[::997], D2, rtol=1e-9)
+    np.testing.assert_allclose(us.transform(new)[::997], Y, rtol=1e-12, atol=1e-14)
 
 
 # --------------------------------------------------------------------------- invariants
@@ -207,11 +210,22 @@ def test_from_dict_and_load_reject_other_data(tmp_path):
 
 
 # --------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("X", [[[1, 2, 3]], [[1], [2], [3]], [1, 2, 3], np.ones((0, 4))])
+@pytest.mark.parametrize(
+    "X", [[[1, 2, 3]], [[1], [2], [3]], [1, 2, 3], np.ones((0, 4)), [[1, 2, 3], [4, 4, 1]]]
+)
 def test_too_few_samples_or_features(X):
-    with pytest.raises(ValueError, match=r"at least 2 samples .* and 2 features") as err:
+    with pytest.raises(ValueError, match=r"at least 3 samples .* and 2 features") as err:
         UnitSpace.fit(X)
-    assert f"shape {np.asarray(X, dtype=float).shape}" in str(err.value)
+    shape = np.asarray(X, dtype=float).shape
+    assert f"shape {shape}" in str(err.value)
+    # Each message gives the reason for what is missing, and only for that.
+    assert ("single feature cannot work" in str(err.value)) == (len(shape) == 2 and shape[1] < 2)
+    assert ("textbook minimum is n >= 2" in str(err.value)) == (len(shape) == 2 and shape[0] < 3)
+
+
+def test_three_samples_are_enough():
+    us = UnitSpace.fit([[1, 2, 3], [3, 2, 1], [2, 4, 1]])
+    assert us.n_samples == 3 and float(us.distance([2, 2, 2])) >= 0.0
 
 
 def test_nan_and_inf_in_unit_space_name_the_row(rng):
