@@ -409,6 +409,22 @@ def best_configuration(client: Any, report: SweepReport) -> BestConfig:
                       row=report.ranked.iloc[0].to_dict())
 
 
+def best_configuration_row(report: SweepReport) -> Dict[str, Any]:
+    """The sweep's winner by the one ranking rule (IQM over seeds of ``report.by``).
+
+    Used by the end-of-sweep summary, the parent run's tags and ``qeu-tune best`` alike;
+    ``run_id`` is the configuration's seed with the best value of the statistic.
+    """
+    label = str(report.ranked.index[0])
+    row = report.ranked.iloc[0].to_dict()
+    trials = report.trials[report.trials["config"] == label]
+    ascending = not stats.STAT_DIRECTIONS.get(report.by, True)  # True: higher is better
+    ordered = trials.sort_values(report.by, ascending=ascending, na_position="last") if report.by in trials else trials
+    return {"label": label, "by": report.by, "value": row.get(f"{report.by}/{DEFAULT_AGG}"),
+            "ci": _ci(row, report.by), "seeds": len(trials), "run_id": str(ordered["run_id"].iloc[0]),
+            "run_ids": [str(r) for r in trials["run_id"]]}
+
+
 def experiment_yaml(best: BestConfig, report: SweepReport) -> str:
     """A Hydra ``experiment/`` file that reruns the best configuration exactly."""
     config = best.config

@@ -14,13 +14,14 @@ from typing import Any, Optional, Sequence
 
 from qeu_tune.config.errors import ConfigError
 from qeu_tune.paths import CONF_DIR
+from qeu_tune.redact import redact
 
 EXIT_CONFIG_ERROR = 2
 
 
 def fail(message: str) -> None:
     """Prints a one-paragraph error and exits with code 2."""
-    print(f"qeu-tune: error: {message}", file=sys.stderr)
+    print(f"qeu-tune: error: {redact(message)}", file=sys.stderr)
     raise SystemExit(EXIT_CONFIG_ERROR)
 
 
@@ -29,37 +30,78 @@ def sweep(cfg: Any) -> Optional[float]:
     from hydra.core.hydra_config import HydraConfig
 
     from qeu_tune.config.compose import to_plain
+    from qeu_tune.redact import find_env_interpolations, register_secrets
     from qeu_tune.sweep import plan_sweep, run_sweep
 
     overrides = list(HydraConfig.get().overrides.task)
+    register_secrets(find_env_interpolations(cfg).values())  # ${oc.env:...} values: *** when recorded
     try:
-        plan = plan_sweep(to_plain(cfg), overrides)
+        plan = plan_sweep(_plain_config(cfg), overrides)
     except ConfigError as err:
         fail(str(err))
     try:
         result = run_sweep(plan, command=shlex.join(["qeu-tune", *sys.argv[1:]]))
     except ConfigError as err:  # e.g. an unreachable cluster
         fail(str(err))
+    return finish(result)
+
+
+def _plain_config(cfg: Any) -> Any:
+    """``to_plain``; an interpolation that does not resolve is a config error."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from qeu_tune.config.compose import to_plain
+
+    try:
+        return to_plain(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(" ".join(line.strip() for line in str(err).splitlines() if line.strip())) from None
+
+
+def finish(result: Any) -> Optional[float]:
+    """Prints the summary; exits non-zero when interrupted (130/143) or every trial failed."""
     _print_summary(result)
-    return None if result.best is None else float(result.best["value"])
+    if result.interrupted:
+        raise SystemExit(result.exit_code)
+    if result.num_trials and result.num_errors == result.num_trials:
+        print(f"qeu-tune: error: every trial failed ({result.num_errors} of {result.num_trials}); "
+              "see each trial's qeu.error tag or the messages above.", file=sys.stderr)
+        raise SystemExit(1)
+    best = result.best
+    return None if not best or best.get("value") is None else float(best["value"])
 
 
 def _print_summary(result: Any) -> None:
+    uri_flag = "" if result.tracking_uri == _default_uri() else f" --tracking-uri {redact(result.tracking_uri)}"
+    sweep_ref = result.parent_run_id or "<sweep name>"
     print()
-    print(f"Sweep {result.status}: {result.num_trials} trials, {result.num_errors} failed.")
-    if result.report is not None:
-        from qeu_tune.analysis import print_report
+    if result.interrupted:
+        print(f"Sweep interrupted by {result.interrupted}: {result.num_trials} trials started, "
+              f"{result.num_errors} failed; unfinished trials and the parent run are marked KILLED.")
+        print(f"Continue it with: qeu-tune{uri_flag} resume {sweep_ref}")
+    else:
+        failed = f", {result.num_errors} failed" if result.num_errors else ""
+        print(f"Sweep {result.status}: {result.num_trials} trials{failed}.")
+        if result.report is not None:
+            from qeu_tune.analysis import print_report
 
-        print_report(result.report)
-    if result.best:
+            print_report(result.report)
         best = result.best
-        print(f"Best trial by last {best['metric']}: {best['trial_id']} "
-              f"({best['description'] or 'base config'}) = {best['value']:.4g}, MLflow run {best['run_id']}")
+        if best and best.get("by"):
+            print(f"Best configuration (IQM over {best['seeds']} seeds of {best['by']}): {best['label']} = "
+                  f"{best['ci']}; its best seed: MLflow run {best['run_id']}")
+        if best and best.get("last"):
+            last = best["last"]
+            print(f"  (single trial with the best last {last['metric']}, not the ranking rule: "
+                  f"{last['trial_id']} ({last['description'] or 'base config'}) = {last['value']:.4g})")
+    if result.spool:
+        print(f"MLflow did not take every point; they are kept in {result.spool}. "
+              f"Upload them with: qeu-tune{uri_flag} sync")
     print(f"Parent run: {result.parent_run_id}  (experiment id {result.experiment_id})")
-    print(f"Tracking URI: {result.tracking_uri}")
-    uri_flag = "" if result.tracking_uri == _default_uri() else f" --tracking-uri {result.tracking_uri}"
-    print(f"Next: qeu-tune{uri_flag} report {result.parent_run_id} | qeu-tune{uri_flag} best ... | "
-          f"qeu-tune{uri_flag} ui")
+    print(f"Tracking URI: {redact(result.tracking_uri)}")
+    if not result.interrupted:
+        print(f"Next: qeu-tune{uri_flag} report {sweep_ref} | qeu-tune{uri_flag} best ... | "
+              f"qeu-tune{uri_flag} ui")
 
 
 def _default_uri() -> str:
@@ -68,7 +110,7 @@ def _default_uri() -> str:
     return resolve_tracking_uri(None)
 
 
-SUBCOMMANDS = ("report", "best", "rerun", "ui")
+SUBCOMMANDS = ("report", "best", "rerun", "ui", "resume", "sync")
 
 
 def _subcommand_parser() -> Any:
@@ -95,6 +137,13 @@ def _subcommand_parser() -> Any:
                            help="return threshold for steps_to_threshold (default: env.return_threshold)")
             p.add_argument("--log", action="store_true",
                            help="also replace the report/ artifacts of the sweep's parent run")
+    resume = sub.add_parser("resume", parents=[common], help="continue an interrupted sweep into the same MLflow runs")
+    resume.add_argument("sweep", help="parent run id or sweep name")
+    resume.add_argument("--restart-errored", action="store_true",
+                        help="also retry trials that had failed, from their last checkpoint")
+    sync = sub.add_parser("sync", parents=[common], help="upload spooled tracking data (offline sweep or MLflow outage)")
+    sync.add_argument("spool_dir", nargs="?", default=None,
+                      help="a sweep's spool directory (default: every spool under $QEU_TUNE_HOME/spool)")
     rerun = sub.add_parser("rerun", parents=[common], help="rerun a sweep's best configuration (or one trial) on fresh seeds")
     rerun.add_argument("ref", help="parent run id / sweep name, or a trial's run id")
     rerun.add_argument("--seeds", type=int, default=None, help="number of fresh seeds (default: the sweep's num_seeds)")
@@ -110,6 +159,15 @@ def run_subcommand(argv: Sequence[str]) -> int:
     args = _subcommand_parser().parse_args(list(argv))
     uri = resolve_tracking_uri(getattr(args, "tracking_uri", None))
     try:
+        if args.command == "sync":  # default URI: the one each spool was recorded for
+            from qeu_tune.journal import run_sync
+
+            uri_args = ["--tracking-uri", args.tracking_uri] if getattr(args, "tracking_uri", None) else []
+            return run_sync([*([args.spool_dir] if args.spool_dir else []), *uri_args])
+        if args.command == "resume":
+            from qeu_tune.resume import resume_sweep
+
+            return _exit_code(lambda: finish(resume_sweep(uri, args.sweep, restart_errored=args.restart_errored)))
         if args.command == "ui":
             from qeu_tune.ui import run_ui
 
@@ -128,6 +186,14 @@ def run_subcommand(argv: Sequence[str]) -> int:
     return 0
 
 
+def _exit_code(call: Any) -> int:
+    try:
+        call()
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``qeu-tune`` console script."""
     import hydra
@@ -136,9 +202,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
+    if sys.argv[1:2] == ["server"]:  # PostgreSQL + `mlflow server`: qeu_tune/server.py
+        from qeu_tune.server import main as server_main
+
+        raise SystemExit(server_main(sys.argv[2:]))
     if len(sys.argv) > 1 and (sys.argv[1] in SUBCOMMANDS or sys.argv[1].startswith("--tracking-uri")):
         raise SystemExit(run_subcommand(sys.argv[1:]))
     setup_hydra()
+    from qeu_tune.config.validate import check_hydra_overrides
+
+    try:  # Hydra's compose errors: exit 2 and one paragraph, before hydra.main's exit 1
+        check_hydra_overrides(sys.argv[1:])
+    except ConfigError as err:
+        fail(str(err))
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(sweep)()
 
 

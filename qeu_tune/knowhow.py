@@ -334,6 +334,11 @@ def _load_file(
     if suffix == ".csv":
         with open(p, encoding="utf-8") as f:
             first = f.readline()
+        if not first.strip():
+            raise ValueError(
+                f"know-how file {str(p)!r} is empty; it needs one observation per row "
+                f"(numeric columns, an optional header row)."
+            )
         header = 0 if _has_header(first) else None
         frame = pd.read_csv(p, header=header)
     else:

@@ -12,12 +12,14 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from qeu_tune import names
 from qeu_tune.config.compose import compose_group_options, group_options
 from qeu_tune.config.errors import ConfigError
 from qeu_tune.config.groups import GROUP_NAMES
+from qeu_tune.config.validate import check_config, check_outside_world, check_search_metric, check_search_values
 from qeu_tune.paths import CONF_DIR, resolve_storage_path, resolve_tracking_uri
 from qeu_tune.search import TuneSearch, build_tune_search, grid_points, parse_space
 from qeu_tune.trial_config import TrialTemplate, describe, resolve_trial_config, unknown_keys
@@ -49,6 +51,9 @@ class SweepResult:
     best: Optional[Dict[str, Any]]  # {"values", "metric", "run_id", "trial_id"}
     status: str
     report: Any = None  # qeu_tune.analysis.SweepReport, when it could be built
+    interrupted: Optional[str] = None  # "SIGINT" / "SIGTERM": resumable with `qeu-tune resume`
+    exit_code: int = 0
+    spool: Optional[str] = None  # points not yet in MLflow: `qeu-tune sync` uploads them
 
 
 def _group_choices(config: Mapping[str, Any]) -> Dict[str, List[str]]:
@@ -89,9 +94,10 @@ def validate_trial_config(config: Mapping[str, Any]) -> None:
         ConfigError: with one paragraph naming the bad value and the fix.
     """
     from qeu_tune.reward import make_env, parse_reward_config
-    from qeu_tune.trainable import build_algo_config
+    from qeu_tune.config.validate import checked_algo_config
 
-    algo_config = build_algo_config(config)  # unknown algorithm / hyperparameter
+    # Unknown algorithm / hyperparameter, values out of range, RLlib's own validate().
+    algo_config = checked_algo_config(config)
     try:
         parse_reward_config(config.get("reward"))  # reward errors get a reward label
     except ValueError as err:
@@ -141,6 +147,8 @@ def plan_sweep(config: Dict[str, Any], overrides: Sequence[str] = ()) -> SweepPl
         ConfigError: Any invalid value, with the valid choices.
     """
     search_cfg, stop = config["search"], config["stop"]
+    check_config(config)  # numeric sanity: budgets, RLlib values RLlib does not check
+    check_outside_world(config)  # tracking URI, storage path, Ray address (short timeouts)
     if int(stop["env_steps"]) <= 0:
         raise ConfigError(f"stop.env_steps must be > 0, got {stop['env_steps']}.")
     search = build_tune_search(
@@ -159,6 +167,7 @@ def plan_sweep(config: Dict[str, Any], overrides: Sequence[str] = ()) -> SweepPl
     template = TrialTemplate(base=config, group_options=compose_group_options(overrides, _group_choices(config)))
     if config["scheduler"]["name"] == "pbt":
         template.base["checkpoint_every"] = 1  # PBT exploits from the latest checkpoint
+    check_search_metric(config, [config["reward"], *template.group_options.get("reward", {}).values()])
     bad = unknown_keys(template, [d.key for d in search.dimensions])
     if bad:
         raise ConfigError(
@@ -166,9 +175,11 @@ def plan_sweep(config: Dict[str, Any], overrides: Sequence[str] = ()) -> SweepPl
             "dotted paths into the composed config (see `qeu-tune --cfg job`), e.g. "
             "algo.params.lr, env.env_config.<kwarg>, reward.metrics.<name>.weight."
         )
-    for params in _representative_params(search):
+    representatives = _representative_params(search)
+    for params in representatives:
         trial_config, _ = resolve_trial_config(template, {**params, "seed": search_cfg["seed"]})
         validate_trial_config(trial_config)
+    check_search_values(template, search.dimensions, representatives, validate_config=validate_trial_config)
     return SweepPlan(
         config=config,
         template=template,
@@ -185,6 +196,10 @@ def _init_ray(cluster: Mapping[str, Any], verbose: int) -> None:
     if ray.is_initialized():
         return
     quiet = {"log_to_driver": verbose >= 2, "logging_level": logging.INFO if verbose >= 2 else logging.WARNING}
+    if cluster.get("runtime_env"):  # code, files, env vars for every worker (README: Run on a cluster)
+        quiet["runtime_env"] = dict(cluster["runtime_env"])
+    if not cluster.get("address") and os.environ.get("RAY_ADDRESS"):  # e.g. under `ray job submit`
+        cluster = {**cluster, "address": os.environ["RAY_ADDRESS"]}
     if cluster.get("address"):
         _use_ray_token_for_client(str(cluster["address"]))
         try:
@@ -241,6 +256,9 @@ def _progress_reporter(plan: SweepPlan) -> Any:
     )
 
 
+SWEEP_STATE_FILE = "qeu_sweep.yaml"  # in Tune's experiment directory: what `resume` re-plans from
+
+
 def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
     """Runs a planned sweep on Ray Tune and records it in MLflow.
 
@@ -249,60 +267,58 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
         command: The command line, recorded on the parent run.
 
     Returns:
-        A ``SweepResult`` with the parent run id and the best trial.
+        A ``SweepResult`` with the parent run id and the best configuration. An
+        interrupted sweep (SIGINT/SIGTERM) returns ``status="KILLED"`` and
+        ``interrupted="SIGINT"|"SIGTERM"``; ``qeu-tune resume`` continues it.
     """
     from ray import tune
 
-    from qeu_tune import tracking
-    from qeu_tune.trainable import register_env, train_trial, trial_resources
+    from qeu_tune import redact, tracking
+    from qeu_tune.interrupts import InterruptGuard
 
     config = plan.config
     verbose = int(config.get("verbose", 1))
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table shows our columns
+    _quiet_tune()
     _init_ray(config["cluster"], verbose)  # before any MLflow run: no half-written sweep
-    tracker = tracking.Tracker(tracking_uri=plan.tracking_uri, experiment=config["tracking"]["experiment"])
+    redact.register_config(config, plan.tracking_uri)  # what is recorded or printed: ***
+    redact.protect_console(plan.tracking_uri)
+    guard = InterruptGuard()
+    guard.install()  # after ray.init, which installs its own SIGTERM handler
+    tracker = _tracker(plan)
     sweep_name = str(config["sweep_name"])
+    run_name = f"{sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tune_path = f"{plan.storage_path.rstrip('/')}/{run_name}"
     parent = tracker.create_run(
-        run_name=f"{sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags=tracking.sweep_tags(
-            sweep_name=sweep_name, command=command, source_dir=CONF_DIR.parent, extra=config.get("tags") or {}
-        ),
+        run_name=redact.redact(run_name),
+        tags=redact.redact({**tracking.sweep_tags(sweep_name=sweep_name, command=command, source_dir=CONF_DIR.parent,
+                                                  extra=config.get("tags") or {}),
+                            tracking.TAG_TUNE_PATH: tune_path}),
     )
-    tracker.log_params(parent, tracking.flatten_params(_sweep_params(config)))
-    tracker.log_dict_yaml(parent, config, tracking.SWEEP_CONFIG_ARTIFACT)
-    tracker.log_dict_yaml(
-        parent,
-        {"space": config["search"].get("space"), "when": config["search"].get("when"),
-         "algorithm": config["search"]["algorithm"], "num_samples": config["search"]["num_samples"],
-         "num_seeds": config["search"]["num_seeds"], "seed": config["search"]["seed"],
-         "scheduler": config["scheduler"], "overrides": plan.overrides},
-        tracking.SEARCH_SPEC_ARTIFACT,
-    )
+    tracker.log_params(parent, redact.redact(tracking.flatten_params(_sweep_params(config))))
+    tracker.log_dict_yaml(parent, redact.redact(config), tracking.SWEEP_CONFIG_ARTIFACT)
+    tracker.log_dict_yaml(parent, redact.redact(_search_spec(plan)), tracking.SEARCH_SPEC_ARTIFACT)
     callback = tracking.MLflowTrialCallback(
         tracker=tracker, parent_run_id=parent, template=plan.template, sweep_name=sweep_name,
         flush_every_s=float(config["tracking"]["flush_every_s"]),
         log_rllib_metrics=bool(config["tracking"]["log_rllib_metrics"]),
+        mutable_keys=_mutable_keys(plan),
     )
-    status = tracking.FAILED
+    callback.attach(tracker, guard)
     try:
-        register_env()
-        trainable = tune.with_resources(
-            tune.with_parameters(train_trial, template=plan.template), trial_resources(config)
-        )
-        max_concurrent = config["search"].get("max_concurrent_trials")
+        _write_sweep_state(tune_path, plan, tracker.spool_dir)
         tuner = tune.Tuner(
-            trainable,
+            _trainable(plan),
             param_space=plan.search.param_space,
             tune_config=tune.TuneConfig(
                 search_alg=plan.search.search_alg,
                 scheduler=plan.search.scheduler,
                 num_samples=plan.search.num_samples,
-                max_concurrent_trials=max_concurrent,
-                trial_name_creator=lambda t: f"{t.trial_id}",
-                trial_dirname_creator=lambda t: f"{t.trial_id}",
+                max_concurrent_trials=config["search"].get("max_concurrent_trials"),
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
-                name=f"{sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                name=run_name,
                 storage_path=plan.storage_path,
                 callbacks=[callback],
                 progress_reporter=_progress_reporter(plan) if verbose >= 1 else None,
@@ -314,39 +330,155 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
                 ),
             ),
         )
+    except BaseException:
+        tracker.end_run(parent, tracking.FAILED)
+        guard.restore()
+        raise
+    return fit_and_record(tuner, plan=plan, tracker=tracker, parent=parent, callback=callback, guard=guard)
+
+
+def fit_and_record(tuner: Any, *, plan: SweepPlan, tracker: Any, parent: Optional[str], callback: Any,
+                   guard: Any) -> SweepResult:
+    """Runs ``tuner.fit()`` and closes every run with what really happened.
+
+    Shared by a new sweep and ``qeu-tune resume``. An interrupt leaves the parent and the
+    unfinished trials KILLED (the parent tagged ``qeu.interrupted``); a finished sweep gets
+    the end-of-sweep report and the best configuration by the report's ranking rule.
+    """
+    from qeu_tune import tracking
+
+    status = tracking.FAILED
+    result: Optional[SweepResult] = None
+    try:
         results = tuner.fit()
+        if guard.received is not None:  # Tune swallowed the signal and returned normally
+            raise KeyboardInterrupt
         num_errors = len(results.errors)
-        best = _best(callback, config)
-        if best is not None:
-            tracker.set_tags(parent, {"qeu.best_run_id": best["run_id"] or "", "qeu.best_trial": best["trial_id"]})
-            tracker.log_metrics(parent, _best_metrics(best))
-        status = tracking.FINISHED if num_errors < len(results) or len(results) == 0 else tracking.FAILED
+        if num_errors < len(results) or len(results) == 0:
+            status = tracking.FINISHED
         callback.close_open_runs(tracking.KILLED)
-        report = _log_report(plan.tracking_uri, parent) if parent is not None else None
-        return SweepResult(
-            parent_run_id=parent, tracking_uri=plan.tracking_uri, experiment_id=tracker.experiment_id,
-            num_trials=len(results), num_errors=num_errors, best=best, status=status, report=report,
+        report = _log_report(plan.tracking_uri, tracker, parent) if parent is not None else None
+        best = _best(callback, plan.config, report)
+        if best is not None:
+            tracker.set_tags(parent, {"qeu.best_run_id": best["run_id"] or "", "qeu.best_config": best["label"]})
+        result = SweepResult(
+            parent_run_id=tracker.resolve(parent), tracking_uri=plan.tracking_uri,
+            experiment_id=tracker.experiment_id, num_trials=len(results), num_errors=num_errors,
+            best=best, status=status, report=report,
         )
     except KeyboardInterrupt:
         status = tracking.KILLED
         callback.close_open_runs(tracking.KILLED)
-        raise
+        tracker.set_tags(parent, {tracking.TAG_INTERRUPTED: guard.signal_name or "SIGINT"})
+        result = SweepResult(
+            parent_run_id=tracker.resolve(parent), tracking_uri=plan.tracking_uri,
+            experiment_id=tracker.experiment_id, num_trials=len(callback.records),
+            num_errors=callback.ended_with(tracking.FAILED), best=None, status=status,
+            interrupted=guard.signal_name or "SIGINT", exit_code=guard.exit_code or 130,
+        )
     except BaseException:
         callback.close_open_runs(tracking.FAILED)
         raise
     finally:
         callback.close_open_runs(tracking.KILLED)
         tracker.end_run(parent, status)
+        synced = tracker.close()
+        guard.restore()
+    if not synced:  # the tracker is down (or offline): the points wait in the spool
+        result.spool = str(tracker.spool_dir)
+        result.parent_run_id = result.parent_run_id or parent
+    return result
 
 
-def _log_report(tracking_uri: str, parent_run_id: str) -> Any:
+def _quiet_tune() -> None:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table shows our columns
+    # Frequent trial checkpoints (PBT, checkpoint_every=1) are intended, not a bottleneck.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def _tracker(plan: SweepPlan) -> Any:
+    from qeu_tune import tracking
+
+    tracking_cfg = plan.config["tracking"]
+    return tracking.Tracker(tracking_uri=plan.tracking_uri, experiment=tracking_cfg["experiment"],
+                            mode=tracking_cfg.get("mode", "online"))
+
+
+def _trainable(plan: SweepPlan) -> Any:
+    from ray import tune
+
+    from qeu_tune.trainable import register_env, train_trial, trial_resources
+
+    register_env()
+    return tune.with_resources(
+        tune.with_parameters(train_trial, template=plan.template), trial_resources(plan.config)
+    )
+
+
+def _trial_name(trial: Any) -> str:
+    return str(trial.trial_id)
+
+
+def _mutable_keys(plan: SweepPlan) -> List[str]:
+    """Hyperparameters PBT may change mid-trial (the others are fixed per trial)."""
+    if plan.config["scheduler"]["name"] != "pbt":
+        return []
+    return [d.key for d in plan.search.dimensions if d.kind != "const" and d.key != "seed"]
+
+
+def _search_spec(plan: SweepPlan) -> Dict[str, Any]:
+    config = plan.config
+    return {"space": config["search"].get("space"), "when": config["search"].get("when"),
+            "algorithm": config["search"]["algorithm"], "num_samples": config["search"]["num_samples"],
+            "num_seeds": config["search"]["num_seeds"], "seed": config["search"]["seed"],
+            "scheduler": config["scheduler"], "overrides": plan.overrides}
+
+
+def _write_sweep_state(tune_path: str, plan: SweepPlan, spool_dir: Path) -> None:
+    """The validated config and overrides, next to Tune's own state (trusted storage).
+
+    ``resume`` re-plans from this file rather than from MLflow, whose copy is redacted.
+    """
+    import yaml
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(tune_path if "://" in tune_path else Path(tune_path).as_uri())
+    filesystem.create_dir(path, recursive=True)
+    body = yaml.safe_dump({"config": plan.config, "overrides": plan.overrides, "spool_dir": str(spool_dir)},
+                          sort_keys=False)
+    with filesystem.open_output_stream(f"{path}/{SWEEP_STATE_FILE}") as out:
+        out.write(body.encode())
+
+
+def read_sweep_state(tune_path: str) -> Dict[str, Any]:
+    """Reads what ``_write_sweep_state`` wrote (plain YAML, never unpickled)."""
+    import yaml
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(tune_path if "://" in tune_path else Path(tune_path).as_uri())
+    try:
+        with filesystem.open_input_stream(f"{path}/{SWEEP_STATE_FILE}") as stream:
+            return yaml.safe_load(stream.read().decode())
+    except (FileNotFoundError, OSError) as err:
+        raise ConfigError(
+            f"the sweep's Tune state is not at {tune_path} ({err}); resume needs the "
+            "cluster.storage_path the sweep ran with, reachable from this machine."
+        ) from None
+
+
+def _log_report(tracking_uri: str, tracker: Any, parent_run_id: str) -> Any:
     """The comparison report as artifacts of the parent run; a failure is only a warning."""
     from qeu_tune.analysis import report_sweep_end
 
+    if not tracker.flush(timeout_s=60):
+        log.warning("MLflow did not take every point yet; the end-of-sweep report is skipped "
+                    "(run `qeu-tune report` after `qeu-tune sync`).")
+        return None
+    run_id = tracker.resolve(parent_run_id)
     try:
-        return report_sweep_end(tracking_uri, parent_run_id)
+        return report_sweep_end(tracking_uri, run_id)
     except Exception as err:  # noqa: BLE001 - the sweep's runs are recorded either way
-        log.warning("could not write the sweep report to run %s: %s", parent_run_id, err)
+        log.warning("could not write the sweep report to run %s: %s", run_id, err)
         return None
 
 
@@ -366,26 +498,26 @@ def _sweep_params(config: Mapping[str, Any]) -> Dict[str, Any]:
     }
 
 
-def _best(callback: Any, config: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def _best(callback: Any, config: Mapping[str, Any], report: Any) -> Optional[Dict[str, Any]]:
+    """The winner by the report's rule (IQM over seeds of the ranking statistic).
+
+    Beside it, ``last``: the single trial with the best last value of ``search.metric``
+    (what Tune's searchers see), labelled as such when printed.
+    """
     metric, mode = config["search"]["metric"], config["search"]["mode"]
-    best_value, best_trial = None, None
+    last_value, last_trial = None, None
     for trial_id, record in callback.records.items():
         values = [p.get(metric) for p in record.history if p.get(metric) is not None and not math.isnan(p[metric])]
-        if not values:
-            continue
-        final = values[-1]
-        if best_value is None or (final > best_value if mode == "max" else final < best_value):
-            best_value, best_trial = final, trial_id
-    if best_trial is None:
-        return None
-    record = callback.records[best_trial]
-    return {
-        "trial_id": best_trial, "run_id": record.run_id, "values": record.values,
-        "metric": metric, "value": best_value, "description": describe(record.values),
-    }
+        if values and (last_value is None or (values[-1] > last_value if mode == "max" else values[-1] < last_value)):
+            last_value, last_trial = values[-1], trial_id
+    last = None
+    if last_trial is not None:
+        record = callback.records[last_trial]
+        last = {"trial_id": last_trial, "run_id": record.run_id, "metric": metric, "value": last_value,
+                "description": describe(record.values)}
+    if report is None or report.ranked.empty:
+        return None if last is None else {"label": last["description"] or "base config", "by": None,
+                                          "value": None, "run_id": last["run_id"], "last": last}
+    from qeu_tune.analysis import best_configuration_row
 
-
-def _best_metrics(best: Mapping[str, Any]) -> List[Any]:
-    from mlflow.entities import Metric
-
-    return [Metric(f"best/{best['metric']}", float(best["value"]), int(time.time() * 1000), 0)]
+    return {**best_configuration_row(report), "last": last}

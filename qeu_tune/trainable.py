@@ -32,10 +32,15 @@ def env_creator(env_ctx: Mapping[str, Any]) -> Any:
     """Builds the trial's environment (base env + reward design) inside an env runner."""
     from qeu_tune.reward import make_env
 
-    return make_env(
+    env = make_env(
         env_ctx["env_id"], dict(env_ctx.get("env_config") or {}), env_ctx.get("reward"),
         gamma=float(env_ctx["gamma"]),
     )
+    if env_ctx.get("fault"):
+        from qeu_tune.envs.faults import FaultInjection
+
+        env = FaultInjection(env, **env_ctx["fault"], seed=getattr(env_ctx, "worker_index", None))
+    return env
 
 
 def register_env() -> None:
@@ -65,11 +70,12 @@ def _valid_training_keys(config_cls: type) -> list[str]:
     return sorted(keys)
 
 
-def build_algo_config(config: Mapping[str, Any]) -> Any:
+def build_algo_config(config: Mapping[str, Any], *, restored: bool = False) -> Any:
     """The RLlib ``AlgorithmConfig`` of a resolved trial config.
 
     Args:
         config: A resolved trial config (see ``qeu_tune.trial_config``).
+        restored: The trial restarts from a checkpoint (decides ``env.fault``).
 
     Returns:
         An ``AlgorithmConfig`` on the new API stack, env = ``qeu_tune_env``.
@@ -77,6 +83,7 @@ def build_algo_config(config: Mapping[str, Any]) -> Any:
     Raises:
         ConfigError: Unknown algorithm or hyperparameter (the message lists valid keys).
     """
+    from qeu_tune.envs.faults import fault_settings
     from qeu_tune.episode_metrics import EpisodeMetricsCallback
 
     algo = config["algo"]
@@ -101,6 +108,7 @@ def build_algo_config(config: Mapping[str, Any]) -> Any:
                 "env_config": dict(env.get("env_config") or {}),
                 "reward": config.get("reward"),
                 "gamma": float(algo_config.gamma),
+                "fault": fault_settings(env.get("fault"), restored=restored),
             },
         )
         .env_runners(
@@ -109,6 +117,9 @@ def build_algo_config(config: Mapping[str, Any]) -> Any:
             rollout_fragment_length=algo.get("rollout_fragment_length", "auto"),
         )
         .learners(num_learners=0)
+        # Remote env runners that crash are replaced (RLlib's own fault tolerance); with
+        # none, a crash fails the trial and Tune retries it from its last checkpoint.
+        .fault_tolerance(restart_failed_env_runners=int(algo.get("num_env_runners", 0)) > 0)
         .callbacks(EpisodeMetricsCallback)
         .debugging(seed=config.get("seed"), log_level="ERROR")
     )
@@ -156,20 +167,25 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate) -> None:
     from ray import tune
     from ray.tune import Checkpoint
 
+    from qeu_tune.cluster import node_info
     from qeu_tune.episode_metrics import flatten_result, rllib_metrics
 
     config, _ = resolve_trial_config(template, params)  # skipped keys: tagged by tracking
     # One trial per core: stop torch from spawning a thread per core in every trial.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
     register_env()
-    algo = build_algo_config(config).build_algo()
+    checkpoint = tune.get_checkpoint()
+    progress = _read_progress(checkpoint) if checkpoint is not None else None
+    if progress is not None and stop_reached(progress, config["stop"]):
+        return  # finished before the driver recorded it (driver killed): nothing left to do
+    algo = build_algo_config(config, restored=checkpoint is not None).build_algo()
     try:
-        checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
                 algo.restore_from_path(path)
         every = int(config.get("checkpoint_every") or 0)
-        previous_steps = 0.0
+        previous_steps = progress[names.ENV_STEPS] if progress else 0.0
+        reported_node = False
         while True:
             result = algo.train()
             metrics = flatten_result(result, previous_env_steps=previous_steps)
@@ -177,10 +193,14 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate) -> None:
             _check_finite_losses(metrics)
             done = stop_reached(metrics, config["stop"])
             report = {**metrics, **rllib_metrics(result)}
+            if not reported_node:  # the node this process runs on: tagged once by the driver
+                report.update(node_info())
+                reported_node = True
             iteration = int(metrics[names.ITERATION])
             if done or (every and iteration % every == 0):
                 with tempfile.TemporaryDirectory() as path:
                     algo.save_to_path(path)
+                    _write_progress(path, metrics)
                     tune.report(report, checkpoint=Checkpoint.from_directory(path))
             else:
                 tune.report(report)
@@ -188,3 +208,25 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate) -> None:
                 return
     finally:
         algo.stop()
+
+
+PROGRESS_FILE = "qeu_progress.json"  # in each checkpoint: the counters stop conditions read
+
+
+def _write_progress(path: str, metrics: Mapping[str, float]) -> None:
+    import json
+
+    keys = (names.ENV_STEPS, names.TIME_TOTAL_S, names.RETURN_ENV_MEAN, names.ITERATION)
+    with open(os.path.join(path, PROGRESS_FILE), "w") as out:
+        json.dump({k: metrics[k] for k in keys if k in metrics}, out)
+
+
+def _read_progress(checkpoint: Any) -> Any:
+    import json
+
+    with checkpoint.as_directory() as path:
+        try:
+            with open(os.path.join(path, PROGRESS_FILE)) as stream:
+                return {k: float(v) for k, v in json.load(stream).items()}
+        except (OSError, ValueError):
+            return None

@@ -48,6 +48,15 @@ class AlgoConfig:
 
 
 @dataclass
+class FaultConfig:
+    """Fault injection for testing retries (``qeu_tune.envs.faults``); off by default."""
+
+    at_step: Optional[int] = None  # every env instance raises at this step
+    probability: float = 0.0  # or raises on each step with this probability
+    retries_too: bool = False  # False: only a trial's first attempt faults
+
+
+@dataclass
 class EnvConfig:
     """A Gymnasium id or ``module:Class`` entry point, with kwargs passed through."""
 
@@ -58,6 +67,7 @@ class EnvConfig:
     return_threshold: Optional[float] = None
     # [worst, best] unshaped return, to normalise the area under the learning curve.
     return_range: Optional[List[float]] = None
+    fault: FaultConfig = field(default_factory=FaultConfig)
 
 
 @dataclass
@@ -114,6 +124,9 @@ class TrackingConfig:
     experiment: str = "qeu-tune"
     flush_every_s: float = 5.0  # metric batching interval
     log_rllib_metrics: bool = False  # also log RLlib's raw keys under rllib/
+    # online: write to MLflow while the sweep runs (through the on-disk journal);
+    # offline: journal only, no MLflow contact; upload later with `qeu-tune sync`.
+    mode: str = "online"
 
 
 @dataclass
@@ -121,9 +134,12 @@ class ClusterConfig:
     """Where Ray runs. ``address`` None starts a local Ray sized to the machine."""
 
     name: str = "local"
-    address: Optional[str] = None  # "auto", "ray://host:10001", or None for local
+    address: Optional[str] = None  # "auto", "HOST:PORT", "ray://host:10001", or None for local
     num_cpus: Optional[int] = None  # local Ray only; None: all cores
     storage_path: Optional[str] = None  # Ray results; None: <QEU_TUNE_HOME>/ray_results
+    # Passed to ray.init(runtime_env=...): working_dir / py_modules / pip / env_vars that every
+    # worker needs (know-how files, user envs given by import path). None: the job's own.
+    runtime_env: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -141,8 +157,11 @@ class ExperimentConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     sweep_name: str = "default"
     seed: Optional[int] = None  # set per trial from search.seed/num_seeds; fixed in reruns
-    checkpoint_every: int = 10  # training iterations between checkpoints (0: only at the end)
-    max_failures: int = 0  # retries of a crashed trial (from its last checkpoint)
+    # Training iterations between checkpoints (0: only at the end). A retried, resumed or
+    # PBT-exploited trial restarts from its latest checkpoint: at most this many
+    # iterations are repeated (their steps are not logged twice).
+    checkpoint_every: int = 5
+    max_failures: int = 3  # retries of a crashed trial, each from its last checkpoint
     verbose: int = 1  # 0 silent, 1 progress table, 2 + Ray logs
     tags: Dict[str, str] = field(default_factory=dict)  # extra MLflow tags on the sweep
     smoke: bool = False  # set by the smoke option; recorded so reports can flag it

@@ -30,7 +30,11 @@ def plan(*overrides):
         (["search=grid", "++search.space={algo.params.lr:'interval(0.1,0.2)'}"], ["grid search needs discrete values"]),
         (["algo=dqn", "env=pendulum"], ["algo=dqn needs a discrete action space"]),
         (["search.algorithm=bayes"], ["valid choices: grid, random, optuna"]),
-        (["stop.env_steps=0"], ["stop.env_steps must be > 0"]),
+        (["stop.env_steps=0"], ["stop.env_steps must be an integer > 0"]),
+        (["algo.params.lr=-1"], ["algo.params.lr=-1", "must be a number > 0"]),
+        (["++search.space={algo.params.lrr:'choice(1,2)'}"], ["algo.params.lrr=1", "lrr not accepted"]),
+        (["algo=sac", "env=pendulum"], ["algo.params.lr=0.0001 (sampled by", "SACConfig.validate()"]),
+        (["search.metric=nonexistent/metric"], ["is not a metric the trials report"]),
     ],
 )
 def test_config_errors_name_the_value_and_the_choices(overrides, fragments):

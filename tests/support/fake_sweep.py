@@ -62,4 +62,5 @@ def record_sweep(
                 callback.on_trial_complete(0, [], trial)
             trials.append(trial)
     tracker.end_run(parent, tracking.FINISHED)
-    return SimpleNamespace(parent_run_id=parent, tracker=tracker, callback=callback, trials=trials)
+    assert tracker.flush(timeout_s=60), "the tracker did not reach MLflow"
+    return SimpleNamespace(parent_run_id=tracker.resolve(parent), tracker=tracker, callback=callback, trials=trials)

@@ -53,6 +53,7 @@ def test_failed_trial_is_failed_with_error_and_open_runs_end_killed(uri, tmp_pat
         callback.on_trial_start(0, [], trial)
     callback.on_trial_error(0, [], crashed)
     callback.on_experiment_end([])  # e.g. Ctrl-C: the sweep ends with a trial still running
+    assert tracker.close(timeout_s=30)
     client = MlflowClient(uri)
     runs = {r.data.tags[tracking.TAG_TRIAL_ID]: r for r in client.search_runs([tracker.experiment_id])}
     assert runs["t1"].info.status == "FAILED"
@@ -60,12 +61,13 @@ def test_failed_trial_is_failed_with_error_and_open_runs_end_killed(uri, tmp_pat
     assert runs["t2"].info.status == "KILLED"
 
 
-def test_tracker_errors_become_one_warning_and_never_raise(uri, monkeypatch, caplog):
+def test_tracker_errors_become_one_warning_never_raise_and_are_kept(uri, monkeypatch, caplog):
     tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
     callback = tracking.MLflowTrialCallback(tracker=tracker, parent_run_id=None, template=make_template(),
                                             sweep_name="s", flush_every_s=0.0)
     trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, error_file=None)
     callback.on_trial_start(0, [], trial)
+    assert tracker.flush(timeout_s=30)
 
     def down(*args, **kwargs):
         raise ConnectionError("tracking server unreachable")
@@ -76,8 +78,11 @@ def test_tracker_errors_become_one_warning_and_never_raise(uri, monkeypatch, cap
         for step in range(3):
             callback.on_trial_result(0, [], trial, {names.ENV_STEPS: 100.0 * step, names.RETURN_ENV_MEAN: 1.0})
         callback.on_trial_complete(0, [], trial)
+        assert not tracker.flush(timeout_s=1.5)  # retried with backoff, never dropped
     warnings = [r for r in caplog.records if "log_metrics" in r.getMessage()]
     assert len(warnings) == 1 and "training continues" in warnings[0].getMessage()
+    assert tracker.pending_count() >= 4  # 3 metric batches and the end of the run, kept
+    assert not tracker.close(timeout_s=0.1) and tracker.spool_dir.exists()
 
 
 def test_params_are_flat_and_length_safe():

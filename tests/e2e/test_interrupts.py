@@ -1,0 +1,121 @@
+"""Interrupts through the real CLI: SIGINT, SIGTERM and SIGKILL of the driver mid-sweep, then
+``qeu-tune resume`` continues into the same MLflow runs with gap-free, unrepeated histories."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from qeu_tune import names, tracking
+
+pytestmark = pytest.mark.slow
+
+BUDGET = 6000  # env steps per trial; smoke PPO samples 500 an iteration
+STEP = 500
+QEU_TUNE = [sys.executable, "-m", "qeu_tune.cli"]
+
+
+def start_sweep(tmp_path: Path, home: Path) -> tuple[subprocess.Popen, str]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["debug=smoke", "experiment=single", "search.num_seeds=2", f"stop.env_steps={BUDGET}", "stop.time_s=null",
+            "checkpoint_every=3", f"tracking.uri={uri}", f"cluster.storage_path={tmp_path / 'ray'}", "verbose=1"]
+    env = {**os.environ, "QEU_TUNE_HOME": str(home)}
+    proc = subprocess.Popen([*QEU_TUNE, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    return proc, uri
+
+
+def wait_for_progress(client: MlflowClient, proc: subprocess.Popen, min_step: int, timeout: float = 180) -> None:
+    """Until some trial has logged ``min_step`` env steps (and none has finished)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            runs = client.search_runs(["1"], filter_string=f"tags.`{tracking.TAG_KIND}` = 'trial'")
+        except Exception:  # noqa: BLE001 - the database may not exist yet
+            runs = []
+        steps = [r.data.metrics.get(names.ENV_STEPS, 0) for r in runs]
+        if steps and max(steps) >= min_step:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the sweep made no progress")
+
+
+def sweep_runs(client: MlflowClient):
+    (parent,) = client.search_runs(["1"], filter_string=f"tags.`{tracking.TAG_KIND}` = 'sweep'")
+    children = client.search_runs(["1"], filter_string=f"tags.`{tracking.TAG_PARENT}` = '{parent.info.run_id}'")
+    return parent, children
+
+
+def resume(uri: str, ref: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QEU_TUNE_HOME": str(home)}
+    return subprocess.run([*QEU_TUNE, "--tracking-uri", uri, "resume", ref], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def assert_complete(client: MlflowClient, children) -> None:
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FINISHED", run.data.tags
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, names.ENV_STEPS)]
+        assert steps == list(range(STEP, BUDGET + 1, STEP)), steps  # strictly increasing, gap-free
+        for key in run.data.metrics:
+            if not key.startswith(names.CONV_PREFIX):
+                key_steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+                assert len(key_steps) == len(set(key_steps)), key  # no repeated (metric, step)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_honestly_and_resume_finishes_into_the_same_runs(tmp_path, sig, code):
+    home = tmp_path / "home"
+    proc, uri = start_sweep(tmp_path, home)
+    client = MlflowClient(uri)
+    try:
+        wait_for_progress(client, proc, min_step=2 * STEP)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, out
+    assert "Sweep FINISHED" not in out and f"interrupted by {signal.Signals(sig).name}" in out
+    assert "Traceback" not in out
+    parent, children = sweep_runs(client)
+    assert f"qeu-tune --tracking-uri {uri} resume {parent.info.run_id}" in out
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags[tracking.TAG_INTERRUPTED] == signal.Signals(sig).name
+    assert children and all(r.info.status in ("KILLED", "FINISHED") for r in children)
+    assert any(r.info.status == "KILLED" for r in children)
+
+    done = resume(uri, parent.info.run_id, home)
+    assert done.returncode == 0, done.stdout + done.stderr
+    parent, children = sweep_runs(client)
+    assert parent.info.status == "FINISHED"
+    assert_complete(client, children)
+
+
+def test_resume_after_the_driver_was_killed_reconciles_runs_left_running(tmp_path):
+    home = tmp_path / "home"
+    proc, uri = start_sweep(tmp_path, home)
+    client = MlflowClient(uri)
+    try:
+        wait_for_progress(client, proc, min_step=4 * STEP)
+        time.sleep(1.0)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray: like a reboot
+        proc.communicate(timeout=60)
+    parent, children = sweep_runs(client)
+    assert parent.info.status == "RUNNING"
+
+    done = resume(uri, parent.data.tags[tracking.TAG_SWEEP], home)  # by sweep name
+    assert done.returncode == 0, done.stdout + done.stderr
+    parent, children = sweep_runs(client)
+    assert parent.info.status == "FINISHED"
+    assert_complete(client, children)

@@ -1,0 +1,123 @@
+"""A real ``mlflow server`` goes away while a sweep writes through the Tracker: nothing is lost.
+
+Each test starts ``mlflow server`` (SQLite backend, proxied artifacts) on a free port of
+127.0.0.1, kills its process group mid-sweep for longer than the tracker's shortened HTTP
+retry window, and counts the points per run and key straight from the server's database.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.entities import Metric
+from mlflow_server import MlflowServer
+
+from qeu_tune import journal, tracking
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 16
+KEYS = [f"perf/m{i:02d}" for i in range(40)]
+
+
+def simulate_sweep(tracker, iterations, *, pause_s=0.0, times=None, progress=None):
+    """16 trials x ``iterations`` results x 40 metrics, interleaved like Tune's driver loop."""
+    parent = tracker.create_run(run_name="sweep", tags={tracking.TAG_KIND: "sweep"})
+    runs = [tracker.create_run(run_name=f"t{i}", tags={tracking.TAG_PARENT: parent, tracking.TAG_KIND: "trial",
+                                                       tracking.TAG_TRIAL_ID: f"t{i}"}) for i in range(TRIALS)]
+    for run in runs:
+        tracker.log_params(run, {"seed": "0"})
+    base = int(time.time() * 1000)
+    for step in range(iterations):
+        for i, run in enumerate(runs):
+            batch = [Metric(k, float(i + step + j / 10), base + step, step) for j, k in enumerate(KEYS)]
+            t0 = time.perf_counter()
+            tracker.log_metrics(run, batch)
+            if times is not None:
+                times.append(time.perf_counter() - t0)
+        if progress is not None:
+            progress.append(step)
+        time.sleep(pause_s)
+    for run in runs:
+        tracker.end_run(run, tracking.FINISHED)
+    tracker.end_run(parent, tracking.FINISHED)
+    return parent, runs
+
+
+def counts(db: Path):
+    """{(run name, key): (points, distinct steps)} read from the server's SQLite database."""
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "SELECT r.name, m.key, COUNT(*), COUNT(DISTINCT m.step) FROM metrics m "
+            "JOIN runs r ON r.run_uuid = m.run_uuid GROUP BY r.name, m.key"
+        ).fetchall()
+        statuses = dict(con.execute("SELECT name, status FROM runs").fetchall())
+    return {(name, key): (n, distinct) for name, key, n, distinct in rows}, statuses
+
+
+def assert_complete(db: Path, iterations: int):
+    got, statuses = counts(db)
+    assert len(statuses) == TRIALS + 1  # no duplicate runs from replays
+    assert all(status == "FINISHED" for status in statuses.values())
+    expected = {(f"t{i}", k): (iterations, iterations) for i in range(TRIALS) for k in KEYS}
+    assert got == expected  # every point, none twice
+    return got
+
+
+def test_server_outage_mid_sweep_loses_and_duplicates_nothing(tmp_path, caplog):
+    iterations = 20
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        tracker = tracking.Tracker(tracking_uri=server.uri, experiment="outage")
+        times, progress = [], []
+        driver = threading.Thread(target=simulate_sweep, args=(tracker, iterations),
+                                  kwargs={"pause_s": 0.3, "times": times, "progress": progress})
+        with caplog.at_level(logging.WARNING):
+            driver.start()
+            while len(progress) < 5:
+                time.sleep(0.05)
+            server.stop()  # the tracker goes away mid-sweep ...
+            time.sleep(6)  # ... for longer than the shortened per-request retries (~1 s when refused)
+            assert tracker.pending_count() > 0
+            server.start()  # ... and comes back on the same port and database
+            driver.join()
+            assert tracker.flush(timeout_s=60)
+        assert any("kept in" in r.getMessage() for r in caplog.records)
+        assert tracker.close(timeout_s=10)
+        assert_complete(tmp_path / "server" / "mlflow.db", iterations)
+        p50, p99 = np.percentile(times, [50, 99]) * 1000
+        print(f"\nlog_metrics on the driver: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(times)} calls")
+        assert p99 < 50  # 5 ms in the unit test and the benchmark; headroom for a shared machine
+    finally:
+        server.stop()
+
+
+def test_server_that_never_returns_then_sync_uploads_everything_once(tmp_path, capsys):
+    iterations = 10
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        tracker = tracking.Tracker(tracking_uri=server.uri, experiment="never")
+        server.stop()
+        simulate_sweep(tracker, iterations)
+        start = time.monotonic()
+        assert not tracker.close(timeout_s=3)  # the sweep still finishes
+        assert time.monotonic() - start < 10
+        spool = tracker.spool_dir
+        assert spool.exists() and tracker.pending_count() > 0
+
+        server.start()
+        first = journal.sync_spool(spool)  # to the URI the sweep was recorded for
+        assert first["errors"] == 0 and first["runs_created"] == TRIALS + 1
+        assert first["points"] == TRIALS * iterations * len(KEYS)
+        before = assert_complete(tmp_path / "server" / "mlflow.db", iterations)
+        assert journal.run_sync([str(spool)]) == 0  # `qeu-tune sync SPOOL_DIR`
+        assert " 0 entries" in capsys.readouterr().out
+        assert counts(tmp_path / "server" / "mlflow.db")[0] == before
+    finally:
+        server.stop()

@@ -1,0 +1,170 @@
+"""A real multi-node Ray cluster on this machine, started the way users start one.
+
+The head and the workers are separate ``ray start --block`` processes started through the
+project's ``scripts/ray_head.sh`` and ``scripts/ray_worker.sh``, each in its own process
+group, on free ports (never Ray's defaults: other people run Ray on the same machine), with
+token authentication on (Ray 2.60's secure mode) and a private temp dir. ``stop()`` ends
+exactly these processes: never ``ray stop``, which would stop every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _agent_ports() -> List[str]:
+    """Per-node ports that default to fixed numbers (two nodes on one machine would clash)."""
+    return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+
+
+class LocalRayCluster:
+    """A head (``num_cpus=0``, dashboard on) plus worker nodes, all on 127.0.0.1."""
+
+    def __init__(self, env: Optional[Dict[str, str]] = None) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix="qeu-ray-")  # short: Ray's socket paths are limited
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self.client_port = free_port()
+        self.token = secrets.token_hex(32)
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `qeu-tune` for ray job submit
+            "RAY_AUTH_MODE": "token",  # explicit: independent of any ~/.ray/auth_token on this machine
+            "RAY_AUTH_TOKEN": self.token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        self.env.pop("RAY_ADDRESS", None)
+        self.nodes: List[subprocess.Popen] = []
+        self.logs: List[Path] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _start(self, script: str, extra: List[str], env: Dict[str, str], name: str) -> None:
+        log = Path(self.temp_dir) / f"{name}.log"
+        self.logs.append(log)
+        self.nodes.append(subprocess.Popen(
+            ["bash", str(ROOT / "scripts" / script), "--block", *extra], env={**self.env, **env},
+            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+
+    def start_head(self) -> None:
+        self._start("ray_head.sh", [f"--temp-dir={self.temp_dir}", *_agent_ports()], {
+            "QEU_RAY_HEAD_IP": "127.0.0.1", "QEU_RAY_HEAD_PORT": str(self.gcs_port), "QEU_RAY_HEAD_CPUS": "0",
+            "QEU_RAY_DASHBOARD_PORT": str(self.dashboard_port), "QEU_RAY_CLIENT_PORT": str(self.client_port),
+        }, "head")
+
+    def add_worker(self, num_cpus: int, attempts: int = 3) -> None:
+        """Starts a worker node and waits until it has joined (one node at a time: on a busy
+        2-core machine, Ray's fixed 30 s raylet start-up timeout can expire; then retry)."""
+        expected = len([p for p in self.nodes if p.poll() is None]) + 1
+        for attempt in range(attempts):
+            # Its own temp dir: nodes sharing one would clean up each other's runtime_env
+            # files (e.g. the job's --working-dir, under the driver's feet).
+            temp_dir = Path(self.temp_dir) / f"w{len(self.nodes)}"
+            self._start("ray_worker.sh", [f"--temp-dir={temp_dir}", *_agent_ports()], {
+                "QEU_RAY_HEAD_ADDRESS": self.address, "QEU_RAY_WORKER_CPUS": str(num_cpus),
+                "QEU_RAY_WORKER_IP": "127.0.0.1",
+            }, f"worker{len(self.nodes)}")
+            try:
+                self.wait_for(expected)
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                failed = self.nodes.pop()  # it exited: start it again
+                try:
+                    os.killpg(failed.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def nodes_info(self) -> List[Dict]:
+        """``ray.nodes()`` of the cluster, read in a separate driver process."""
+        code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
+                "print('NODES=' + json.dumps([{k: n[k] for k in ('NodeID', 'Alive', 'Resources')} "
+                "for n in ray.nodes()]))" % self.address)
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
+        for line in out.stdout.splitlines():
+            if line.startswith("NODES="):
+                return json.loads(line[len("NODES="):])
+        raise RuntimeError(f"could not list the cluster's nodes:\n{out.stderr[-3000:]}\n{self.tail_logs()}")
+
+    def wait_for(self, num_nodes: int, timeout: float = 150.0) -> List[Dict]:
+        deadline = time.monotonic() + timeout
+        nodes: List[Dict] = []
+        while time.monotonic() < deadline:
+            for proc in self.nodes:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a Ray node exited with {proc.returncode}:\n{self.tail_logs()}")
+            try:
+                nodes = [n for n in self.nodes_info() if n["Alive"]]
+            except RuntimeError:
+                nodes = []
+            if len(nodes) >= num_nodes:
+                return nodes
+            time.sleep(2)
+        raise TimeoutError(f"{len(nodes)} of {num_nodes} Ray nodes up after {timeout:.0f} s:\n{self.tail_logs()}")
+
+    def tail_logs(self) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}" for log in self.logs if log.exists())
+
+    def stop(self) -> None:
+        """Workers first (they drain through the head), then the head; then anything left."""
+        for proc in reversed(self.nodes):
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its own node
+                    proc.wait(timeout=45)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # leftovers of that node's process group
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._kill_strays()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def _kill_strays(self) -> None:
+        """Ray processes of this cluster that left their process group (found by our temp dir/port)."""
+        port = re.compile(rf":{self.gcs_port}(?!\d)")
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
+                continue
+            try:
+                cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "ray" in cmdline and (self.temp_dir in cmdline or port.search(cmdline)):
+                try:
+                    os.kill(int(pid_dir.name), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass

@@ -1,0 +1,299 @@
+"""The journaled tracker: order, idempotent replay, offline -> sync, outages (sqlite, no server)."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from qeu_tune import journal, tracking
+from qeu_tune.config.errors import ConfigError
+
+KEYS = [f"perf/m{i:02d}" for i in range(40)]
+
+
+@pytest.fixture
+def uri(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def points(step, run_index, ts):
+    """40 metric points of one reported result (values differ per run and step)."""
+    return [Metric(k, float(run_index * 1000 + step + i / 100), ts, step) for i, k in enumerate(KEYS)]
+
+
+def record(tracker, *, trials=3, iterations=5, artifacts_dir=None):
+    """A sweep through the Tracker API: parent, children, params, tags, artifacts, metrics.
+
+    Returns what was reported: {trial name: {metric key: [(step, value, ts), ...]}}.
+    """
+    parent = tracker.create_run(run_name="sweep", tags={tracking.TAG_KIND: "sweep"})
+    tracker.log_params(parent, {"search.num_samples": "3"})
+    tracker.log_dict_yaml(parent, {"a": {"b": 1}}, tracking.SWEEP_CONFIG_ARTIFACT)
+    reported = {}
+    children = {}
+    for t in range(trials):
+        name = f"trial{t}"
+        children[name] = tracker.create_run(
+            run_name=name, tags={tracking.TAG_PARENT: parent, tracking.TAG_KIND: "trial", tracking.TAG_TRIAL_ID: name}
+        )
+        tracker.log_params(children[name], {"algo.params.lr": str(0.001 * (t + 1)), "seed": str(t)})
+        tracker.log_text(children[name], f"seed: {t}\n", tracking.RESOLVED_CONFIG_ARTIFACT)
+        reported[name] = {}
+    for step in range(iterations):  # trials interleave, as Tune reports them
+        for t, (name, run) in enumerate(children.items()):
+            batch = points(step, t, 1_700_000_000_000 + step * 10 + t)
+            tracker.log_metrics(run, batch)
+            for m in batch:
+                reported[name].setdefault(m.key, []).append((m.step, m.value, m.timestamp))
+    for t, run in enumerate(children.values()):
+        tracker.set_tags(run, {tracking.TAG_SEED: str(t)})
+        tracker.end_run(run, tracking.FAILED if t == 0 else tracking.FINISHED)
+    tracker.set_tags(parent, {"qeu.best_run_id": children["trial1"]})
+    if artifacts_dir is not None:
+        tracker.log_artifacts(parent, str(artifacts_dir), "report")
+    tracker.end_run(parent, tracking.FINISHED)
+    return reported
+
+
+def read_back(uri, experiment="qeu-tune"):
+    """{trial name: run} and the parent run, from MLflow."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], run_view_type=3)
+    parents = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "sweep"]
+    children = {r.data.tags[tracking.TAG_TRIAL_ID]: r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"}
+    return client, parents, children
+
+
+def histories(client, run_id):
+    return {k: sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, k)) for k in KEYS}
+
+
+def assert_recorded(uri, reported, tmp_path):
+    client, parents, children = read_back(uri)
+    assert len(parents) == 1 and set(children) == set(reported)
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.params == {"search.num_samples": "3"}
+    assert parent.data.tags["qeu.best_run_id"] == children["trial1"].info.run_id  # key translated
+    for t, (name, run) in enumerate(sorted(children.items())):
+        assert run.data.tags[tracking.TAG_PARENT] == parent.info.run_id
+        assert run.data.tags[tracking.TAG_SEED] == str(t)
+        assert run.data.params == {"algo.params.lr": str(0.001 * (t + 1)), "seed": str(t)}
+        assert run.info.status == ("FAILED" if t == 0 else "FINISHED")
+        assert histories(client, run.info.run_id) == {k: sorted(v) for k, v in reported[name].items()}
+        path = client.download_artifacts(run.info.run_id, tracking.RESOLVED_CONFIG_ARTIFACT, str(tmp_path / name))
+        assert yaml.safe_load(open(path)) == {"seed": t}
+    path = client.download_artifacts(parent.info.run_id, tracking.SWEEP_CONFIG_ARTIFACT, str(tmp_path / "p"))
+    assert yaml.safe_load(open(path)) == {"a": {"b": 1}}
+
+
+def test_online_tracker_writes_everything_and_removes_its_spool(uri, tmp_path):
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    assert tracker.spool_dir.parent == journal.spool_root()  # under $QEU_TUNE_HOME/spool
+    reported = record(tracker)
+    assert tracker.flush(timeout_s=60) and tracker.pending_count() == 0
+    assert tracker.close(timeout_s=10) and not tracker.spool_dir.exists()
+    assert_recorded(uri, reported, tmp_path)
+
+
+def test_journal_keeps_call_order_and_replay_applies_it_in_order(uri, tmp_path):
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", mode="offline")
+    run = tracker.create_run(run_name="r", tags={tracking.TAG_KIND: "trial", tracking.TAG_TRIAL_ID: "r"})
+    for value in ("first", "second", "third"):  # the last write of a tag wins only if replayed in order
+        tracker.set_tags(run, {"qeu.note": value})
+    tracker.log_metrics(run, [Metric("x", float(i), 1000 + i, i) for i in range(5)])
+    tracker.end_run(run, tracking.KILLED)
+    assert tracker.flush(timeout_s=1) is False  # offline: nothing reaches MLflow
+    assert not tracker.close(timeout_s=1) and tracker.spool_dir.exists()
+    entries = [e for _, _, _, e in journal.read_journal(tracker.spool_dir / journal.JOURNAL_FILE)]
+    assert [e["s"] for e in entries] == list(range(6))
+    assert [e["op"] for e in entries] == ["create_run", "tags", "tags", "tags", "metrics", "end_run"]
+    summary = journal.sync_spool(tracker.spool_dir, uri)
+    assert summary["entries"] == 6 and summary["runs_created"] == 1 and summary["points"] == 5
+    client = MlflowClient(uri)
+    (got,) = client.search_runs([client.get_experiment_by_name("qeu-tune").experiment_id])
+    assert got.data.tags["qeu.note"] == "third" and got.info.status == "KILLED"
+    assert got.data.tags[journal.TAG_RUN_KEY] == run
+
+
+def test_offline_then_sync_gives_the_same_sweep_and_a_second_sync_adds_nothing(uri, tmp_path, capsys):
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    (report_dir / "table.csv").write_text("a,b\n1,2\n")
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", mode="offline")
+    assert tracker.client is None and tracker.experiment_id is None
+    reported = record(tracker, artifacts_dir=report_dir)
+    (report_dir / "table.csv").write_text("changed after logging")  # the spool kept a copy
+    assert tracker.resolve(tracker.create_run(run_name="late", tags={})) is None  # never created offline
+    tracker.close(timeout_s=1)
+    # Nothing was written to MLflow while offline (not even the database file).
+    assert not (tmp_path / "mlflow.db").exists()
+    # `qeu-tune sync` without a directory: every spool under $QEU_TUNE_HOME/spool.
+    assert journal.run_sync(["--tracking-uri", uri]) == 0
+    assert "runs created" in capsys.readouterr().out
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("qeu-tune")
+    all_runs = client.search_runs([exp.experiment_id])
+    assert len(all_runs) == 1 + 3 + 1  # parent, 3 trials, the "late" run
+    parent = next(r for r in all_runs if r.data.tags.get(tracking.TAG_KIND) == "sweep")
+    table = client.download_artifacts(parent.info.run_id, "report/table.csv", str(tmp_path / "dl"))
+    assert open(table).read() == "a,b\n1,2\n"
+    before = {r.info.run_id: histories(client, r.info.run_id) for r in all_runs}
+    second = journal.sync_spool(tracker.spool_dir, uri)
+    assert second["entries"] == 0 and second["runs_created"] == 0 and second["points"] == 0
+    # Even with the acknowledged offset lost, a full replay adds nothing (idempotent writes).
+    (tracker.spool_dir / journal.STATE_FILE).unlink()
+    third = journal.sync_spool(tracker.spool_dir, uri)
+    assert third["entries"] > 0 and third["runs_created"] == 0 and third["errors"] == 0
+    after_runs = client.search_runs([exp.experiment_id])
+    assert len(after_runs) == len(all_runs)
+    assert {r.info.run_id: histories(client, r.info.run_id) for r in after_runs} == before
+    assert_recorded(uri, reported, tmp_path)
+
+
+class FlakyClient:
+    """Wraps a real MlflowClient: fails a share of calls, half of them AFTER the write went
+    through (a lost response), so replays must be idempotent."""
+
+    def __init__(self, client, rate=0.3, seed=0):
+        self._client = client
+        self._rng = random.Random(seed)
+        self.rate = rate
+        self.failures = Counter()
+
+    def __getattr__(self, name):
+        target = getattr(self._client, name)
+        if name not in ("log_batch", "create_run", "set_terminated", "log_artifact", "search_runs"):
+            return target
+
+        def call(*args, **kwargs):
+            roll = self._rng.random()
+            if roll < self.rate / 2:
+                self.failures[name, "before"] += 1
+                raise ConnectionError("injected: request never arrived")
+            result = target(*args, **kwargs)
+            if roll < self.rate:
+                self.failures[name, "after"] += 1
+                raise ConnectionError("injected: response lost")
+            return result
+
+        return call
+
+
+def test_injected_failures_keep_every_point_and_replay_it_exactly_once(uri, tmp_path, caplog):
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    flaky = FlakyClient(tracker.client)
+    tracker._spool.applier.client = flaky
+    tracker._spool.min_backoff_s = tracker._spool.max_backoff_s = 0.01
+    reported = record(tracker, trials=4, iterations=20)
+    assert tracker.flush(timeout_s=120)
+    assert flaky.failures[("log_batch", "after")] > 0 and flaky.failures[("log_batch", "before")] > 0
+    assert any("kept" in r.getMessage() for r in caplog.records)
+    tracker.close(timeout_s=5)
+    client, parents, children = read_back(uri)
+    assert len(parents) == 1 and len(children) == 4  # no duplicate runs from replayed creates
+    for name, run in children.items():
+        got = histories(client, run.info.run_id)
+        assert got == {k: sorted(v) for k, v in reported[name].items()}  # all points, none twice
+
+
+def test_lost_create_run_response_does_not_duplicate_the_run(uri):
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    real_create = tracker.client.create_run
+    calls = []
+
+    def create_then_fail(*args, **kwargs):
+        run = real_create(*args, **kwargs)
+        calls.append(run.info.run_id)
+        if len(calls) == 1:
+            raise ConnectionError("injected: response lost")
+        return run
+
+    tracker.client.create_run = create_then_fail
+    tracker._spool.min_backoff_s = 0.01
+    key = tracker.create_run(run_name="r", tags={})
+    tracker.log_metrics(key, [Metric("x", 1.0, 5, 0)])
+    assert tracker.flush(timeout_s=30)
+    assert calls and len(calls) == 1 and tracker.resolve(key) == calls[0]
+    client = MlflowClient(uri)
+    assert len(client.search_runs([tracker.experiment_id])) == 1
+    tracker.close(timeout_s=5)
+
+
+def test_log_metrics_stays_fast_during_an_outage_and_loses_nothing(uri):
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", queue_size=50)  # small: forces re-reads
+    tracker._spool.min_backoff_s = 0.05
+    tracker._spool.max_backoff_s = 0.2
+    runs = [tracker.create_run(run_name=f"t{i}", tags={}) for i in range(16)]
+    assert tracker.flush(timeout_s=30)
+    real_log_batch = tracker.client.log_batch
+    down = threading.Event()
+    down.set()
+
+    def outage(*args, **kwargs):
+        if down.is_set():
+            time.sleep(0.05)  # a slow, failing server holds only the writer thread
+            raise ConnectionError("injected outage")
+        return real_log_batch(*args, **kwargs)
+
+    tracker.client.log_batch = outage
+    times = []
+    iterations = 40
+    for step in range(iterations):
+        for i, run in enumerate(runs):
+            batch = points(step, i, 1_700_000_000_000 + step)
+            t0 = time.perf_counter()
+            tracker.log_metrics(run, batch)
+            times.append(time.perf_counter() - t0)
+    assert tracker.pending_count() == 16 * iterations and tracker._spool.dropped > 0
+    p50, p99 = np.percentile(times, [50, 99]) * 1000
+    print(f"log_metrics during outage: p50 {p50:.3f} ms, p99 {p99:.3f} ms over {len(times)} calls")
+    assert p99 < 5.0
+    down.clear()  # the server is back: the journal (re-read past the full queue) is replayed
+    assert tracker.flush(timeout_s=120)
+    client = MlflowClient(uri)
+    for run in runs:
+        history = client.get_metric_history(tracker.resolve(run), KEYS[0])
+        assert sorted(m.step for m in history) == list(range(iterations))
+    tracker.close(timeout_s=5)
+
+
+def test_an_unreachable_server_fails_fast_with_a_pointer_to_offline_mode():
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="tracking.mode=offline") as err:
+        tracking.Tracker(tracking_uri=f"http://127.0.0.1:{port}", experiment="qeu-tune")
+    assert time.monotonic() - start < 10
+    assert "API request" in str(err.value)  # the connection failed (not our retry settings)
+    # The shortened retries were for that call only.
+    import os
+
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+
+
+def test_a_torn_last_line_ends_the_journal(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    path.write_text(json.dumps({"s": 0, "op": "end_run", "run": "x", "status": "FINISHED"}) + "\n" + '{"s": 1, "op')
+    assert [e["s"] for _, _, _, e in journal.read_journal(path)] == [0]
+
+
+def test_sync_of_a_missing_spool_is_a_clear_error(tmp_path, capsys):
+    assert journal.run_sync([str(tmp_path / "nope")]) == 2
+    assert "not a qeu-tune spool" in capsys.readouterr().out
+
+
+def test_bad_mode_is_a_config_error(uri):
+    with pytest.raises(ConfigError, match="online, offline"):
+        tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", mode="sometimes")
