@@ -450,13 +450,15 @@ def experiment_yaml(best: BestConfig, report: SweepReport) -> str:
 
 def best_command(uri: str, ref: str, *, by: Optional[str] = None, out: Optional[str] = None) -> BestConfig:
     """``qeu-tune best SWEEP``: print the winner's overrides and write an experiment file."""
-    from qeu_tune.paths import CONF_DIR
+    from qeu_tune.paths import CONF_DIR, user_config_dir
 
     client = client_for(uri)
     report = build_report(client, load_sweep(client, ref), by=by)
     best = best_configuration(client, report)
     name = "best_" + re.sub(r"[^A-Za-z0-9_]+", "_", report.sweep.name).strip("_")
-    path = Path(out) if out else CONF_DIR / "experiment" / f"{name}.yaml"
+    # Default: the user config directory (--config-dir, $QEU_TUNE_CONFIG_DIR or ./conf),
+    # never the installed package's configs.
+    path = Path(out) if out else _user_experiment_dir(CONF_DIR, user_config_dir) / f"{name}.yaml"
     if path.suffix != ".yaml":
         path = path / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -465,9 +467,24 @@ def best_command(uri: str, ref: str, *, by: Optional[str] = None, out: Optional[
     print(f"  {report.by} IQM over {len(best.seeds)} seeds: {_ci(best.row, report.by)}")
     print(f"  overrides: {' '.join(best.overrides())}")
     print(f"  experiment file: {path}")
-    if path.parent.resolve() == (CONF_DIR / "experiment").resolve():
+    group_dir = path.parent.resolve()
+    if group_dir == (CONF_DIR / "experiment").resolve() or group_dir == (Path.cwd() / "conf" / "experiment").resolve():
         print(f"  rerun it: qeu-tune experiment={path.stem}")
+    elif group_dir.name == "experiment":
+        print(f"  rerun it: qeu-tune --config-dir {group_dir.parent} experiment={path.stem}")
     return best
+
+
+def _user_experiment_dir(conf_dir: Path, user_config_dir: Any) -> Path:
+    """``<user config dir>/experiment``, created; refuses the installed package's ``conf/``."""
+    directory = user_config_dir(create=True)
+    installed = any(part in ("site-packages", "dist-packages") for part in conf_dir.parts)
+    if installed and directory.resolve() == conf_dir.resolve():
+        raise ConfigError(
+            f"qeu-tune best would write into the installed package ({conf_dir}); run it from "
+            "another directory, or pass --config-dir DIR (or set QEU_TUNE_CONFIG_DIR)."
+        )
+    return directory / "experiment"
 
 
 def fresh_seeds(used: Sequence[int], count: int) -> List[int]:

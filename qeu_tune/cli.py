@@ -17,6 +17,7 @@ from qeu_tune.paths import CONF_DIR
 from qeu_tune.redact import redact
 
 EXIT_CONFIG_ERROR = 2
+_COMMAND_LINE: list = []  # the arguments as typed (main() rewrites sys.argv for Hydra)
 
 
 def fail(message: str) -> None:
@@ -40,7 +41,7 @@ def sweep(cfg: Any) -> Optional[float]:
     except ConfigError as err:
         fail(str(err))
     try:
-        result = run_sweep(plan, command=shlex.join(["qeu-tune", *sys.argv[1:]]))
+        result = run_sweep(plan, command=shlex.join(["qeu-tune", *(_COMMAND_LINE or sys.argv[1:])]))
     except ConfigError as err:  # e.g. an unreachable cluster
         fail(str(err))
     return finish(result)
@@ -88,7 +89,8 @@ def _print_summary(result: Any) -> None:
             print_report(result.report)
         best = result.best
         if best and best.get("by"):
-            print(f"Best configuration (IQM over {best['seeds']} seeds of {best['by']}): {best['label']} = "
+            seeds = f"{best['seeds']} seed{'s' if best['seeds'] != 1 else ''}"
+            print(f"Best configuration (IQM over {seeds} of {best['by']}): {best['label']} = "
                   f"{best['ci']}; its best seed: MLflow run {best['run_id']}")
         if best and best.get("last"):
             last = best["last"]
@@ -206,10 +208,28 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         from qeu_tune.server import main as server_main
 
         raise SystemExit(server_main(sys.argv[2:]))
+    from qeu_tune.config.cmdline import prepare_argv, use_config_dir
+    from qeu_tune.console import quiet_console
+
+    if "verbose=2" not in sys.argv[1:]:
+        quiet_console()  # known noise: Ray's token notice, MLflow's table creation, font cache
+    _COMMAND_LINE[:] = sys.argv[1:]
+    try:  # --config-dir DIR: the user's own config groups (also $QEU_TUNE_CONFIG_DIR, ./conf)
+        sys.argv = [sys.argv[0], *use_config_dir(sys.argv[1:])]
+    except ConfigError as err:
+        fail(str(err))
+    if sys.argv[1:2] == ["knowhow"]:  # fit a reward design's know-how, no training
+        from qeu_tune.knowhow_report import main as knowhow_main
+
+        raise SystemExit(knowhow_main(sys.argv[2:]))
     if len(sys.argv) > 1 and (sys.argv[1] in SUBCOMMANDS or sys.argv[1].startswith("--tracking-uri")):
         raise SystemExit(run_subcommand(sys.argv[1:]))
     setup_hydra()
     from qeu_tune.config.validate import check_hydra_overrides
+
+    # Sweep-grammar overrides without -m -> search.space; reward.metrics.* may add keys;
+    # the user config directory on Hydra's search path (qeu_tune/config/cmdline.py).
+    sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:]).argv]
 
     try:  # Hydra's compose errors: exit 2 and one paragraph, before hydra.main's exit 1
         check_hydra_overrides(sys.argv[1:])

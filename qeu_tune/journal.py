@@ -36,12 +36,11 @@ import json
 import logging
 import os
 import queue
-import shutil
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +61,17 @@ METRIC_BATCH = 1000
 PARAM_BATCH = 100
 TAG_BATCH = 100
 
-# Short per-request retries for our own calls: our writer does its own backoff, and the
-# first call must fail within ~10 s when the server is unreachable (MLflow's default of 7
-# retries with backoff factor 2 blocks for ~4 minutes).
+# MLflow's own HTTP retries (7, backoff factor 2: ~4 minutes) are replaced for our calls.
+# The first call (opening the experiment) must fail within ~10 s when the server is down:
+# 1 retry, 4 s timeout (MLflow parses the backoff factor as an int; urllib3 does not sleep
+# before the first retry).
 HTTP_MAX_RETRIES = 1
-HTTP_BACKOFF_FACTOR = 1  # MLflow parses it as an int; urllib3 does not sleep before the first retry
+HTTP_BACKOFF_FACTOR = 1
 HTTP_TIMEOUT_S = 4.0
+# The writer thread does its own backoff, so no HTTP-level retries (a refused connection
+# fails at once); but a generous timeout: a busy server may take seconds for a 1,000-point
+# batch (replayed duplicates cost it most), and a timed-out batch would only be sent again.
+WRITER_HTTP = {"max_retries": 0, "timeout_s": 30.0}
 
 # Error codes that retrying cannot fix: the entry is set aside in rejected.jsonl.
 _PERMANENT_CODES = frozenset({
@@ -77,6 +81,7 @@ _PERMANENT_CODES = frozenset({
 _OP_NAMES = {  # journal op -> the Tracker method, for messages
     "create_run": "create_run", "params": "log_params", "tags": "set_tags", "metrics": "log_metrics",
     "artifact": "log_artifact", "artifacts": "log_artifacts", "end_run": "end_run",
+    "reopen_run": "reopen_run", "delete_run": "delete_run",
 }
 
 
@@ -206,6 +211,7 @@ class SpoolLock:
     def __init__(self, spool_dir: Path) -> None:
         self.path = spool_dir / LOCK_FILE
         self._fd: Optional[int] = None
+        self._mutex = threading.Lock()  # the writer thread and close() may both release
 
     def acquire(self) -> bool:
         import fcntl
@@ -220,9 +226,10 @@ class SpoolLock:
         return True
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
+        with self._mutex:
+            if self._fd is not None:
+                os.close(self._fd)  # closing drops the flock
+                self._fd = None
 
 
 class SpoolState:
@@ -321,6 +328,10 @@ class Applier:
             self.client.log_artifacts(run_id, str(self.spool_dir / first["blob"]), first.get("path"))
         elif op == "end_run":
             self.client.set_terminated(run_id, status=first["status"], end_time=first.get("time"))
+        elif op == "reopen_run":
+            self.client.update_run(run_id, status="RUNNING")
+        elif op == "delete_run":  # soft delete; repeating it is harmless
+            self.client.delete_run(run_id)
         elif op == "reopen_run":  # a resumed sweep or trial: RUNNING again
             self.client.update_run(run_id, status="RUNNING")
         elif op == "delete_run":
@@ -544,6 +555,9 @@ class Spool:
         except Exception as err:  # noqa: BLE001 - a writer bug must not take the sweep down
             self._warn("writer", f"the MLflow writer thread stopped ({type(err).__name__}: {err}); the data "
                                  f"stays in {self.dir}: upload it with `qeu-tune sync {self.dir}`.")
+        finally:
+            if self._closed:  # close() gave up waiting for a hung request: free the spool now
+                self._spool_lock.release()
 
     def _loop(self) -> None:
         pending: List[Tuple[int, int, int, dict]] = []
@@ -563,7 +577,7 @@ class Spool:
             n = next_unit(pending)
             unit = [p[3] for p in pending[:n]]
             try:
-                with short_http_retries():
+                with short_http_retries(**WRITER_HTTP):
                     self.applier.apply(unit)
             except Exception as err:  # noqa: BLE001 - classify: set aside or retry
                 if isinstance(err, _Unresolved) or is_permanent(err):
@@ -684,7 +698,7 @@ def _sync_one(spool_dir: Path, tracking_uri: Optional[str], retries: int, backof
         state = SpoolState(spool_dir, uri)
         summary["already_acknowledged"] = state.next_seq
         client = MlflowClient(tracking_uri=uri)
-        with short_http_retries():
+        with short_http_retries(**WRITER_HTTP):
             experiment_id = ensure_experiment(client, meta["experiment"], uri)
             applier = Applier(client, experiment_id, state, spool_dir)
             journal = spool_dir / JOURNAL_FILE

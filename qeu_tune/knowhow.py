@@ -47,6 +47,7 @@ from qeu_tune.rt.features import import_object
 
 __all__ = [
     "SOURCE_TYPES",
+    "SOURCE_KEYS",
     "BUILTINS",
     "CLIFF_WIDTH",
     "CLIFF_HEIGHT",
@@ -66,12 +67,13 @@ __all__ = [
 
 SOURCE_TYPES = ("file", "policy", "list", "builtin")
 FILE_EXTENSIONS = (".csv", ".npy", ".parquet")
-_SOURCE_KEYS: dict[str, frozenset[str]] = {
+SOURCE_KEYS: dict[str, frozenset[str]] = {
     "file": frozenset({"path", "columns"}),
     "policy": frozenset({"env", "env_config", "policy", "episodes", "seed", "max_steps"}),
     "list": frozenset({"points"}),
     "builtin": frozenset({"name", "episodes", "seed"}),
 }
+_SOURCE_KEYS = SOURCE_KEYS  # the name this module used before
 DEFAULT_EPISODES = 10
 DEFAULT_SEED = 0
 # An env without a time limit and a policy that never ends it would loop forever.

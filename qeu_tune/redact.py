@@ -166,8 +166,8 @@ def find_env_interpolations(raw_cfg: Any, environ: Optional[Mapping[str, str]] =
                     resolved = None
             if resolved is not None and not isinstance(resolved, (DictConfig, ListConfig)):
                 text = str(resolved)
-                if text and (not values or text not in values):
-                    values.append(text)
+                if text and not any(value in text for value in values):
+                    values.append(text)  # could not tell which part came from the environment
             for i, value in enumerate(values):  # several: path, path#1, path#2, ...
                 found[path if i == 0 else f"{path}#{i}"] = value
 

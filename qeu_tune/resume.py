@@ -58,6 +58,10 @@ def resume_sweep(tracking_uri: str, ref: str, *, restart_errored: bool = False) 
     config = state["config"]
     config["tracking"]["uri"] = tracking_uri  # the recorded copy may be redacted
     plan = sweep.plan_sweep(config, state.get("overrides") or [])
+    from qeu_tune import redact
+
+    redact.register_config(config, tracking_uri)  # as in run_sweep: nothing secret is recorded or printed
+    redact.protect_console(tracking_uri)
     sweep._quiet_tune()
     sweep._init_ray(config["cluster"], int(config.get("verbose", 1)))
     guard = InterruptGuard()

@@ -238,10 +238,12 @@ def _use_ray_token_for_client(address: str) -> None:
 
 
 def _progress_reporter(plan: SweepPlan) -> Any:
-    from ray.tune import CLIReporter
+    from qeu_tune.console import make_progress_reporter, total_trials
 
     keys = [d.key for d in plan.search.dimensions if d.kind != "const"]
-    return CLIReporter(
+    return make_progress_reporter(  # Tune's CLIReporter + a trials/env-steps/ETA line
+        total=total_trials(plan.search.param_space, plan.search.num_samples),
+        steps_per_trial=int(plan.config["stop"]["env_steps"]), steps_key=names.ENV_STEPS,
         metric_columns={
             "training_iteration": "iter",
             names.ENV_STEPS: "env_steps",
@@ -314,6 +316,9 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
                 scheduler=plan.search.scheduler,
                 num_samples=plan.search.num_samples,
                 max_concurrent_trials=config["search"].get("max_concurrent_trials"),
+                # A finished trial's actor runs the next one (same resources): no new
+                # worker process, imports and fitted metrics already there.
+                reuse_actors=True,
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,
             ),
@@ -349,6 +354,7 @@ def fit_and_record(tuner: Any, *, plan: SweepPlan, tracker: Any, parent: Optiona
 
     status = tracking.FAILED
     result: Optional[SweepResult] = None
+    _warm_report_imports()
     try:
         results = tuner.fit()
         if guard.received is not None:  # Tune swallowed the signal and returned normally
@@ -390,6 +396,27 @@ def fit_and_record(tuner: Any, *, plan: SweepPlan, tracker: Any, parent: Optiona
     return result
 
 
+def _warm_report_imports() -> None:
+    """Imports the end-of-sweep report's modules (pandas, scipy, matplotlib) while trials run.
+
+    A daemon thread: the ~1 s of imports overlaps the sweep instead of delaying its end.
+    """
+    import threading
+
+    def _import() -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")  # what analysis.write_plots uses; no display needed
+            import matplotlib.pyplot  # noqa: F401
+
+            import qeu_tune.analysis  # noqa: F401
+        except Exception:  # noqa: BLE001 - only a head start; the report imports again
+            pass
+
+    threading.Thread(target=_import, name="qeu-warm-report-imports", daemon=True).start()
+
+
 def _quiet_tune() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table shows our columns
     # Frequent trial checkpoints (PBT, checkpoint_every=1) are intended, not a bottleneck.
@@ -410,9 +437,23 @@ def _trainable(plan: SweepPlan) -> Any:
     from qeu_tune.trainable import register_env, train_trial, trial_resources
 
     register_env()
+    # Each reward metric is fitted once per sweep, here on the driver (plan_sweep fitted
+    # them while validating), and shipped once through the object store (with_parameters).
+    fitted = _fitted_metrics(plan)
     return tune.with_resources(
-        tune.with_parameters(train_trial, template=plan.template), trial_resources(plan.config)
+        tune.with_parameters(train_trial, template=plan.template, fitted=fitted), trial_resources(plan.config)
     )
+
+
+def _fitted_metrics(plan: SweepPlan) -> Dict[str, Any]:
+    from qeu_tune.reward import fitted_metrics
+
+    rewards = [plan.config.get("reward"), *plan.template.group_options.get("reward", {}).values()]
+    try:
+        return fitted_metrics(rewards)
+    except ValueError as err:  # validated already; a trial that needs it reports the error
+        log.warning("reward metrics not fitted on the driver (each trial fits its own): %s", err)
+        return {}
 
 
 def _trial_name(trial: Any) -> str:

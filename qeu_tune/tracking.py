@@ -173,10 +173,16 @@ class Tracker:
                 ) from err
         key = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.spool_dir = Path(spool_root or journal.spool_root()) / key
-        self._spool = journal.Spool(
-            self.spool_dir, tracking_uri=tracking_uri, experiment=experiment, mode=mode, client=self.client,
-            experiment_id=self.experiment_id, warn=self.warn_once, queue_size=queue_size,
-        )
+        try:
+            self._spool = journal.Spool(
+                self.spool_dir, tracking_uri=tracking_uri, experiment=experiment, mode=mode, client=self.client,
+                experiment_id=self.experiment_id, warn=self.warn_once, queue_size=queue_size,
+            )
+        except OSError as err:
+            raise ConfigError(
+                f"Cannot create the tracking journal in {self.spool_dir} ({err}); every tracking call is "
+                "journaled there first. Set QEU_TUNE_HOME to a writable directory with free space."
+            ) from err
 
     def warn_once(self, what: str, message: str) -> None:
         """Logs one warning per kind of failure, not one per call."""

@@ -11,7 +11,7 @@ import inspect
 import math
 import os
 import tempfile
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from qeu_tune import names
 from qeu_tune.config.errors import ConfigError
@@ -30,7 +30,9 @@ ENV_NAME = "qeu_tune_env"  # the one registered env creator; the real env is in 
 
 def env_creator(env_ctx: Mapping[str, Any]) -> Any:
     """Builds the trial's environment (base env + reward design) inside an env runner."""
-    from qeu_tune.reward import make_env
+    from qeu_tune.reward import install_fitted, make_env
+
+    install_fitted(env_ctx.get("fitted"))  # remote env runners: the driver's fitted metrics
 
     env = make_env(
         env_ctx["env_id"], dict(env_ctx.get("env_config") or {}), env_ctx.get("reward"),
@@ -70,12 +72,16 @@ def _valid_training_keys(config_cls: type) -> list[str]:
     return sorted(keys)
 
 
-def build_algo_config(config: Mapping[str, Any], *, restored: bool = False) -> Any:
+def build_algo_config(config: Mapping[str, Any], *, restored: bool = False,
+                      fitted: Optional[Mapping[str, Any]] = None) -> Any:
     """The RLlib ``AlgorithmConfig`` of a resolved trial config.
 
     Args:
         config: A resolved trial config (see ``qeu_tune.trial_config``).
         restored: The trial restarts from a checkpoint (decides ``env.fault``).
+        fitted: Fitted reward metrics (``qeu_tune.reward.fitted_metrics``) for remote env
+            runners, which then do not fit them again (the local one shares the trial's
+            process cache).
 
     Returns:
         An ``AlgorithmConfig`` on the new API stack, env = ``qeu_tune_env``.
@@ -100,17 +106,17 @@ def build_algo_config(config: Mapping[str, Any], *, restored: bool = False) -> A
             f"{', '.join(_valid_training_keys(config_cls))}."
         ) from None
     env = config["env"]
+    env_config = {
+        "env_id": env["id"],
+        "env_config": dict(env.get("env_config") or {}),
+        "reward": config.get("reward"),
+        "gamma": float(algo_config.gamma),
+        "fault": fault_settings(env.get("fault"), restored=restored),
+    }
+    if fitted and int(algo.get("num_env_runners", 0)) > 0:
+        env_config["fitted"] = dict(fitted)
     algo_config = (
-        algo_config.environment(
-            env=ENV_NAME,
-            env_config={
-                "env_id": env["id"],
-                "env_config": dict(env.get("env_config") or {}),
-                "reward": config.get("reward"),
-                "gamma": float(algo_config.gamma),
-                "fault": fault_settings(env.get("fault"), restored=restored),
-            },
-        )
+        algo_config.environment(env=ENV_NAME, env_config=env_config)
         .env_runners(
             num_env_runners=int(algo.get("num_env_runners", 0)),
             num_envs_per_env_runner=int(algo.get("num_envs_per_env_runner", 1)),
@@ -158,10 +164,15 @@ def _check_finite_losses(metrics: Mapping[str, float]) -> None:
         )
 
 
-def train_trial(params: Dict[str, Any], *, template: TrialTemplate) -> None:
+def train_trial(params: Dict[str, Any], *, template: TrialTemplate,
+                fitted: Optional[Mapping[str, Any]] = None) -> None:
     """Ray Tune function trainable: trains until a stop condition, reporting each iteration.
 
     Restores from Tune's checkpoint when one exists (retries, PBT exploitation).
+    ``fitted``: the sweep's reward metrics, fitted once on the driver
+    (``qeu_tune.reward.fitted_metrics``); a trial fits only metrics missing from it.
+    Tune may run several trials one after another in one actor (``reuse_actors``): the
+    imports, the fitted metrics and the registered env then carry over.
     """
     import torch
     from ray import tune
@@ -170,7 +181,10 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate) -> None:
     from qeu_tune.cluster import node_info
     from qeu_tune.episode_metrics import flatten_result, rllib_metrics
 
+    from qeu_tune.reward import install_fitted
+
     config, _ = resolve_trial_config(template, params)  # skipped keys: tagged by tracking
+    install_fitted(fitted)
     # One trial per core: stop torch from spawning a thread per core in every trial.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
     register_env()
@@ -178,7 +192,7 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate) -> None:
     progress = _read_progress(checkpoint) if checkpoint is not None else None
     if progress is not None and stop_reached(progress, config["stop"]):
         return  # finished before the driver recorded it (driver killed): nothing left to do
-    algo = build_algo_config(config, restored=checkpoint is not None).build_algo()
+    algo = build_algo_config(config, restored=checkpoint is not None, fitted=fitted).build_algo()
     try:
         if checkpoint is not None:
             with checkpoint.as_directory() as path:

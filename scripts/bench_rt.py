@@ -205,12 +205,15 @@ def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
     torch.set_num_threads(1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ppo = yaml.safe_load((ROOT / "conf" / "algo" / "ppo.yaml").read_text())
+    # Vectorised runners, as a sweep runs them: ppo.yaml's sub-envs per env runner.
+    num_envs = int(ppo.get("num_envs_per_env_runner", 1))
     register_env()
     last_steps: Dict[int, float] = {}
 
     def build(reward: Dict[str, Any]) -> Any:
         config = {
-            "algo": {"name": "ppo", "params": ppo["params"], "model": ppo["model"], "num_env_runners": 0},
+            "algo": {"name": "ppo", "params": ppo["params"], "model": ppo["model"], "num_env_runners": 0,
+                     "num_envs_per_env_runner": num_envs},
             "env": {"id": "CartPole-v1", "env_config": {}},
             "reward": reward,
             "seed": 0,
@@ -223,28 +226,39 @@ def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
     variants = {"without": {"name": "none", "mode": "none", "metrics": {}}}
     variants.update({name: design() for name, design in RLLIB_DESIGNS.items()})
     algos = {name: build(reward) for name, reward in variants.items()}
-    rates: Dict[str, List[float]] = {name: [] for name in algos}
+    # Per repetition and variant: env steps sampled, CPU seconds of this process (the
+    # trial's sampling and learning both run here: num_env_runners=0) and wall seconds.
+    # Throughput = env steps per CPU second: other processes on a shared machine change
+    # the wall time, much less the CPU time this process needs per env step.
+    samples: Dict[str, List[Dict[str, float]]] = {name: [] for name in algos}
     try:
         for rep in range(reps):  # alternate the order: drift hits every variant equally
             for name in (list(algos) if rep % 2 == 0 else list(algos)[::-1]):
                 algo = algos[name]
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 for _ in range(iters):
                     result = algo.train()
-                elapsed = time.perf_counter() - t0
+                cpu, elapsed = time.process_time() - c0, time.perf_counter() - t0
                 steps = _env_steps(result)
-                rates[name].append((steps - last_steps[id(algo)]) / elapsed)
+                samples[name].append({"env_steps": steps - last_steps[id(algo)], "cpu_s": cpu, "wall_s": elapsed})
                 last_steps[id(algo)] = steps
     finally:
         for algo in algos.values():
             algo.stop()
         ray.shutdown()
+    rates = {name: [s["env_steps"] / s["cpu_s"] for s in ss] for name, ss in samples.items()}
+    wall_rates = {name: [s["env_steps"] / s["wall_s"] for s in ss] for name, ss in samples.items()}
     out: Dict[str, Any] = {
+        "method": "env steps per CPU second of the trial process (time.process_time), "
+                  "variants interleaved, ratio per repetition against the same repetition's run without",
         "iterations_per_measurement": iters,
         "train_batch_size": ppo["params"]["train_batch_size_per_learner"],
+        "num_envs_per_env_runner": num_envs,
         "repetitions": reps,
-        "without_steps_per_s": rates["without"],
+        "samples": samples,
+        "without_steps_per_cpu_s": rates["without"],
         "without_median": statistics.median(rates["without"]),
+        "without_wall_steps_per_s": wall_rates["without"],
         # How much one variant alone varies between repetitions (min and max / median).
         "without_spread_relative_to_median": [
             min(rates["without"]) / statistics.median(rates["without"]),
@@ -252,11 +266,18 @@ def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
         ],
     }
     for name in RLLIB_DESIGNS:
+        per_rep = [w / wo for w, wo in zip(rates[name], rates["without"])]
+        wall_per_rep = [w / wo for w, wo in zip(wall_rates[name], wall_rates["without"])]
         out[name] = {
-            "steps_per_s": rates[name],
+            "steps_per_cpu_s": rates[name],
             "median": statistics.median(rates[name]),
-            "ratio_median": statistics.median(rates[name]) / statistics.median(rates["without"]),
-            "ratio_per_repetition": [w / wo for w, wo in zip(rates[name], rates["without"])],
+            "ratio_median": statistics.median(per_rep),
+            "ratio_of_medians": statistics.median(rates[name]) / statistics.median(rates["without"]),
+            "ratio_per_repetition": per_rep,
+            "ratio_spread_pp": 100 * (max(per_rep) - min(per_rep)),
+            "wall_steps_per_s": wall_rates[name],
+            "wall_ratio_per_repetition": wall_per_rep,
+            "wall_ratio_spread_pp": 100 * (max(wall_per_rep) - min(wall_per_rep)),
         }
     return out
 
@@ -279,14 +300,25 @@ def versions() -> Dict[str, str]:
     }
 
 
+def _verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
 def print_table(r: Dict[str, Any]) -> None:
     """The results as an aligned text table, with each target's verdict."""
-    b, bd, s, e, rl = r["batch"], r["batch_dram"], r["single"], r["env"], r.get("rllib")
+    rows = _micro_rows(r) if "batch" in r else []
+    if r.get("rllib") is not None:
+        rows += _rllib_rows(r["rllib"])
+    width = max(len(row[0]) for row in rows)
+    vwidth = max(len(row[1]) for row in rows)
+    print()
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>{vwidth}}  {note}")
 
-    def verdict(met: bool) -> str:
-        return "met" if met else "MISSED"
 
-    single = TARGET_SINGLE_US
+def _micro_rows(r: Dict[str, Any]) -> List[Any]:
+    b, bd, s, e = r["batch"], r["batch_dram"], r["single"], r["env"]
+    verdict, single = _verdict, TARGET_SINGLE_US
     rows = [
         ("UnitSpace.distance, batch n=100k k=36", f"{b['samples_per_s'] / 1e6:.1f} M samples/s",
          f"target >= 20 M/s: {verdict(b['samples_per_s'] >= TARGET_BATCH)}"),
@@ -309,28 +341,35 @@ def print_table(r: Dict[str, Any]) -> None:
     for name in DESIGNS:
         rows.append((f"CartPole env steps/s, {name}", f"{e[name]['steps_per_s']:,.0f}",
                      f"{100 * e[name]['ratio']:.0f}% of raw, +{e[name]['overhead_us_per_step']:.1f} us/step"))
-    if rl is not None:
-        lo, hi = rl["without_spread_relative_to_median"]
-        rows.append(("RLlib PPO env steps/s, no reward design", f"{rl['without_median']:,.0f}",
-                     f"median; repetitions {100 * (lo - 1):+.1f}% to {100 * (hi - 1):+.1f}% of it"))
-        for name in RLLIB_DESIGNS:
-            ratio = rl[name]["ratio_median"]
-            spread = rl[name]["ratio_per_repetition"]
-            label = "cartpole_rt, step_info: false" if name == STEP_INFO_OFF else name
-            rows.append((f"RLlib PPO env steps/s, {label}", f"{rl[name]['median']:,.0f}",
-                         f"{100 * ratio:.1f}% of without (repetitions {100 * min(spread):.1f}-"
-                         f"{100 * max(spread):.1f}%); target >= 95%: {verdict(ratio >= TARGET_RLLIB_RATIO)}"))
-    width = max(len(row[0]) for row in rows)
-    vwidth = max(len(row[1]) for row in rows)
-    print()
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>{vwidth}}  {note}")
+    return rows
+
+
+def _rllib_rows(rl: Dict[str, Any]) -> List[Any]:
+    lo, hi = rl["without_spread_relative_to_median"]
+    rows = [(f"RLlib PPO env steps/CPU s, {rl['num_envs_per_env_runner']} envs/runner, no design",
+             f"{rl['without_median']:,.0f}",
+             f"median; repetitions {100 * (lo - 1):+.1f}% to {100 * (hi - 1):+.1f}% of it")]
+    for name in RLLIB_DESIGNS:
+        ratio = rl[name]["ratio_median"]
+        spread = rl[name]["ratio_per_repetition"]
+        label = "cartpole_rt, step_info: false" if name == STEP_INFO_OFF else name
+        rows.append((f"RLlib PPO env steps/CPU s, {label}", f"{rl[name]['median']:,.0f}",
+                     f"{100 * ratio:.1f}% of without (repetitions {100 * min(spread):.1f}-"
+                     f"{100 * max(spread):.1f}%, spread {rl[name]['ratio_spread_pp']:.1f} pp; wall-time "
+                     f"spread {rl[name]['wall_ratio_spread_pp']:.1f} pp); target >= 95%: "
+                     f"{_verdict(ratio >= TARGET_RLLIB_RATIO)}, spread < 2 pp: "
+                     f"{_verdict(rl[name]['ratio_spread_pp'] < 2.0)}"))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, ~40 s)")
     parser.add_argument("--no-rllib", action="store_true", help="skip the RLlib PPO measurement")
+    parser.add_argument("--rllib-only", action="store_true", help="only the RLlib PPO measurement")
+    parser.add_argument("--rllib-iters", type=int, default=None,
+                        help="train() iterations per measurement (default 4, --quick 2)")
+    parser.add_argument("--rllib-reps", type=int, default=None, help="repetitions (default 6, --quick 4)")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
     quick = args.quick
@@ -340,19 +379,23 @@ def main() -> None:
         "versions": versions(),
         "load_average_1_5_15_min_at_start": list(os.getloadavg()),
     }
-    print("RT batch ...", flush=True)
-    results["batch"] = bench_batch(100_000, 36, reps=10 if quick else 30)
-    # 100k x 36 float64 is 28.8 MB: it can sit in a large L3 cache (32 MiB on the machine
-    # of docs/benchmarks.md). 1M rows (288 MB) shows the DRAM-bound case.
-    results["batch_dram"] = bench_batch(1_000_000, 36, reps=3 if quick else 8)
-    print("single-sample calls ...", flush=True)
-    results["single"] = bench_single(number=20_000 if quick else 100_000)
-    print("CartPole env steps ...", flush=True)
-    results["env"] = bench_env(steps=20_000 if quick else 50_000, reps=3 if quick else 5)
+    if not args.rllib_only:
+        print("RT batch ...", flush=True)
+        results["batch"] = bench_batch(100_000, 36, reps=10 if quick else 30)
+        # 100k x 36 float64 is 28.8 MB: it can sit in a large L3 cache (32 MiB on the machine
+        # of docs/benchmarks.md). 1M rows (288 MB) shows the DRAM-bound case.
+        results["batch_dram"] = bench_batch(1_000_000, 36, reps=3 if quick else 8)
+        print("single-sample calls ...", flush=True)
+        results["single"] = bench_single(number=20_000 if quick else 100_000)
+        print("CartPole env steps ...", flush=True)
+        results["env"] = bench_env(steps=20_000 if quick else 50_000, reps=3 if quick else 5)
     if not args.no_rllib:
         print("RLlib PPO throughput ...", flush=True)
-        results["rllib"] = bench_rllib(iters=1 if quick else 2, reps=4 if quick else 6)
+        iters = args.rllib_iters or (2 if quick else 4)
+        reps = args.rllib_reps or (4 if quick else 6)
+        results["rllib"] = bench_rllib(iters=iters, reps=reps)
     results["targets"] = {
+        "rllib_ratio_spread_pp": 2.0,
         "batch_samples_per_s": TARGET_BATCH,
         "single_sample_us": TARGET_SINGLE_US,
         "rllib_ratio": TARGET_RLLIB_RATIO,

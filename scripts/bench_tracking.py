@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_tracking.json"))
     args = parser.parse_args(argv)
 
+    load_at_start = round(os.getloadavg()[0], 1)
     work = Path(tempfile.mkdtemp(prefix="qeu-bench-tracking-"))
     os.environ["QEU_TUNE_HOME"] = str(work / "home")  # the spool goes there, not into ~/.qeu-tune
     from mlflow.entities import Metric
@@ -128,8 +129,8 @@ def main(argv=None) -> int:
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_avg_1m_at_end": round(os.getloadavg()[0], 1)},
-        "command": "python scripts/bench_tracking.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                    "load_avg_1m_at_start": load_at_start, "load_avg_1m_at_end": round(os.getloadavg()[0], 1)},
+        "command": " ".join(["python scripts/bench_tracking.py", *(argv if argv is not None else sys.argv[1:])]),
         "params": vars(args),
         "server_start_s": round(start_s, 1),
         "outage": outage,

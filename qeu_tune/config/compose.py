@@ -1,15 +1,26 @@
-"""Composing configs outside ``@hydra.main`` (tests, reruns) and turning them into plain dicts."""
+"""Composing configs outside ``@hydra.main`` (tests, reruns) and turning them into plain dicts.
+
+The shipped configs (``qeu_tune.paths.CONF_DIR``) are Hydra's primary config directory;
+the user's own config directory (``qeu_tune.paths.user_config_dir``: ``--config-dir``,
+``$QEU_TUNE_CONFIG_DIR`` or ``./conf``) joins them through ``hydra.searchpath``, added
+here and by the command line, so its ``experiment/``, ``reward/``, ``env/``, ... files
+become options of the shipped groups. (A ``ConfigSearchPathPlugin`` is not used: Hydra
+does not discover ``hydra_plugins`` in an editable install.)
+"""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from qeu_tune.config.errors import ConfigError
 from qeu_tune.config.groups import GROUP_NAMES
 from qeu_tune.config.schema import register_schemas
-from qeu_tune.paths import CONF_DIR, qeu_home
+from qeu_tune.paths import CONF_DIR, qeu_home, user_config_dir
+
+SEARCHPATH_KEY = "hydra.searchpath"
 
 
 def register_resolvers() -> None:
@@ -21,6 +32,48 @@ def setup_hydra() -> None:
     """Everything Hydra needs before composing: schemas and resolvers."""
     register_schemas()
     register_resolvers()
+
+
+def _quote(text: str) -> str:
+    """A string as a quoted value of Hydra's override grammar."""
+    if "'" not in text:
+        return f"'{text}'"
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def searchpath_overrides(directory: Optional[Path] = None) -> List[str]:
+    """``["hydra.searchpath=['file:///user/conf']"]`` for the user config dir (or none)."""
+    directory = directory if directory is not None else user_config_dir()
+    if directory is None:
+        return []
+    return [f"{SEARCHPATH_KEY}=[{_quote('file://' + str(Path(directory).resolve()))}]"]
+
+
+# Keys under these prefixes are open-ended mappings: an override there adds the key if
+# the design does not have it (Hydra's ``++``), so metrics and their know-how sources can
+# be added, replaced or switched to another type with plain overrides. Validation of
+# what ends up there is ``qeu_tune.reward.config.parse_reward_config``'s (unknown keys are
+# reported with the valid ones, before Ray starts).
+OPEN_PREFIXES = ("reward.metrics.",)
+
+
+def open_overrides(overrides: Sequence[str]) -> List[str]:
+    """``reward.metrics.X.source.path=d.csv`` -> ``++reward.metrics.X.source.path=d.csv``.
+
+    Example:
+        >>> open_overrides(["reward.metrics.m.weight=0.1", "algo=dqn", "+reward.metrics.n={}"])
+        ['++reward.metrics.m.weight=0.1', 'algo=dqn', '+reward.metrics.n={}']
+    """
+    return [f"++{o}" if o.startswith(OPEN_PREFIXES) and "=" in o else o for o in overrides]
+
+
+def prepare_overrides(overrides: Sequence[str]) -> List[str]:
+    """The overrides as composed: open-ended keys (``open_overrides``) and the user config
+    directory on Hydra's search path (unless the overrides set ``hydra.searchpath``)."""
+    overrides = open_overrides(overrides)
+    if any(_override_key(o).lstrip("+") == SEARCHPATH_KEY for o in overrides):
+        return overrides  # the caller chose the search path
+    return [*overrides, *searchpath_overrides()]
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
@@ -37,17 +90,55 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     setup_hydra()
+    overrides = prepare_overrides(overrides)
     if GlobalHydra.instance().is_initialized():
-        return hydra.compose(config_name="config", overrides=list(overrides))
+        return hydra.compose(config_name="config", overrides=overrides)
     with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra.compose(config_name="config", overrides=list(overrides))
+        return hydra.compose(config_name="config", overrides=overrides)
 
 
 def to_plain(cfg: DictConfig) -> Dict[str, Any]:
-    """The resolved config as plain Python containers (what workers and MLflow see)."""
+    """The resolved config as plain Python containers (what workers and MLflow see).
+
+    Reward metrics are normalised (``normalize_reward``): know-how sources and feature
+    maps keep only their type's fields, and an existing relative know-how file becomes
+    an absolute path (Ray workers run in other directories).
+    """
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     container.pop("hydra", None)
+    if isinstance(container.get("reward"), dict):
+        container["reward"] = normalize_reward(container["reward"])
     return container
+
+
+def normalize_reward(reward: Dict[str, Any]) -> Dict[str, Any]:
+    """A plain reward design with every metric's source/feature spec normalised."""
+    from qeu_tune.reward.config import normalize_metric
+
+    metrics = reward.get("metrics")
+    if not isinstance(metrics, dict):
+        return reward
+    out = dict(reward)
+    out["metrics"] = {}
+    for name, metric in metrics.items():
+        metric = normalize_metric(metric, defaults=True) if isinstance(metric, Mapping) else metric
+        source = metric.get("source") if isinstance(metric, Mapping) else None
+        if isinstance(source, Mapping) and source.get("type") == "file" and isinstance(source.get("path"), str):
+            metric["source"] = {**source, "path": resolve_data_path(source["path"])}
+        out["metrics"][name] = metric
+    return out
+
+
+def resolve_data_path(path: str) -> str:
+    """A relative data file path made absolute: against the current directory, else the
+    user config directory; unchanged when it exists in neither (the error shows it as given)."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return str(p)
+    for base in (Path.cwd(), user_config_dir()):
+        if base is not None and (base / p).is_file():
+            return str((base / p).resolve())
+    return path
 
 
 def compose_group_options(
@@ -84,10 +175,12 @@ def compose_group_options(
 
 
 def group_options(group: str) -> List[str]:
-    """The option names of a config group (the YAML files in ``conf/<group>/``)."""
+    """The option names of a config group: the YAML files in the shipped ``conf/<group>/``
+    and in the user config directory's ``<group>/``."""
     if group not in GROUP_NAMES and group not in ("experiment", "debug"):
         raise ConfigError(f"{group!r} is not a config group; groups: {', '.join(GROUP_NAMES)}.")
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    dirs = [CONF_DIR, user_config_dir()]
+    return sorted({p.stem for d in dirs if d is not None for p in (d / group).glob("*.yaml")})
 
 
 def _override_key(override: str) -> str:

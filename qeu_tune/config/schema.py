@@ -138,8 +138,8 @@ class ClusterConfig:
     num_cpus: Optional[int] = None  # local Ray only; None: all cores
     storage_path: Optional[str] = None  # Ray results; None: <QEU_TUNE_HOME>/ray_results
     # Passed to ray.init(runtime_env=...): working_dir / py_modules / pip / env_vars that every
-    # worker needs (know-how files, user envs given by import path). None: the job's own.
-    runtime_env: Optional[Dict[str, Any]] = None
+    # worker needs (know-how files, user envs given by import path). Empty: the job's own.
+    runtime_env: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -8,7 +8,7 @@ row 0..3 from the top, cell index ``y * 12 + x``)::
     y=2  .  .  .  .  .  .  .  .  .  .  .  .
     y=3  S  C  C  C  C  C  C  C  C  C  C  G     S start (0, 3), C cliff, G goal (11, 3)
 
-Rewards (``RT_METHOD.md`` section 2). Each transition earns exactly one of them, as in
+Rewards (``docs/rt_method.md`` section 2). Each transition earns exactly one of them, as in
 Gymnasium's CliffWalking where the cliff penalty replaces the step cost:
 
 * reaching the goal: ``goal_reward`` (+2000), the episode terminates;

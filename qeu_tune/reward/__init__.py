@@ -7,7 +7,14 @@
 """
 
 from qeu_tune.reward.config import MetricConfig, RewardConfig, parse_reward_config
-from qeu_tune.reward.design import FittedMetric, build_metric, clear_metric_cache, make_env
+from qeu_tune.reward.design import (
+    FittedMetric,
+    build_metric,
+    clear_metric_cache,
+    fitted_metrics,
+    install_fitted,
+    make_env,
+)
 from qeu_tune.reward.wrapper import RewardDesignWrapper, episode_info_keys
 
 __all__ = [
@@ -18,6 +25,8 @@ __all__ = [
     "build_metric",
     "clear_metric_cache",
     "episode_info_keys",
+    "fitted_metrics",
+    "install_fitted",
     "make_env",
     "parse_reward_config",
 ]

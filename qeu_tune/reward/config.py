@@ -31,17 +31,66 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 # The valid choices are defined where they are implemented (numpy-only modules, cheap to
 # import on the driver, and none of them imports qeu_tune.reward).
-from qeu_tune.knowhow import SOURCE_TYPES
-from qeu_tune.rt.features import FEATURE_TYPES
+from qeu_tune.knowhow import SOURCE_KEYS, SOURCE_TYPES
+from qeu_tune.rt.features import FEATURE_KEYS, FEATURE_TYPES
 from qeu_tune.rt.unit_space import RESIDUALS
 
 MODES = ("none", "additive", "potential")
 KINDS = ("unit_space", "reference")
 BUILTIN_SIDE_POINTS = ("cliff",)
+
+
+def normalize_typed_spec(spec: Any, valid_keys: Mapping[str, Any]) -> Any:
+    """A ``{"type": ..., ...}`` spec without ``None`` values and without the fields that
+    belong only to *other* types.
+
+    This is what lets the command line switch a know-how source's (or a feature map's)
+    type: ``reward.metrics.balance.source.type=file reward.metrics.balance.source.path=d.csv``
+    merges into the design's ``{type: builtin, name: cartpole_balance, episodes: 10}``, and
+    the builtin's ``name``/``episodes`` are dropped here. Keys that no type knows stay, so
+    a misspelt key is still reported, with the type's valid keys, when the source loads.
+
+    Example:
+        >>> normalize_typed_spec({"type": "file", "path": "d.csv", "name": "cartpole_balance",
+        ...                       "episodes": 10, "columns": None}, SOURCE_KEYS)
+        {'type': 'file', 'path': 'd.csv'}
+    """
+    spec = _plain(spec)
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        spec = dataclasses.asdict(spec)
+    if not isinstance(spec, Mapping):
+        return spec
+    kind = spec.get("type")
+    own = set(valid_keys.get(kind, ())) if kind in valid_keys else None
+    known = set().union(*valid_keys.values())
+    out = {}
+    for key, value in spec.items():
+        if value is None:
+            continue
+        if own is not None and key != "type" and key in known and key not in own:
+            continue  # a field of another type
+        out[key] = value
+    return out
+
+
+def normalize_metric(metric: Mapping[str, Any], *, defaults: bool = False) -> Dict[str, Any]:
+    """A metric config with its ``source`` and ``feature`` specs normalised.
+
+    Args:
+        metric: One entry of ``reward.metrics``.
+        defaults: Fill in ``MetricConfig``'s defaults for missing fields (the composed
+            config then shows every field, as MLflow params and in ``--cfg job``).
+    """
+    out = {**dataclasses.asdict(MetricConfig()), **metric} if defaults else dict(metric)
+    if "source" in out:
+        out["source"] = normalize_typed_spec(out["source"], SOURCE_KEYS)
+    if "feature" in out:
+        out["feature"] = normalize_typed_spec(out["feature"], FEATURE_KEYS)
+    return out
 
 
 @dataclass
@@ -101,7 +150,12 @@ class RewardConfig:
 
     name: str = "none"
     mode: str = "none"
-    metrics: Dict[str, MetricConfig] = field(default_factory=dict)
+    # Metric name -> MetricConfig fields. Typed ``Any`` for Hydra on purpose: OmegaConf
+    # cannot add an entry to a ``Dict[str, <dataclass>]`` from the command line
+    # (``+reward.metrics.extra={kind: unit_space, ...}``); every metric is validated
+    # against ``MetricConfig`` by ``parse_reward_config`` (unknown keys listed with the
+    # valid ones) and gets its defaults in ``qeu_tune.config.compose.to_plain``.
+    metrics: Dict[str, Any] = field(default_factory=dict)
     augment_observation: bool = False
     gamma: Optional[float] = None
     step_info: bool = True
@@ -232,7 +286,7 @@ def _parse_metric(name: str, raw: Any) -> MetricConfig:
             f"{type(raw).__name__} {raw!r}."
         )
     _reject_unknown(where, raw, _METRIC_FIELDS)
-    m = MetricConfig(**dict(raw))
+    m = MetricConfig(**normalize_metric(raw))
     if m.kind not in KINDS:
         raise ValueError(
             f"{where}.kind={m.kind!r} is not a metric kind; valid choices: {', '.join(KINDS)} "
@@ -244,6 +298,13 @@ def _parse_metric(name: str, raw: Any) -> MetricConfig:
             f"{where}.weight={m.weight} is negative; weights are >= 0 (a metric is a distance "
             "from know-how and w > 0 penalises it; w = 0 only logs it). To flip a signed "
             "metric, swap its negative and positive side points."
+        )
+    if isinstance(m.source, Mapping) and not m.source:
+        raise ValueError(
+            f"{where} has no know-how source. A metric added with overrides needs kind, "
+            f"weight, source and feature, e.g. +{where}={{kind: unit_space, weight: 0.1, "
+            "source: {type: file, path: demos.csv}}; or is "
+            f"{name!r} a misspelt name of one of the design's metrics?"
         )
     if not isinstance(m.source, Mapping) or m.source.get("type") not in SOURCE_TYPES:
         got = m.source.get("type") if isinstance(m.source, Mapping) else m.source

@@ -10,6 +10,11 @@ fitted parts (feature map and RT model), keyed by a hash of the metric's config 
 its ``weight`` and ``absolute`` label, which do not change them, so a weight sweep reuses
 one fit; every ``build_metric`` call wraps them in a fresh ``FittedMetric`` with its own
 name.
+
+A sweep fits each metric once, on the driver (``plan_sweep`` builds every reward design
+to validate it), and ships the fitted parts to its trials: ``fitted_metrics`` exports
+them from the driver's cache, ``install_fitted`` puts them into a trial's (and a remote
+env runner's) cache, so no trial or env runner fits them again.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import gymnasium as gym
 import numpy as np
@@ -28,7 +33,7 @@ from qeu_tune.envs import make_base_env
 from qeu_tune.reward.config import MetricConfig, RewardConfig, parse_reward_config
 from qeu_tune.reward.wrapper import RewardDesignWrapper
 
-__all__ = ["FittedMetric", "build_metric", "clear_metric_cache", "make_env"]
+__all__ = ["FittedMetric", "build_metric", "clear_metric_cache", "fitted_metrics", "install_fitted", "make_env"]
 
 # Config hash -> (feature map, fitted model); both are read-only once built.
 _CACHE: Dict[str, Tuple[Any, Any]] = {}
@@ -77,6 +82,34 @@ def clear_metric_cache() -> None:
     _CACHE.clear()
 
 
+def fitted_metrics(rewards: Iterable[Union[Mapping[str, Any], RewardConfig, None]]) -> Dict[str, Tuple[Any, Any]]:
+    """The fitted parts of every metric of these reward designs, keyed as in the cache.
+
+    Metrics not fitted yet in this process are fitted now (on the driver, ``plan_sweep``
+    has already fitted them while validating). The result is plain picklable data for
+    ``install_fitted`` in another process.
+
+    Raises:
+        ValueError: A metric cannot be fitted (as ``build_metric``).
+    """
+    out: Dict[str, Tuple[Any, Any]] = {}
+    for reward in rewards:
+        cfg = parse_reward_config(reward)
+        if cfg.mode == "none":
+            continue
+        for name, metric in cfg.metrics.items():
+            build_metric(name, metric)  # fits into the cache when missing
+            key = _cache_key(metric)
+            out[key] = _CACHE[key]
+    return out
+
+
+def install_fitted(fitted: Optional[Mapping[str, Tuple[Any, Any]]]) -> None:
+    """Adds fitted metric parts (from ``fitted_metrics``) to this process's cache."""
+    for key, parts in (fitted or {}).items():
+        _CACHE.setdefault(key, tuple(parts))
+
+
 def build_metric(name: str, metric: Union[MetricConfig, Mapping[str, Any]]) -> FittedMetric:
     """Fits one metric from its config, or returns the process's cached fit.
 
@@ -117,6 +150,15 @@ def build_metric(name: str, metric: Union[MetricConfig, Mapping[str, Any]]) -> F
 
 def _fit(metric: MetricConfig) -> Tuple[Any, Any]:
     """The metric's feature map and fitted RT model (the expensive, cacheable parts)."""
+    feature_map, model, _ = fit_metric_parts(metric)
+    return feature_map, model
+
+
+def fit_metric_parts(metric: MetricConfig) -> Tuple[Any, Any, np.ndarray]:
+    """Feature map, fitted model and the know-how patterns it was fitted on (uncached).
+
+    ``qeu-tune knowhow`` uses the patterns to describe the unit space / reference set.
+    """
     # Imported here: the numpy-only RT code and know-how loaders are needed only when a
     # reward design is active.
     from qeu_tune.knowhow import cliff_side_points, load_reference_data
@@ -136,7 +178,7 @@ def _fit(metric: MetricConfig) -> Tuple[Any, Any]:
             negative = feature_map.map_batch(np.asarray(negative, dtype=np.float64))
             positive = feature_map.map_batch(np.asarray(positive, dtype=np.float64))
         model = ReferenceSet(patterns, negative_side=negative, positive_side=positive)
-    return feature_map, model
+    return feature_map, model, patterns
 
 
 def _check_metric_accepts(metric: FittedMetric, metric_cfg: MetricConfig, space: gym.Space) -> None:

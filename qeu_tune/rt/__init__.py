@@ -7,7 +7,7 @@
 * ``make_feature_map`` / ``FeatureMap``: observations -> pattern vectors RT can use.
 
 Nothing here imports Gymnasium, Ray or torch, so the metrics load anywhere cheaply.
-The formulas are in ``RT_METHOD.md``.
+The formulas are in ``docs/rt_method.md``.
 """
 
 from qeu_tune.rt.features import FeatureMap, make_feature_map

@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike
 
 from qeu_tune.rt._checks import check_typed_spec
 
-__all__ = ["FeatureMap", "make_feature_map", "import_object", "FEATURE_TYPES"]
+__all__ = ["FeatureMap", "make_feature_map", "import_object", "FEATURE_TYPES", "FEATURE_KEYS"]
 
 FEATURE_TYPES = ("identity", "onehot", "rbf", "callable")
 _F64 = np.dtype(np.float64)
@@ -335,6 +335,8 @@ _BUILDERS: dict[str, tuple[type[FeatureMap], frozenset[str]]] = {
     "rbf": (RbfMap, frozenset({"low", "high", "num", "width"})),
     "callable": (CallableMap, frozenset({"path", "kwargs", "dim"})),
 }
+# Each feature-map type's keys besides ``type``.
+FEATURE_KEYS: dict[str, frozenset[str]] = {kind: keys for kind, (_, keys) in _BUILDERS.items()}
 
 
 def make_feature_map(spec: Mapping[str, Any]) -> FeatureMap:

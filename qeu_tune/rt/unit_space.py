@@ -12,7 +12,7 @@ the unit-space mean pattern ``m`` (``r = sum_j m_j^2``, ``L = sum_j m_j x_j``):
 The RT distance of a sample is ``D^2 = dY^T V^-1 dY / 2`` with ``dY = Y - Ybar`` and
 ``(Ybar, V)`` the mean and covariance of ``(Y1, Y2)`` over the unit space. Over the unit
 space itself ``mean(D^2) = 1`` when ``V`` uses divisor ``n`` (``ddof=0``) and ``(n-1)/n``
-with divisor ``n - 1`` (``ddof=1``). See ``RT_METHOD.md`` for the references.
+with divisor ``n - 1`` (``ddof=1``). See ``docs/rt_method.md`` (section 1) for the formulas and references.
 
 Saved format (``save``/``to_dict``), plain JSON, version 1::
 

@@ -48,6 +48,15 @@ def cluster(tmp_path_factory):
         ray_cluster.stop()
 
 
+def run(cmd, cluster: LocalRayCluster, **kwargs) -> subprocess.CompletedProcess:
+    """Runs a command against the cluster; a hang fails with its output and the nodes' logs."""
+    try:
+        return subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=300, **kwargs)
+    except subprocess.TimeoutExpired as err:
+        out = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+        pytest.fail(f"{cmd[:3]} hung for 300 s:\n{out[-3000:]}\n{cluster.tail_logs()}")
+
+
 def check_trials_ran_on_workers(uri: str, cluster: LocalRayCluster, num_trials: int = 2) -> None:
     client = MlflowClient(tracking_uri=uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "qeu-tune"]
@@ -74,10 +83,11 @@ def check_trials_ran_on_workers(uri: str, cluster: LocalRayCluster, num_trials: 
 
 def test_cli_sweep_on_a_multi_node_cluster_runs_trials_on_workers_only(cluster, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = subprocess.run(
+    proc = run(
         [str(VENV_BIN / "qeu-tune"), "debug=smoke", "cluster=remote", f"cluster.address={cluster.address}",
-         f"tracking.uri={uri}", f"cluster.storage_path={tmp_path / 'shared-storage'}", "search.num_samples=2"],
-        env=cluster.env, capture_output=True, text=True, timeout=300,
+         f"tracking.uri={uri}", f"cluster.storage_path={tmp_path / 'shared-storage'}", "search.num_samples=2",
+         "++cluster.runtime_env={env_vars: {QEU_CLUSTER_TEST: '1'}}"],  # ray.init(runtime_env=...)
+        cluster,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check_trials_ran_on_workers(uri, cluster)
@@ -101,12 +111,12 @@ def test_ray_job_submit_runs_the_same_sweep_with_user_code_from_the_working_dir(
     (workdir / "user_envs.py").write_text(USER_ENV)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runtime_env = {"env_vars": {"QEU_TUNE_HOME": str(tmp_path / "job-home")}}
-    proc = subprocess.run(
+    proc = run(
         [str(VENV_BIN / "ray"), "job", "submit", "--address", cluster.dashboard_url,
          "--working-dir", str(workdir), "--runtime-env-json", json.dumps(runtime_env), "--",
          "qeu-tune", "debug=smoke", "cluster=remote", "env.id=user_envs:UserCartPole",
          f"tracking.uri={uri}", f"cluster.storage_path={tmp_path / 'shared-storage'}", "search.num_samples=2"],
-        env=cluster.env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        cluster, cwd=tmp_path,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "succeeded" in output, output[-5000:]

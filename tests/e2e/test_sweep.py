@@ -43,6 +43,12 @@ def test_two_algorithm_sweep_records_parent_children_params_metrics_artifacts(ra
 
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
+    # One best: the summary, the parent's tags and `qeu-tune best` agree (IQM-over-seeds rule).
+    from qeu_tune.analysis import best_command
+
+    best = best_command(f"sqlite:///{tmp_path / 'mlflow.db'}", result.parent_run_id, out=str(tmp_path / "best"))
+    assert result.best["label"] == parent.data.tags["qeu.best_config"] == best.label
+    assert parent.data.tags["qeu.best_run_id"] in best.run_ids
     assert parent.data.tags[tracking.TAG_KIND] == "sweep"
     assert "qeu-tune" in parent.data.tags["qeu.command"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "config")}
@@ -101,7 +107,8 @@ def test_cli_runs_a_smoke_sweep_on_an_existing_ray_cluster(ray_session, tmp_path
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Best trial by last return_env/mean" in proc.stdout and "Parent run:" in proc.stdout
+    assert "Best configuration (IQM over 1 seed of final_mean)" in proc.stdout and "Parent run:" in proc.stdout
+    assert "single trial with the best last return_env/mean, not the ranking rule" in proc.stdout
     assert "Ranked by IQM over seeds" in proc.stdout  # the end-of-sweep report table
     assert "env_steps" in proc.stdout  # the live progress table
     client = MlflowClient(tracking_uri=uri)

@@ -297,3 +297,21 @@ def test_sync_of_a_missing_spool_is_a_clear_error(tmp_path, capsys):
 def test_bad_mode_is_a_config_error(uri):
     with pytest.raises(ConfigError, match="online, offline"):
         tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", mode="sometimes")
+
+
+def test_reopen_and_delete_are_replayed_in_order(uri):
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", mode="offline")
+    kept = tracker.create_run(run_name="kept", tags={})
+    gone = tracker.create_run(run_name="gone", tags={})
+    tracker.end_run(kept, tracking.KILLED)
+    tracker.reopen_run(kept)  # a resumed trial
+    tracker.end_run(gone, tracking.KILLED)
+    tracker.delete_run(gone)
+    tracker.close(timeout_s=1)
+    summary = journal.sync_spool(tracker.spool_dir, uri)
+    assert summary["errors"] == 0 and summary["spools"][0]["rejected"] == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("qeu-tune").experiment_id
+    (active,) = client.search_runs([exp])
+    assert active.info.run_name == "kept" and active.info.status == "RUNNING"
+    assert [r.info.run_name for r in client.search_runs([exp], run_view_type=2)] == ["gone"]  # deleted only

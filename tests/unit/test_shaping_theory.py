@@ -4,7 +4,7 @@ The MDP is a 3 x 4 cliff walk. The know-how is a "standard route" over the top r
 than the optimal path through the middle row. Shaped rewards come from the real machinery:
 ``build_metric`` (a ``list`` know-how source, the cliff ``obs_to_xy`` feature map, a QEU
 minRT ``ReferenceSet``) inside ``RewardDesignWrapper``. The claims (Ng, Harada & Russell
-1999; ``RT_METHOD.md`` section 3):
+1999; ``docs/rt_method.md`` section 3):
 
 * potential-based shaping leaves the optimal policy unchanged for every weight, because
   ``Q'(s, a) = Q(s, a) - Phi(s)`` exactly;

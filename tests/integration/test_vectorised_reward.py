@@ -1,0 +1,72 @@
+"""A reward design on a vectorised env runner: its metrics reach the trial's results.
+
+The trial's own path (``qeu_tune.trainable.build_algo_config`` -> ``Algorithm.train`` ->
+``flatten_result``) with ``num_envs_per_env_runner=4``, the Cliff task with short
+episodes and the ``cliff_absolute`` design, metrics shipped fitted as a sweep does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from qeu_tune import names
+
+REWARD = {
+    "name": "cliff_absolute",
+    "mode": "additive",
+    "metrics": {
+        "route": {
+            "kind": "reference",
+            "weight": 0.5,
+            "absolute": True,
+            "source": {"type": "builtin", "name": "cliff_standard_route"},
+            "feature": {"type": "callable", "path": "qeu_tune.envs.cliff_walking:obs_to_xy"},
+        }
+    },
+}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*Overriding environment:UserWarning")
+def test_reward_metrics_reach_results_with_several_envs_per_runner(ray_session):
+    import torch
+
+    from qeu_tune.episode_metrics import flatten_result
+    from qeu_tune.reward import clear_metric_cache, fitted_metrics
+    from qeu_tune.reward.design import _CACHE
+    from qeu_tune.trainable import build_algo_config, register_env
+
+    torch.set_num_threads(1)
+    fitted = fitted_metrics([REWARD])  # what a sweep ships from the driver
+    assert len(fitted) == 1
+    config = {
+        "algo": {"name": "ppo", "num_env_runners": 0, "num_envs_per_env_runner": 4, "rollout_fragment_length": "auto",
+                 "params": {"train_batch_size_per_learner": 400, "minibatch_size": 100, "num_epochs": 1},
+                 "model": {"fcnet_hiddens": [16]}},
+        "env": {"id": "QEUCliffWalking-v0", "env_config": {"obs": "techno", "max_falls": 3, "max_episode_steps": 40}},
+        "reward": REWARD,
+        "seed": 0,
+    }
+    register_env()
+    algo_config = build_algo_config(config, fitted=fitted)
+    assert algo_config.num_envs_per_env_runner == 4
+    clear_metric_cache()
+    from qeu_tune.reward import install_fitted
+
+    install_fitted(fitted)
+    algo = algo_config.build_algo()
+    try:
+        metrics = flatten_result(algo.train())
+    finally:
+        algo.stop()
+    assert set(_CACHE) == set(fitted), "a sub-environment fitted its metric again"
+    assert metrics[names.ENV_STEPS] >= 400
+    for key in ("rt/route/mean", "rt/route/min", "rt/route/max", "reward/route/sum"):
+        assert key in metrics and math.isfinite(metrics[key]), key
+    assert metrics["rt/route/min"] <= metrics["rt/route/mean"] <= metrics["rt/route/max"]
+    assert metrics["reward/route/sum"] <= 0.0  # absolute feedback only subtracts
+    # Episodes of 40 steps at most, 4 sub-envs x 100 steps: many finished episodes.
+    assert metrics[names.EPISODES] >= 10
+    assert math.isfinite(metrics[names.RETURN_ENV_MEAN])

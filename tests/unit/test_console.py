@@ -1,0 +1,39 @@
+"""The quiet console: noise filtered, the progress line's arithmetic."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+from qeu_tune.console import loud_console, progress_line, quiet_console, total_trials
+
+
+def trial(status, steps=None):
+    return SimpleNamespace(status=status, last_result={} if steps is None else {"progress/env_steps": steps})
+
+
+def test_progress_line_counts_finished_trials_with_their_budget_and_estimates_time_left():
+    line = progress_line([trial("TERMINATED", 900), trial("RUNNING", 250), trial("PENDING")], total_trials=4,
+                         steps_per_trial=1000, elapsed_s=50, steps_key="progress/env_steps")
+    assert line.startswith("Progress: 1/4 trials done | 1,250/4,000 env steps (31%) | elapsed 0:00:50")
+    assert line.endswith("~0:01:50 left")  # 50 s for 1250 steps -> 110 s for the other 2750
+    assert progress_line([], total_trials=2, steps_per_trial=10, elapsed_s=0, steps_key="x").endswith("n/a")
+
+
+def test_total_trials_multiplies_grid_searches():
+    assert total_trials({"_point": {"grid_search": [1, 2, 3]}, "seed": {"grid_search": [0, 1]}}, 1) == 6
+    assert total_trials({"lr": object(), "seed": {"grid_search": [0, 1]}}, 4) == 8
+
+
+def test_known_noise_is_filtered_and_other_lines_pass(caplog):
+    quiet_console()
+    try:
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("mlflow.store.db.utils").info("Creating initial MLflow database tables...")
+            logging.getLogger("ray._private.authentication.authentication_token_setup").warning(
+                "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.")
+            logging.getLogger("matplotlib.font_manager").warning("Matplotlib is building the font cache; this may take a moment.")
+            logging.getLogger("mlflow.store.db.utils").info("something else")
+        assert [r.getMessage() for r in caplog.records] == ["something else"]
+    finally:
+        loud_console()

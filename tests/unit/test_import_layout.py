@@ -1,0 +1,98 @@
+"""Import layout: no import cycles inside qeu_tune; the read path does not import Ray."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Set
+
+import qeu_tune
+
+PACKAGE = Path(qeu_tune.__file__).resolve().parent
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> Dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py") if "conf" not in p.relative_to(PACKAGE).parts[:1]}
+
+
+def _with_parents(name: str, known: Dict[str, Path], importer: str) -> List[str]:
+    """Importing a.b.c runs a/__init__ and a/b/__init__ too (except the importer's own
+    packages, which Python has initialised before the importer runs)."""
+    parts = name.split(".")
+    found = [".".join(parts[:i]) for i in range(2, len(parts) + 1) if ".".join(parts[:i]) in known]
+    return [m for m in found if not importer.startswith(m + ".")]
+
+
+def import_graph() -> Dict[str, Set[str]]:
+    """Every ``import`` statement of every module, at any depth (lazy imports included)."""
+    known = modules()
+    graph: Dict[str, Set[str]] = {name: set() for name in known}
+    for name, path in known.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: List[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.split(".") if is_package else name.split(".")[:-1]
+                    base = base[: len(base) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            for target in targets:
+                if target.startswith("qeu_tune"):
+                    graph[name].update(t for t in _with_parents(target, known, name) if t != name)
+    return graph
+
+
+def find_cycle(graph: Dict[str, Set[str]]) -> List[str]:
+    state: Dict[str, int] = {}
+    stack: List[str] = []
+
+    def visit(node: str) -> List[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+def test_walker_sees_lazy_imports():
+    graph = import_graph()
+    assert "qeu_tune.sweep" in graph["qeu_tune.cli"]  # imported inside a function
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(import_graph())
+    assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def test_reading_runs_back_does_not_import_ray():
+    code = "import sys, qeu_tune.runs; bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')); print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.strip() == "[]", out
