@@ -1,9 +1,12 @@
 """``qeu-tune``: a thin command line over the sweep engine.
 
-``qeu-tune [HYDRA OVERRIDES]`` composes ``conf/`` with Hydra and runs the sweep
-(``-m`` runs one sweep per Hydra multirun job). ``qeu-tune report|best|rerun|ui ...`` read
-recorded sweeps back from MLflow. Known errors become one paragraph on stderr and exit
-code 2, before Ray starts.
+``qeu-tune [--config-dir DIR] [HYDRA OVERRIDES]`` composes the shipped configs (plus the
+user config directory) with Hydra and runs the sweep; sweep-grammar values given as plain
+overrides become dimensions of that one sweep (``qeu_tune.config.cmdline``), while ``-m``
+runs one sweep per Hydra multirun job. ``qeu-tune report|best|rerun|ui ...`` read recorded
+sweeps back from MLflow; ``qeu-tune knowhow ...`` describes a reward design's know-how
+(``qeu_tune.knowhow_report``). Known errors become one paragraph on stderr and exit code 2,
+before Ray starts.
 """
 
 from __future__ import annotations

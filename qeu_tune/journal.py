@@ -157,7 +157,7 @@ def is_permanent(err: BaseException) -> bool:
 
 def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
     """The id of experiment ``name``, created (with artifacts next to a SQLite store) if missing."""
-    from qeu_tune.tracking import artifact_location_for
+    from qeu_tune.paths import artifact_location_for
 
     found = client.get_experiment_by_name(name)
     if found is not None:
@@ -275,6 +275,7 @@ class Applier:
         self.spool_dir = spool_dir
         self.points = 0
         self.runs_created = 0
+        self._built: Tuple[Any, Dict[str, List[Any]]] = (None, {})  # the last metrics unit, for retries
 
     def run_id(self, ref: Optional[str]) -> str:
         if not is_run_key(ref):
@@ -353,11 +354,16 @@ class Applier:
     def _metrics(self, unit: Sequence[dict]) -> None:
         from mlflow.entities import Metric
 
-        by_run: Dict[str, List[Any]] = {}
-        for entry in unit:
-            by_run.setdefault(self.run_id(entry["run"]), []).extend(
-                Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in entry["m"]
-            )
+        # During an outage the same unit is retried many times: build its Metric objects once
+        # (less time holding the GIL that the caller's thread needs).
+        key = (unit[0]["s"], len(unit))
+        by_run = self._built[1] if self._built[0] == key else {}
+        if not by_run:
+            for entry in unit:
+                by_run.setdefault(self.run_id(entry["run"]), []).extend(
+                    Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in entry["m"]
+                )
+            self._built = (key, by_run)
         for run_id, metrics in by_run.items():
             for i in range(0, len(metrics), METRIC_BATCH):
                 self.client.log_batch(run_id, metrics=metrics[i : i + METRIC_BATCH])

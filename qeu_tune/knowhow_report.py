@@ -215,7 +215,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """``qeu-tune knowhow ...``; returns the exit code (2 for a config error)."""
-    from qeu_tune.cli import fail
     from qeu_tune.config.compose import compose, to_plain
 
     args = _parser().parse_args(list(argv))
@@ -226,9 +225,9 @@ def main(argv: Sequence[str]) -> int:
             metric = item.split("=", 1)[1]
         else:
             overrides.append(item)
-    if args.episodes < 1:
-        fail("--episodes must be >= 1.")
     try:
+        if args.episodes < 1:
+            raise ConfigError("--episodes must be >= 1.")
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
@@ -241,7 +240,10 @@ def main(argv: Sequence[str]) -> int:
         summaries = summarize(config, metric=metric, episodes=args.episodes, seed=args.seed)
         if args.save:
             save_models(summaries, Path(args.save).expanduser())
-    except ConfigError as err:
-        fail(str(err))
+    except ConfigError as err:  # as qeu-tune reports config errors: one paragraph, exit 2
+        from qeu_tune.redact import redact
+
+        print(f"qeu-tune: error: {redact(str(err))}", file=sys.stderr)
+        return 2
     print_summaries(summaries, config, args.episodes)
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Optional
+from urllib.parse import unquote, urlparse
 
 HOME_ENV_VAR = "QEU_TUNE_HOME"
 CONFIG_DIR_ENV_VAR = "QEU_TUNE_CONFIG_DIR"  # the user's own config directory
@@ -73,3 +74,13 @@ def resolve_storage_path(configured: str | None) -> str:
     path = Path(configured).expanduser().resolve() if configured else qeu_home() / "ray_results"
     path.mkdir(parents=True, exist_ok=True)
     return str(path)
+
+
+def artifact_location_for(tracking_uri: str) -> Optional[str]:
+    """Artifacts next to a SQLite/file store (MLflow's default is ./mlruns: cwd-dependent)."""
+    if urlparse(tracking_uri).scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
+        return (qeu_home() / "mlartifacts").as_uri()
+    if urlparse(tracking_uri).scheme != "sqlite":
+        return None  # a file store keeps artifacts in its own tree; a server decides
+    db_path = Path(unquote(tracking_uri[len("sqlite:///"):]))
+    return (db_path.parent / "mlartifacts").resolve().as_uri()

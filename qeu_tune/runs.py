@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from qeu_tune import tracking
+from qeu_tune import tags as tracking  # constants only: reading runs back needs no Ray
 from qeu_tune.config.errors import ConfigError
 
 

@@ -38,29 +38,32 @@ MAX_KEY = 250
 PARAM_BATCH = 100
 METRIC_BATCH = 1000
 
-# Tags (also read back by reports and reruns).
-TAG_PARENT = "mlflow.parentRunId"
-TAG_RUN_NAME = "mlflow.runName"
-TAG_KIND = "qeu.kind"  # "sweep" or "trial"
-TAG_SWEEP = "qeu.sweep"
-TAG_TRIAL_ID = "qeu.trial_id"
-TAG_ALGO = "qeu.algo"
-TAG_ENV = "qeu.env"
-TAG_REWARD = "qeu.reward"
-TAG_SEED = "qeu.seed"
-TAG_CONFIG_KEY = "qeu.config_key"  # identifies a configuration across its seeds
-TAG_ERROR = "qeu.error"
-TAG_SKIPPED = "qeu.skipped_keys"
-TAG_RETRIES = "qeu.retries"  # times Tune restarted the trial from its checkpoint
-TAG_PERTURBATIONS = "qeu.pbt.perturbations"
-TAG_INTERRUPTED = "qeu.interrupted"  # SIGINT/SIGTERM: the sweep can be resumed
-TAG_TUNE_PATH = "qeu.tune_path"  # Tune's experiment directory (what resume restores)
-HPARAM_PREFIX = "hparam/"
-RESOLVED_CONFIG_ARTIFACT = "config/resolved.yaml"
-SWEEP_CONFIG_ARTIFACT = "config/sweep.yaml"
-SEARCH_SPEC_ARTIFACT = "config/search.yaml"
-
-FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+# Tags, artifact paths and run statuses live in qeu_tune.tags (no Ray there); re-exported.
+from qeu_tune.tags import (  # noqa: E402,F401
+    TAG_PARENT,
+    TAG_RUN_NAME,
+    TAG_KIND,
+    TAG_SWEEP,
+    TAG_TRIAL_ID,
+    TAG_ALGO,
+    TAG_ENV,
+    TAG_REWARD,
+    TAG_SEED,
+    TAG_CONFIG_KEY,
+    TAG_ERROR,
+    TAG_SKIPPED,
+    TAG_RETRIES,
+    TAG_PERTURBATIONS,
+    TAG_INTERRUPTED,
+    TAG_TUNE_PATH,
+    HPARAM_PREFIX,
+    RESOLVED_CONFIG_ARTIFACT,
+    SWEEP_CONFIG_ARTIFACT,
+    SEARCH_SPEC_ARTIFACT,
+    FINISHED,
+    FAILED,
+    KILLED,
+)
 
 
 def flatten_params(config: Mapping[str, Any], prefix: str = "") -> Dict[str, str]:
@@ -83,16 +86,7 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> Dict[str, str
     return flat
 
 
-def artifact_location_for(tracking_uri: str) -> Optional[str]:
-    """Artifacts next to a SQLite/file store (MLflow's default is ./mlruns: cwd-dependent)."""
-    if urlparse(tracking_uri).scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
-        from qeu_tune.paths import qeu_home  # a database used directly: artifacts stay local
-
-        return (qeu_home() / "mlartifacts").as_uri()
-    if urlparse(tracking_uri).scheme != "sqlite":
-        return None  # a file store keeps artifacts in its own tree; a server decides
-    db_path = Path(unquote(tracking_uri[len("sqlite:///"):]))
-    return (db_path.parent / "mlartifacts").resolve().as_uri()
+from qeu_tune.paths import artifact_location_for  # noqa: E402,F401 (moved; re-exported)
 
 
 def git_commit(path: Path) -> Optional[str]:

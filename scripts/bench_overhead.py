@@ -10,7 +10,8 @@ How to run this script::
                                                      # variant: git archive <commit> | tar -x -C /tmp/qeu-before
 
 What runs (each as a fresh subprocess, its own Ray instance and its own MLflow SQLite
-store and Tune storage in a temporary directory; ``OMP_NUM_THREADS=1`` etc. for both, so
+store and Tune storage in a temporary directory; the store is created and migrated before
+the timing starts unless ``--fresh-store``; ``OMP_NUM_THREADS=1`` etc. for both, so
 torch uses one thread per trial in both):
 
 * ``qeu``: ``qeu-tune experiment=single search.num_seeds=N stop.env_steps=S search.seed=0``:
@@ -20,6 +21,9 @@ torch uses one thread per trial in both):
   read from ``conf/algo/ppo.yaml``, ``num_env_runners=0``, seeds by ``grid_search``),
   stopped at the same env-step budget, checkpointed at the end like a qeu-tune trial, and
   recorded with Ray's own ``ray.air.integrations.mlflow.MLflowLoggerCallback``.
+* ``tune`` (only with ``--tune-only``): the plain script without ``MLflowLoggerCallback``,
+  i.e. Ray Tune + RLlib with no tracking at all: the floor any tracking adds to. (No MLflow
+  timeline for it: its start/end figures are missing.)
 * ``before`` (only with ``--before DIR``): the ``qeu`` command run with ``PYTHONPATH=DIR``,
   i.e. another checkout of qeu_tune (the code before a change), same overrides.
 
@@ -171,7 +175,8 @@ def plain_worker(args: argparse.Namespace) -> None:
             name="plain",
             storage_path=args.storage,
             stop={"num_env_steps_sampled_lifetime": args.steps},
-            callbacks=[MLflowLoggerCallback(tracking_uri=args.uri, experiment_name="plain-baseline")],
+            callbacks=[] if args.no_mlflow else [MLflowLoggerCallback(tracking_uri=args.uri,
+                                                                      experiment_name="plain-baseline")],
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True, num_to_keep=2),
             verbose=1,
         ),
@@ -200,12 +205,24 @@ def command(variant: str, trials: int, steps: int, work: Path, cpus: int, before
         return cmd, _env(before if variant == "before" else None, work / "home")
     cmd = [PYTHON, str(Path(__file__).resolve()), "--plain-worker", "--trials", str(trials), "--steps", str(steps),
            "--cpus", str(cpus), "--storage", str(work / "ray_results"), "--uri", f"sqlite:///{work / 'mlflow.db'}"]
+    if variant == "tune":
+        cmd.append("--no-mlflow")
     return cmd, _env(None, work / "home")
 
 
-def run_variant(variant: str, trials: int, steps: int, cpus: int, before: Optional[str], keep: bool) -> Dict[str, Any]:
+def _store_uri(variant: str, work: Path) -> str:
+    return f"sqlite:///{work / 'home' / 'mlflow.db'}" if variant not in ("plain", "tune") else f"sqlite:///{work / 'mlflow.db'}"
+
+
+def run_variant(variant: str, trials: int, steps: int, cpus: int, before: Optional[str], keep: bool,
+                fresh_store: bool = False) -> Dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"bench_overhead_{variant}_"))
     cmd, env = command(variant, trials, steps, work, cpus, before)
+    if not fresh_store:  # a user's usual case: the MLflow database exists already
+        from mlflow.tracking import MlflowClient
+
+        (work / "home").mkdir(parents=True, exist_ok=True)
+        MlflowClient(_store_uri(variant, work)).search_experiments()  # creates and migrates it
     load_start = os.getloadavg()[0]
     log_path = work / "output.log"
     t_start_epoch = time.time()
@@ -256,14 +273,15 @@ def _rows(path: Path) -> List[Dict[str, Any]]:
 
 def read_trials(variant: str, work: Path) -> Dict[str, Any]:
     """Per trial, from Tune's result.json: env steps, final return, Tune's and RLlib's time."""
-    root = work / "home" / "ray_results" if variant != "plain" else work / "ray_results"
+    plain = variant in ("plain", "tune")
+    root = work / "home" / "ray_results" if not plain else work / "ray_results"
     per_trial = []
     for path in sorted(root.glob("*/*/result.json")):
         rows = _rows(path)
         if not rows:
             continue
         last = rows[-1]
-        if variant == "plain":
+        if plain:
             env_steps = float(last.get("num_env_steps_sampled_lifetime")
                               or last["env_runners"]["num_env_steps_sampled_lifetime"])
             final = float(last["env_runners"]["episode_return_mean"])
@@ -286,8 +304,7 @@ def read_timeline(variant: str, work: Path, start_epoch: float, exit_epoch: floa
     """Start and end of the sweep from MLflow's run start/end times and metric timestamps."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{work / 'home' / 'mlflow.db'}" if variant != "plain" else f"sqlite:///{work / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = MlflowClient(_store_uri(variant, work))
     name, key = ("plain-baseline", "training_iteration") if variant == "plain" else ("qeu-tune", "progress/iteration")
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -391,10 +408,16 @@ def main() -> None:
     parser.add_argument("--before", default=None, help="a directory with another qeu_tune checkout to compare")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="Ray CPUs (default: all cores)")
     parser.add_argument("--keep", action="store_true", help="keep each run's temporary directory")
+    parser.add_argument("--fresh-store", action="store_true",
+                        help="let each command create its MLflow SQLite database (default: created and migrated "
+                             "before the timing starts, as for a user's second sweep)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     # Internal: the plain Tune + RLlib + MLflowLoggerCallback script.
     parser.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--storage", help=argparse.SUPPRESS)
+    parser.add_argument("--no-mlflow", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tune-only", action="store_true",
+                        help="adds the variant 'tune': the plain script without MLflowLoggerCallback (Tune's floor)")
     parser.add_argument("--uri", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_worker:
@@ -405,12 +428,13 @@ def main() -> None:
         args.efficiency_trials = min(args.efficiency_trials, 4)
     os.environ["BENCH_CPUS"] = str(args.cpus)
 
-    variants = ["qeu", "plain"] + (["before"] if args.before else [])
+    variants = ["qeu", "plain"] + (["before"] if args.before else []) + (["tune"] if args.tune_only else [])
     results: Dict[str, Any] = {
         "command": " ".join(["python", "scripts/bench_overhead.py", *sys.argv[1:]]),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "versions": versions(), "cpus": args.cpus, "trials": args.trials, "steps": args.steps,
         "reps": args.reps, "variants": variants, "before": args.before, "thread_env": THREAD_ENV,
+        "mlflow_store_created_before_timing": not args.fresh_store,
         "load_average_1min_at_start": os.getloadavg()[0], "runs": [], "efficiency_runs": [],
     }
     print(f"load average at start: {results['load_average_1min_at_start']:.2f}", flush=True)
@@ -418,13 +442,14 @@ def main() -> None:
         for rep in range(args.reps):
             order = variants[rep % len(variants):] + variants[:rep % len(variants)]
             for variant in order:
-                run = run_variant(variant, args.trials, args.steps, args.cpus, args.before, args.keep)
+                run = run_variant(variant, args.trials, args.steps, args.cpus, args.before, args.keep,
+                                  args.fresh_store)
                 run["rep"] = rep
                 results["runs"].append(run)
                 print(f"rep {rep} {describe(run)}", flush=True)
         results["summary"] = summarise(results["runs"], variants)
     for rep in range(args.efficiency_reps if args.efficiency_trials else 0):
-        run = run_variant("qeu", args.efficiency_trials, args.steps, args.cpus, None, args.keep)
+        run = run_variant("qeu", args.efficiency_trials, args.steps, args.cpus, None, args.keep, args.fresh_store)
         run["rep"] = rep
         results["efficiency_runs"].append(run)
         print(f"efficiency {args.efficiency_trials} trials: {describe(run)}", flush=True)

@@ -21,11 +21,20 @@ What is measured:
    in this script (``UPRIGHT``) that isolates the wrapper's own cost.
 3. Raw CartPole env steps/s unwrapped and wrapped with ``cartpole_rt`` and
    ``cartpole_upright``, same seed and actions.
-4. RLlib PPO training throughput (env steps/s over whole ``train()`` iterations,
-   ``num_env_runners=0``) without a design, with ``cartpole_rt`` and
-   ``cartpole_upright``, and with ``cartpole_rt`` plus ``step_info: false`` (no per-step
-   ``info`` entries): several repetitions in alternating order so drift (learning makes
-   episodes longer, CPU frequency) cancels.
+4. RLlib PPO training throughput over whole ``train()`` iterations (``num_env_runners=0``,
+   ``conf/algo/ppo.yaml``'s ``num_envs_per_env_runner``: vectorised, as a sweep runs)
+   without a design, with ``cartpole_rt`` and ``cartpole_upright``, and with
+   ``cartpole_rt`` plus ``step_info: false`` (no per-step ``info`` entries). Throughput
+   is env steps per **CPU second of this process** (``time.process_time``: sampling and
+   learning both run here), which other processes on a shared machine barely change,
+   unlike wall time (also recorded). Every variant is built once and warmed up, then
+   ``--rllib-reps`` repetitions of ``--rllib-iters`` iterations each run in alternating
+   order (drift from longer episodes as the agents learn, CPU frequency, hits every
+   variant alike); a repetition's ratio is the design's rate over the same repetition's
+   rate without a design, and the spread is max - min of those ratios in percentage
+   points (target: under 2).
+
+    python scripts/bench_rt.py --rllib-only           # only item 4 (~2 minutes on 2 quiet cores)
 
 Results to expect (targets): batch >= 20M samples/s, single sample <= 5 us, RLlib
 throughput with the wrapper >= 95% of without.

@@ -14,7 +14,7 @@ Usage:
 
 Prints p50/p99 of the per-result call time (before, during and after the outage), the drain
 time, and the number of lost and duplicated points (both must be 0); writes the figures to
-``--out``. About 1-2 minutes on 2 cores (most of it the server starting twice).
+``--out``. 2-3 minutes on 2 busy cores (most of it the server starting twice).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ def isolated_home(tmp_path, monkeypatch):
     """Every test writes its MLflow DB, Ray results and Hydra dirs under tmp_path."""
     monkeypatch.setenv("QEU_TUNE_HOME", str(tmp_path / "qeu-home"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("QEU_TUNE_CONFIG_DIR", raising=False)  # a user config dir of the developer's
     return tmp_path / "qeu-home"
 
 

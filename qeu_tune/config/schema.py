@@ -122,7 +122,9 @@ class TrackingConfig:
     name: str = "local"
     uri: Optional[str] = None
     experiment: str = "qeu-tune"
-    flush_every_s: float = 5.0  # metric batching interval
+    # Seconds the driver holds a trial's points before journaling them. 0: at once (the
+    # journal's writer batches MLflow calls, and a killed driver loses nothing journaled).
+    flush_every_s: float = 0.0
     log_rllib_metrics: bool = False  # also log RLlib's raw keys under rllib/
     # online: write to MLflow while the sweep runs (through the on-disk journal);
     # offline: journal only, no MLflow contact; upload later with `qeu-tune sync`.

@@ -44,8 +44,8 @@ from typing import Any, Dict, Optional, Tuple
 import gymnasium as gym
 import numpy as np
 
-# The grid is defined once, in knowhow (which the standard route and cliff sides come from).
-from qeu_tune.knowhow import (
+# The grid is defined once, in qeu_tune.cliff_grid (the know-how loaders use it too).
+from qeu_tune.cliff_grid import (
     CLIFF_CELLS,
     CLIFF_GOAL,
     CLIFF_HEIGHT,

@@ -222,6 +222,17 @@ def parse_reward_config(d: Union[Mapping[str, Any], RewardConfig, None]) -> Rewa
             f"reward.metrics must map metric names to metric configs; got "
             f"{type(raw_metrics).__name__} {raw_metrics!r}."
         )
+    sourceless = [str(k) for k, v in raw_metrics.items() if isinstance(v, Mapping) and not v.get("source")]
+    if sourceless:  # typically a misspelt metric name in an override, which added it
+        others = [str(k) for k in raw_metrics if str(k) not in sourceless]
+        name = sourceless[0]
+        raise ValueError(
+            f"reward.metrics.{name} has no know-how source. "
+            + (f"This design's metrics are {', '.join(others)}: a misspelt name? " if others else "")
+            + f"A metric added with overrides needs kind, weight, source and feature, e.g. "
+            f"+reward.metrics.{name}={{kind: unit_space, weight: 0.1, source: {{type: file, "
+            "path: demos.csv}, feature: {type: identity}}."
+        )
     metrics = {_metric_name(key): _parse_metric(str(key), value) for key, value in raw_metrics.items()}
     if mode != "none" and not metrics:
         raise ValueError(
@@ -298,13 +309,6 @@ def _parse_metric(name: str, raw: Any) -> MetricConfig:
             f"{where}.weight={m.weight} is negative; weights are >= 0 (a metric is a distance "
             "from know-how and w > 0 penalises it; w = 0 only logs it). To flip a signed "
             "metric, swap its negative and positive side points."
-        )
-    if isinstance(m.source, Mapping) and not m.source:
-        raise ValueError(
-            f"{where} has no know-how source. A metric added with overrides needs kind, "
-            f"weight, source and feature, e.g. +{where}={{kind: unit_space, weight: 0.1, "
-            "source: {type: file, path: demos.csv}}; or is "
-            f"{name!r} a misspelt name of one of the design's metrics?"
         )
     if not isinstance(m.source, Mapping) or m.source.get("type") not in SOURCE_TYPES:
         got = m.source.get("type") if isinstance(m.source, Mapping) else m.source

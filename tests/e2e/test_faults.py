@@ -35,7 +35,8 @@ def test_injected_env_fault_is_retried_from_checkpoint_and_a_persistent_one_fail
     # (not logged again) before finishing at 2500. at_step=300 crashes every attempt.
     result, client, runs = run(
         ["debug=smoke", "experiment=single", "search=grid", "++search.space={env.fault.at_step:'choice(300,1700)'}",
-         "env.fault.retries_too=true", "checkpoint_every=2", "max_failures=1", "stop.env_steps=2500"],
+         "env.fault.retries_too=true", "checkpoint_every=2", "max_failures=1", "stop.env_steps=2500",
+         "algo.num_envs_per_env_runner=1"],  # one env instance: its step count is the trial's
         tmp_path,
     )
     assert result.num_trials == 2 and result.num_errors == 1 and result.status == "FINISHED"

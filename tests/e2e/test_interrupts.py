@@ -65,11 +65,21 @@ def assert_complete(client: MlflowClient, children) -> None:
     for run in children:
         assert run.info.status == "FINISHED", run.data.tags
         steps = [m.step for m in client.get_metric_history(run.info.run_id, names.ENV_STEPS)]
-        assert steps == list(range(STEP, BUDGET + 1, STEP)), steps  # strictly increasing, gap-free
+        assert_gap_free(steps)
         for key in run.data.metrics:
             if not key.startswith(names.CONV_PREFIX):
                 key_steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
                 assert len(key_steps) == len(set(key_steps)), key  # no repeated (metric, step)
+
+
+def assert_gap_free(steps) -> None:
+    """Strictly increasing up to the budget, one point per iteration: no iteration missing.
+
+    Vectorised sampling makes an iteration ~STEP env steps (episode ends shift it a little).
+    """
+    assert steps == sorted(set(steps)) and steps[-1] >= BUDGET, steps
+    increments = [b - a for a, b in zip([0, *steps], steps)]
+    assert all(0.8 * STEP <= d <= 1.2 * STEP for d in increments), steps
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])

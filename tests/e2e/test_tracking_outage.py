@@ -86,21 +86,23 @@ def assert_complete(server: MlflowServer, experiment: str, trials: int, iteratio
 
 
 def test_server_outage_mid_sweep_loses_and_duplicates_nothing(running, caplog):
-    server, trials, iterations = running, 16, 20
+    server, trials, iterations = running, 16, 12
     tracker = tracking.Tracker(tracking_uri=server.uri, experiment="outage")
     times, progress = [], []
     driver = threading.Thread(target=simulate_sweep, args=(tracker, trials, iterations),
-                              kwargs={"pause_s": 0.3, "times": times, "progress": progress})
+                              kwargs={"pause_s": 0.5, "times": times, "progress": progress})
     with caplog.at_level(logging.WARNING):
         driver.start()
-        while len(progress) < 5:
+        while len(progress) < 4:
             time.sleep(0.05)
         server.stop()  # the tracker goes away mid-sweep ...
         time.sleep(6)  # ... for longer than the shortened per-request retries (~1 s when refused)
         assert tracker.pending_count() > 0
         server.start()  # ... and comes back on the same port and database
         driver.join()
-        assert tracker.flush(timeout_s=60)
+        # ~10 s on a quiet machine; minutes when other jobs load the 2 cores (the server then
+        # takes seconds per 1,000-point batch).
+        assert tracker.flush(timeout_s=300)
     assert any("kept in" in r.getMessage() for r in caplog.records)
     assert tracker.close(timeout_s=10)
     assert_complete(server, "outage", trials, iterations)

@@ -232,8 +232,8 @@ def test_lost_create_run_response_does_not_duplicate_the_run(uri):
 
 def test_log_metrics_stays_fast_during_an_outage_and_loses_nothing(uri):
     tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", queue_size=50)  # small: forces re-reads
-    tracker._spool.min_backoff_s = 0.05
-    tracker._spool.max_backoff_s = 0.2
+    tracker._spool.min_backoff_s = 0.1
+    tracker._spool.max_backoff_s = 0.5
     runs = [tracker.create_run(run_name=f"t{i}", tags={}) for i in range(16)]
     assert tracker.flush(timeout_s=30)
     real_log_batch = tracker.client.log_batch
@@ -248,7 +248,7 @@ def test_log_metrics_stays_fast_during_an_outage_and_loses_nothing(uri):
 
     tracker.client.log_batch = outage
     times = []
-    iterations = 40
+    iterations = 60
     for step in range(iterations):
         for i, run in enumerate(runs):
             batch = points(step, i, 1_700_000_000_000 + step)
