@@ -33,7 +33,6 @@ def sweep(cfg: Any) -> Optional[float]:
     """Runs the sweep of a composed config; returns the best value of the search metric."""
     from hydra.core.hydra_config import HydraConfig
 
-    from qeu_tune.config.compose import to_plain
     from qeu_tune.redact import find_env_interpolations, register_secrets
     from qeu_tune.sweep import plan_sweep, run_sweep
 

@@ -32,10 +32,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+
+from qeu_tune import processes
 
 DB_USER = "mlflow"
 DB_NAME = "mlflow"
@@ -215,30 +215,11 @@ def mlflow_server_command(backend_uri: str, artifacts: Path, host: str, port: in
 
 
 def wait_http(url: str, timeout: float, process: Optional[subprocess.Popen] = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise ServerError(f"mlflow server exited with code {process.returncode} before answering {url}.")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise ServerError(f"{url} did not answer within {timeout:.0f} s.")
-
-
-def _stop_group(process: subprocess.Popen, timeout: float = 20.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=timeout)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """``processes.wait_http`` with this module's error type."""
+    try:
+        processes.wait_http(url, timeout, process)
+    except (RuntimeError, TimeoutError) as err:
+        raise ServerError(str(err).replace("the server", "mlflow server")) from None
 
 
 def serve(*, data_dir: Path, host: str, port: int, db_port: int, workers: int = 2) -> int:
@@ -281,7 +262,7 @@ def serve(*, data_dir: Path, host: str, port: int, db_port: int, workers: int = 
         return 0
     finally:
         if process is not None:
-            _stop_group(process)
+            processes.stop_process_group(process)
         db.stop()
         signal.signal(signal.SIGTERM, previous)
 

@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar
-from urllib.parse import unquote, urlparse
 
 import yaml
 from ray.tune import Callback

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from typing import Any, List, Optional
 
+from qeu_tune.processes import stop_process_group
+
 DEFAULT_HOST = "127.0.0.1"  # never expose runs to the network unless asked to
 DEFAULT_PORT = 5000
 
@@ -33,16 +35,7 @@ def start_ui(*, tracking_uri: str, host: str = DEFAULT_HOST, port: int = DEFAULT
 
 def stop_ui(process: subprocess.Popen, timeout: float = 20.0) -> int:
     """Stops the UI and every worker it started; returns its exit code."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            return process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            continue
-    return process.wait()
+    return stop_process_group(process, timeout)
 
 
 def experiment_url(base: str, tracking_uri: str, experiment: str = "qeu-tune") -> str:

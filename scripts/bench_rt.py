@@ -27,10 +27,12 @@ What is measured:
    ``cartpole_rt`` plus ``step_info: false`` (no per-step ``info`` entries). Throughput
    is env steps per **CPU second of this process** (``time.process_time``: sampling and
    learning both run here), which other processes on a shared machine barely change,
-   unlike wall time (also recorded). Every variant is built once and warmed up, then
-   ``--rllib-reps`` repetitions of ``--rllib-iters`` iterations each run in alternating
-   order (drift from longer episodes as the agents learn, CPU frequency, hits every
-   variant alike); a repetition's ratio is the design's rate over the same repetition's
+   unlike wall time (also recorded). Every variant is built once and warmed up; a
+   repetition is ``--rllib-iters`` rounds in which each variant trains one iteration, the
+   order rotated every round (drift from longer episodes as the agents learn, CPU
+   frequency, other load, hits every variant alike), and before every round each variant
+   gets the no-design run's policy weights, so all sample with the same policy and the
+   episodes are alike; ``--rllib-reps`` repetitions. A repetition's ratio is the design's rate over the same repetition's
    rate without a design, and the spread is max - min of those ratios in percentage
    points (target: under 2).
 
@@ -239,18 +241,35 @@ def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
     # trial's sampling and learning both run here: num_env_runners=0) and wall seconds.
     # Throughput = env steps per CPU second: other processes on a shared machine change
     # the wall time, much less the CPU time this process needs per env step.
+    # Within a repetition the variants alternate at every iteration (order rotated each
+    # round), and before each round every variant gets the no-design run's policy weights:
+    # all sample with the same policy, so their episodes (lengths, resets) are alike and
+    # the difference left is the design's own cost, not a different learning trajectory.
     samples: Dict[str, List[Dict[str, float]]] = {name: [] for name in algos}
+    names_ = list(algos)
     try:
-        for rep in range(reps):  # alternate the order: drift hits every variant equally
-            for name in (list(algos) if rep % 2 == 0 else list(algos)[::-1]):
-                algo = algos[name]
-                c0, t0 = time.process_time(), time.perf_counter()
-                for _ in range(iters):
+        for rep in range(reps):
+            acc = {name: {"env_steps": 0.0, "cpu_s": 0.0, "wall_s": 0.0} for name in algos}
+            for it in range(iters):
+                weights = algos["without"].learner_group.get_weights()
+                for name in names_:
+                    if name != "without":
+                        algos[name].learner_group.set_weights(weights)
+                        algos[name].env_runner_group.sync_weights(
+                            from_worker_or_learner_group=algos[name].learner_group)
+                k = (rep * iters + it) % len(names_)
+                for name in names_[k:] + names_[:k]:
+                    algo = algos[name]
+                    c0, t0 = time.process_time(), time.perf_counter()
                     result = algo.train()
-                cpu, elapsed = time.process_time() - c0, time.perf_counter() - t0
-                steps = _env_steps(result)
-                samples[name].append({"env_steps": steps - last_steps[id(algo)], "cpu_s": cpu, "wall_s": elapsed})
-                last_steps[id(algo)] = steps
+                    cpu, elapsed = time.process_time() - c0, time.perf_counter() - t0
+                    steps = _env_steps(result)
+                    acc[name]["env_steps"] += steps - last_steps[id(algo)]
+                    acc[name]["cpu_s"] += cpu
+                    acc[name]["wall_s"] += elapsed
+                    last_steps[id(algo)] = steps
+            for name in algos:
+                samples[name].append(acc[name])
     finally:
         for algo in algos.values():
             algo.stop()
@@ -258,8 +277,9 @@ def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
     rates = {name: [s["env_steps"] / s["cpu_s"] for s in ss] for name, ss in samples.items()}
     wall_rates = {name: [s["env_steps"] / s["wall_s"] for s in ss] for name, ss in samples.items()}
     out: Dict[str, Any] = {
-        "method": "env steps per CPU second of the trial process (time.process_time), "
-                  "variants interleaved, ratio per repetition against the same repetition's run without",
+        "method": "env steps per CPU second of the trial process (time.process_time); variants "
+                  "alternate at every iteration (order rotated), all sample with the no-design run's "
+                  "policy weights; ratio per repetition against the same repetition's run without",
         "iterations_per_measurement": iters,
         "train_batch_size": ppo["params"]["train_batch_size_per_learner"],
         "num_envs_per_env_runner": num_envs,

@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from fake_sweep import record_sweep
 from mlflow.tracking import MlflowClient
 
 from qeu_tune import names, tracking
+from qeu_tune.processes import free_port, port_open
 from qeu_tune.server import DB_NAME, DB_USER, postgres_bindir
 
 pytestmark = [
@@ -31,17 +30,6 @@ pytestmark = [
 ]
 
 STEPS = np.arange(500, 5001, 500)  # 10 points per trial
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
