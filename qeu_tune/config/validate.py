@@ -809,6 +809,11 @@ def check_outside_world(config: Mapping[str, Any]) -> None:
     from qeu_tune.paths import resolve_tracking_uri
 
     tracking = config.get("tracking") or {}
+    if tracking.get("mode", "online") not in ("online", "offline"):
+        raise ConfigError(
+            f"tracking.mode={tracking.get('mode')!r} is not a tracking mode; use tracking.mode=online "
+            "(write to MLflow as the sweep runs) or tracking.mode=offline (journal only; `qeu-tune sync` later)."
+        )
     if tracking.get("mode") != "offline":
         check_tracking_uri(resolve_tracking_uri(tracking.get("uri")))
     cluster = config.get("cluster") or {}
