@@ -145,6 +145,7 @@ def reconcile(client: Any, callback: Any, parent_id: str) -> None:
         if logged > record.last_step:  # points logged after Tune's last snapshot
             record.history = _history(client, run)
             record.last_step = logged
+            record.last_iteration = max(int(p.get(names.ITERATION, -1)) for p in record.history)
         if record.ended and run.info.status == "RUNNING":  # killed before its status was written
             callback.tracker.end_run(record.run_id, record.status or tracking.KILLED)
 

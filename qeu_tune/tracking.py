@@ -318,8 +318,9 @@ class Tracker:
 class TrialRecord:
     """What the callback keeps per trial: its run, buffered metrics and its trajectory.
 
-    ``last_step`` is the highest env step written: a trial restored from a checkpoint
-    (retry, resume, PBT) repeats iterations, and repeated steps are not logged again.
+    ``last_step``/``last_iteration``: the highest env step and training iteration written;
+    a trial restored from a checkpoint (retry, resume, PBT) repeats iterations, and those
+    are not logged again.
     """
 
     run_id: Optional[str]
@@ -331,13 +332,15 @@ class TrialRecord:
     ended: bool = False
     status: Optional[str] = None
     last_step: int = -1
+    last_iteration: int = -1
     retries: int = 0
     perturbations: int = 0
 
     def to_state(self) -> Dict[str, Any]:
         """Plain data for Tune's experiment checkpoint (buffered points are flushed first)."""
         return {k: getattr(self, k) for k in (
-            "run_id", "values", "config", "history", "ended", "status", "last_step", "retries", "perturbations"
+            "run_id", "values", "config", "history", "ended", "status", "last_step", "last_iteration", "retries",
+            "perturbations",
         )}
 
     @classmethod
@@ -498,9 +501,13 @@ class MLflowTrialCallback(Callback):
         if node:
             self.tracker.set_tags(record.run_id, node)
         step = int(result.get(names.ENV_STEPS, result.get("training_iteration", 0)) or 0)
-        if step <= record.last_step:
-            return  # a restored trial repeating steps it already logged
-        record.last_step = step
+        # A trial restored from a checkpoint repeats iterations it already logged. RLlib's
+        # iteration counter is restored with the checkpoint, env-step counts need not be
+        # (vectorised envs split a repeated iteration's steps differently): skip by iteration.
+        iteration = int(result.get(names.ITERATION, -1))
+        if (iteration >= 0 and iteration <= record.last_iteration) or step <= record.last_step:
+            return
+        record.last_step, record.last_iteration = step, iteration
         now_ms = int(time.time() * 1000)
         ours = {k: v for k, v in result.items() if _is_our_metric(k, self.log_rllib_metrics)}
         record.history.append({k: float(v) for k, v in ours.items() if _is_number(v)})

@@ -79,7 +79,7 @@ def assert_gap_free(steps) -> None:
     """
     assert steps == sorted(set(steps)) and steps[-1] >= BUDGET, steps
     increments = [b - a for a, b in zip([0, *steps], steps)]
-    assert all(0.8 * STEP <= d <= 1.2 * STEP for d in increments), steps
+    assert all(0.8 * STEP <= d <= 1.2 * STEP for d in increments), f"steps {steps}, increments {increments}"
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
