@@ -13,8 +13,9 @@ CSV/HTML, three plots, artifact upload) in fresh subprocesses:
 
 * ``cold``: the modules it needs (pandas, scipy.stats, matplotlib) imported inside the
   timing, as before the sweep pre-imported them;
-* ``warm``: imported before the timing, as ``qeu_tune.sweep`` now does in a background
-  thread while the trials run.
+* ``warm``: imported before the timing, as in the sweep's driver at the end of a sweep
+  (Ray Tune and MLflow's store are loaded by then; ``qeu_tune.sweep`` now imports the
+  report's modules in a background thread while the trials run).
 
 Prints and writes to ``results/bench_report.json`` the wall and CPU seconds of every
 repetition (alternated cold/warm) with the 1-minute load average at start and end.
@@ -40,11 +41,14 @@ CHILD = r"""
 import json, os, sys, time
 warm = sys.argv[1] == "warm"
 uri, parent = sys.argv[2], sys.argv[3]
-if warm:
+if warm:  # what the sweep's driver has loaded by the end of a sweep
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401
     import qeu_tune.analysis  # noqa: F401
+    import qeu_tune.sweep  # noqa: F401  (Ray Tune; the report's labels import it)
+    from mlflow.tracking import MlflowClient
+    MlflowClient(uri).search_experiments()  # the tracker's store is open
 w0, c0 = time.perf_counter(), time.process_time()
 from qeu_tune.analysis import report_sweep_end
 report = report_sweep_end(uri, parent)
