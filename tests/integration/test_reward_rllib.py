@@ -11,24 +11,13 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 import pytest
+from rewards import CLIFF_ABSOLUTE
 
 from qeu_tune.names import EPISODE_INFO_KEY
 from qeu_tune.reward import episode_info_keys, make_env
 
 ENV_NAME = "qeu_test_reward_env"
-REWARD = {
-    "name": "cliff_absolute",
-    "mode": "additive",
-    "metrics": {
-        "route": {
-            "kind": "reference",
-            "weight": 0.5,
-            "absolute": True,
-            "source": {"type": "builtin", "name": "cliff_standard_route"},
-            "feature": {"type": "callable", "path": "qeu_tune.envs.cliff_walking:obs_to_xy"},
-        }
-    },
-}
+REWARD = CLIFF_ABSOLUTE
 # Short episodes of both kinds: a random walk falls 3 times (terminated) or runs out of
 # its 40 steps (truncated).
 ENV_CONFIG = {"obs": "techno", "max_falls": 3, "max_episode_steps": 40}

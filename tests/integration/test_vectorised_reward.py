@@ -10,22 +10,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from rewards import CLIFF_ABSOLUTE
 
 from qeu_tune import names
 
-REWARD = {
-    "name": "cliff_absolute",
-    "mode": "additive",
-    "metrics": {
-        "route": {
-            "kind": "reference",
-            "weight": 0.5,
-            "absolute": True,
-            "source": {"type": "builtin", "name": "cliff_standard_route"},
-            "feature": {"type": "callable", "path": "qeu_tune.envs.cliff_walking:obs_to_xy"},
-        }
-    },
-}
+REWARD = CLIFF_ABSOLUTE
 
 
 @pytest.mark.slow
