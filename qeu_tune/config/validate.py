@@ -613,19 +613,16 @@ def check_storage_path(configured: Optional[str]) -> None:
         )
 
 
-# SQLAlchemy dialect[+driver] -> (module it imports, pip package). The bare dialects use
-# SQLAlchemy's default driver.
+# SQLAlchemy driver name -> (module it imports, pip package). Which driver a URI means is
+# SQLAlchemy's decision (plain postgresql:// is psycopg 3 with SQLAlchemy 2.1).
 _DB_DRIVERS: Dict[str, Tuple[str, str]] = {
-    "postgresql": ("psycopg2", "psycopg2-binary"),
-    "postgresql+psycopg2": ("psycopg2", "psycopg2-binary"),
-    "postgresql+psycopg": ("psycopg", "psycopg[binary]"),
-    "postgresql+pg8000": ("pg8000", "pg8000"),
-    "mysql": ("MySQLdb", "mysqlclient"),
-    "mysql+mysqldb": ("MySQLdb", "mysqlclient"),
-    "mysql+pymysql": ("pymysql", "PyMySQL"),
-    "mssql": ("pyodbc", "pyodbc"),
-    "mssql+pyodbc": ("pyodbc", "pyodbc"),
-    "mssql+pymssql": ("pymssql", "pymssql"),
+    "psycopg": ("psycopg", "psycopg[binary]"),
+    "psycopg2": ("psycopg2", "psycopg2-binary"),
+    "pg8000": ("pg8000", "pg8000"),
+    "mysqldb": ("MySQLdb", "mysqlclient"),
+    "pymysql": ("pymysql", "PyMySQL"),
+    "pyodbc": ("pyodbc", "pyodbc"),
+    "pymssql": ("pymssql", "pymssql"),
 }
 _DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 _UNCHECKED_SCHEMES = ("databricks", "databricks-uc", "uc")
@@ -699,13 +696,14 @@ def check_tracking_uri(uri: str, *, timeout: float = NETWORK_TIMEOUT_S) -> None:
         return
     dialect = scheme.split("+", 1)[0]
     if dialect in _DB_PORTS:
-        module, package = _DB_DRIVERS.get(scheme, (None, None))
-        if module is not None and importlib.util.find_spec(module) is None:
+        driver = _sqlalchemy_driver(scheme)
+        module, package = _DB_DRIVERS.get(driver, (driver, driver))
+        if module and importlib.util.find_spec(module) is None:
             default = "" if "+" in scheme else f" (SQLAlchemy's default driver for {scheme}://)"
             if dialect == "postgresql":
                 fix = (f"pip install 'qeu-tune[server]' (psycopg 3) and write the URI as "
                        f"{redact_uri('postgresql+psycopg://' + uri.split('://', 1)[1])}, or "
-                       f"pip install {package}")
+                       "pip install psycopg2-binary ('psycopg2') and write postgresql+psycopg2://")
             else:
                 fix = f"pip install {package}"
             raise ConfigError(
@@ -735,6 +733,16 @@ def check_tracking_uri(uri: str, *, timeout: float = NETWORK_TIMEOUT_S) -> None:
         "postgresql+psycopg://USER@HOST/DB, mysql+pymysql://..., a directory path, or "
         "leave tracking.uri unset for sqlite:///$QEU_TUNE_HOME/mlflow.db."
     )
+
+
+def _sqlalchemy_driver(scheme: str) -> str:
+    """The DBAPI driver SQLAlchemy uses for ``dialect[+driver]`` (without importing it)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return str(make_url(f"{scheme}://").get_dialect().driver)
+    except Exception:  # noqa: BLE001 - unknown dialect or driver: SQLAlchemy names it at connect
+        return scheme.split("+", 1)[-1]
 
 
 def _plugin_schemes() -> List[str]:
