@@ -31,7 +31,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 # The valid choices are defined where they are implemented (numpy-only modules, cheap to
 # import on the driver, and none of them imports qeu_tune.reward).
