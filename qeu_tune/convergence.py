@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ConvergenceSettings:
-    """Threshold and windows of the statistics (``docs/statistics.md``)."""
+    """Curve, threshold and windows of the statistics (``docs/statistics.md``)."""
 
     threshold: Optional[float]
     budget: Optional[float]
@@ -29,6 +29,7 @@ class ConvergenceSettings:
     sustain: int = 3
     last_k: int = 5
     value_range: Optional[Tuple[float, float]] = None
+    metric: str = names.RETURN_ENV_MEAN  # the curve: convergence.metric
 
 
 def settings_from_config(config: Mapping[str, Any]) -> ConvergenceSettings:
@@ -57,6 +58,7 @@ def _settings(env: Any, conv: Any, budget: Any) -> ConvergenceSettings:
         sustain=int(conv("sustain") or defaults.sustain),
         last_k=int(conv("last_k") or defaults.last_k),
         value_range=tuple(value_range) if value_range else None,
+        metric=str(conv("metric") or defaults.metric),
     )
 
 
@@ -108,13 +110,17 @@ def latest_attempt(points: Sequence[Tuple[float, T]]) -> List[Tuple[float, T]]:
     return kept
 
 
-def curves_from_history(history: Sequence[Mapping[str, float]]) -> Tuple[Curve, Dict[str, Curve]]:
-    """The return curve and RT-metric curves of a trial's reported results (latest attempt)."""
+def curves_from_history(history: Sequence[Mapping[str, float]],
+                        metric: str = names.RETURN_ENV_MEAN) -> Tuple[Curve, Dict[str, Curve]]:
+    """The ``metric`` curve (the return) and RT-metric curves of a trial's reported
+    results (latest attempt). Points without ``metric`` (iterations between evaluations,
+    for an ``eval/`` curve) are not on its curve."""
     points = latest_attempt(
         [(p[names.ENV_STEPS], p) for p in history if not math.isnan(p.get(names.ENV_STEPS, math.nan))]
     )
     steps = [s for s, _ in points]
-    returns = (steps, [p.get(names.RETURN_ENV_MEAN, math.nan) for _, p in points])
+    with_metric = [(s, p[metric]) for s, p in points if metric in p]
+    returns = ([s for s, _ in with_metric], [v for _, v in with_metric])
     rt_keys = {k for _, p in points for k in p if k.startswith(names.RT_PREFIX) and k.endswith("/mean")}
     rt = {k: (steps, [p.get(k, math.nan) for _, p in points]) for k in sorted(rt_keys)}
     return returns, rt

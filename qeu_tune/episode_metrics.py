@@ -24,7 +24,8 @@ _RETURN_ENV = "return_env"
 class EpisodeMetricsCallback(RLlibCallback):
     """Logs the reward wrapper's per-episode statistics (unshaped return, components, RT)."""
 
-    def on_episode_end(self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
+    def on_episode_end(self, *, episode: Any, env_runner: Any = None, metrics_logger: Any = None,
+                       **kwargs: Any) -> None:
         if metrics_logger is None:
             return
         stats: Mapping[str, float] = {}
@@ -37,8 +38,11 @@ class EpisodeMetricsCallback(RLlibCallback):
         # Without a reward design there is nothing to add: the env's own return is
         # RLlib's episode return (``episode.get_return()`` here would cover only the
         # episode's last chunk, so it must not be used).
+        # RLlib's own smoothing window: 100 episodes in training; an evaluation runner
+        # uses its episodes per evaluation, so each evaluation reports only its own.
+        window = getattr(getattr(env_runner, "config", None), "metrics_num_episodes_for_smoothing", 100)
         for key, value in stats.items():
-            metrics_logger.log_value((RLLIB_NAMESPACE, key), float(value), reduce="mean", window=100)
+            metrics_logger.log_value((RLLIB_NAMESPACE, key), float(value), reduce="mean", window=window)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -108,6 +112,37 @@ def flatten_result(result: Mapping[str, Any], *, previous_env_steps: float = 0.0
         for key, value in stats.items():
             if _is_learner_stat(key) and (number := _number(value)) is not None and math.isfinite(number):
                 flat[prefix + key] = number
+    return flat
+
+
+def flatten_evaluation(evaluation: Optional[Mapping[str, Any]], iteration: int) -> Dict[str, float]:
+    """Maps RLlib's evaluation results (``result["evaluation"]`` or ``Algorithm.evaluate()``)
+    to ``eval/`` names.
+
+    Returns:
+        ``eval/return_env/mean`` (unshaped), ``eval/episode/len_mean``, ``eval/episodes``,
+        ``eval/iteration`` (the training iteration it belongs to) and ``eval/<key>`` for each
+        episode statistic (reward components, RT metrics, ``task/*``); empty without results.
+    """
+    runners = (evaluation or {}).get("env_runners", {}) or {}
+    if not runners:
+        return {}
+    ours = runners.get(RLLIB_NAMESPACE, {}) or {}
+    nan = float("nan")
+
+    def get(mapping: Mapping[str, Any], key: str) -> float:
+        value = _number(mapping.get(key, nan))
+        return nan if value is None else value
+
+    flat = {
+        names.EVAL_RETURN_ENV_MEAN: get(ours, _RETURN_ENV) if _RETURN_ENV in ours else get(runners, "episode_return_mean"),
+        names.EVAL_EPISODE_LEN_MEAN: get(runners, "episode_len_mean"),
+        names.EVAL_EPISODES: get(runners, "num_episodes"),
+        names.EVAL_ITERATION: float(iteration),
+    }
+    for key, value in _flatten(ours).items():
+        if key != _RETURN_ENV and (number := _number(value)) is not None:
+            flat[names.EVAL_PREFIX + key] = number
     return flat
 
 

@@ -25,8 +25,24 @@ LEARNER_PREFIX = "learner/"
 # Reward design: per-episode sums of each reward component and metric statistics.
 REWARD_PREFIX = "reward/"  # reward/<component>/sum
 RT_PREFIX = "rt/"  # rt/<metric>/{mean,min,max}
-# Convergence statistics (computed from the return_env trajectory).
+# Convergence statistics (computed from the trajectory of ``convergence.metric``, by
+# default return_env/mean).
 CONV_PREFIX = "conv/"
+# Task statistics an environment reports per episode (``episode_statistics()`` of the
+# base env, e.g. Cliff Walking's route adherence): task/<name>, means over episodes.
+TASK_PREFIX = "task/"
+ROUTE_ADHERENCE = "task/route_adherence"  # fraction of steps on the standard route
+GOAL_REACHED = "task/goal_reached"  # 1 if the episode reached the goal, else 0
+# Greedy evaluation (``evaluation.interval`` > 0): exploration off, its own env seeds,
+# logged only at evaluation iterations. eval/<name> for each episode statistic above.
+EVAL_PREFIX = "eval/"
+EVAL_RETURN_ENV_MEAN = "eval/return_env/mean"  # unshaped return of the greedy policy
+EVAL_EPISODE_LEN_MEAN = "eval/episode/len_mean"
+EVAL_EPISODES = "eval/episodes"  # episodes in this evaluation
+# The training iteration of the latest evaluation. Trials report the latest evaluation with
+# every result (Tune's searchers and schedulers need the metric in each); the tracker logs
+# eval/* to MLflow only for the result of the evaluation's own iteration.
+EVAL_ITERATION = "eval/iteration"
 # RLlib's own keys, kept verbatim under this prefix for anything not mapped above.
 RLLIB_PREFIX = "rllib/"
 

@@ -510,6 +510,8 @@ class MLflowTrialCallback(Callback):
         record.last_step, record.last_iteration = step, iteration
         now_ms = int(time.time() * 1000)
         ours = {k: v for k, v in result.items() if _is_our_metric(k, self.log_rllib_metrics)}
+        if result.get(names.EVAL_ITERATION) != iteration:  # a repeat of an earlier evaluation
+            ours = {k: v for k, v in ours.items() if not k.startswith(names.EVAL_PREFIX)}
         record.history.append({k: float(v) for k, v in ours.items() if _is_number(v)})
         ours.update(self._convergence(record))
         ours.update(self._hyperparameters(record, trial.config, step))
@@ -547,8 +549,9 @@ class MLflowTrialCallback(Callback):
         from qeu_tune.convergence import curves_from_history, settings_from_config, trial_statistics
 
         try:
-            returns, rt = curves_from_history(record.history)
-            summary = trial_statistics(returns, settings_from_config(record.config), rt)
+            settings = settings_from_config(record.config)
+            returns, rt = curves_from_history(record.history, settings.metric)
+            summary = trial_statistics(returns, settings, rt)
         except Exception as err:  # noqa: BLE001 - statistics must never stop tracking
             self.tracker.warn_once("convergence", f"convergence statistics failed ({err}); metrics are still logged.")
             return {}
@@ -586,7 +589,8 @@ class MLflowTrialCallback(Callback):
         return sum(1 for r in self.records.values() if r.status == status)
 
 
-_OUR_PREFIXES = ("return/", "return_env/", "episode/", "progress/", "perf/", "learner/", "reward/", "rt/")
+_OUR_PREFIXES = ("return/", "return_env/", "episode/", "progress/", "perf/", "learner/", "reward/", "rt/",
+                 names.TASK_PREFIX, names.EVAL_PREFIX)
 
 
 def _is_our_metric(key: str, include_rllib: bool) -> bool:

@@ -129,6 +129,19 @@ def build_algo_config(config: Mapping[str, Any], *, restored: bool = False,
         .callbacks(EpisodeMetricsCallback)
         .debugging(seed=config.get("seed"), log_level="ERROR")
     )
+    evaluation = config.get("evaluation") or {}
+    if int(evaluation.get("interval") or 0) > 0:
+        episodes = int(evaluation.get("episodes") or 1)
+        # Greedy, in the trial's own process, one env, whole episodes; RLlib seeds its
+        # evaluation runner's env with the trial seed + 1,000,000.
+        algo_config = algo_config.evaluation(
+            evaluation_interval=int(evaluation["interval"]),
+            evaluation_duration=episodes,
+            evaluation_duration_unit="episodes",
+            evaluation_num_env_runners=0,
+            evaluation_config={"explore": False, "num_envs_per_env_runner": 1,
+                               "metrics_num_episodes_for_smoothing": episodes},
+        )
     if algo.get("reporting"):
         algo_config = algo_config.reporting(**dict(algo["reporting"]))
     if algo.get("model"):
@@ -198,14 +211,20 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate,
             with checkpoint.as_directory() as path:
                 algo.restore_from_path(path)
         every = int(config.get("checkpoint_every") or 0)
+        eval_every = int((config.get("evaluation") or {}).get("interval") or 0)
         previous_steps = progress[names.ENV_STEPS] if progress else 0.0
         reported_node = False
+        latest_eval: Dict[str, float] = {}
         while True:
             result = algo.train()
             metrics = flatten_result(result, previous_env_steps=previous_steps)
             previous_steps = metrics[names.ENV_STEPS]
             _check_finite_losses(metrics)
             done = stop_reached(metrics, config["stop"])
+            if eval_every:
+                latest_eval = _evaluation(algo, result, int(metrics[names.ITERATION]), eval_every,
+                                          first=not latest_eval, done=done) or latest_eval
+                metrics.update(latest_eval)
             report = {**metrics, **rllib_metrics(result)}
             if not reported_node:  # the node this process runs on: tagged once by the driver
                 report.update(node_info())
@@ -222,6 +241,23 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate,
                 return
     finally:
         algo.stop()
+
+
+def _evaluation(algo: Any, result: Mapping[str, Any], iteration: int, every: int, *, first: bool,
+                done: bool) -> Dict[str, float]:
+    """This iteration's greedy evaluation, if it has one (``{}`` otherwise).
+
+    RLlib evaluates in ``train()`` every ``every`` iterations; the trial adds one at its
+    first iteration (so every result carries an evaluation, as Tune's searchers and
+    schedulers need) and one at its last (the final greedy return).
+    """
+    from qeu_tune.episode_metrics import flatten_evaluation
+
+    if iteration % every == 0:
+        return flatten_evaluation(result.get("evaluation"), iteration)
+    if first or done:
+        return flatten_evaluation(algo.evaluate(), iteration)
+    return {}
 
 
 PROGRESS_FILE = "qeu_progress.json"  # in each checkpoint: the counters stop conditions read

@@ -25,14 +25,16 @@ from qeu_tune.runs import client_for, find_run, load_config_artifact, load_sweep
 
 
 def report_command(uri: str, ref: str, *, by: Optional[str] = None, baseline: Optional[str] = None,
-                   threshold: Optional[float] = None, out: Optional[str] = None, log: bool = False) -> SweepReport:
+                   threshold: Optional[float] = None, metric: Optional[str] = None, out: Optional[str] = None,
+                   log: bool = False) -> SweepReport:
     """``qeu-tune report SWEEP``: print the ranked table and write tables and plots.
 
     With ``log`` the files also replace the ``report/`` artifacts of the parent run (the
     sweep logs its default report there itself).
     """
     client = client_for(uri)
-    report = build_report(client, load_sweep(client, ref), by=by, baseline=baseline, threshold=threshold)
+    report = build_report(client, load_sweep(client, ref), by=by, baseline=baseline, threshold=threshold,
+                          metric=metric)
     print_report(report)
     out_dir = Path(out or Path.cwd() / f"report-{report.sweep.name}").resolve()
     paths = write_report(report, out_dir)

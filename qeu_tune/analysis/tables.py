@@ -58,7 +58,8 @@ def _labels(keys: Sequence[str]) -> Dict[str, str]:
 
 
 def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, baseline: Optional[str] = None,
-                 threshold: Optional[float] = None, reps: int = 2000) -> SweepReport:
+                 threshold: Optional[float] = None, metric: Optional[str] = None,
+                 reps: int = 2000) -> SweepReport:
     """Statistics of every trial of a sweep and the ranked configurations.
 
     Args:
@@ -69,6 +70,8 @@ def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, bas
             default: the configuration without a reward design, if the sweep has one.
         threshold: Return threshold for ``steps_to_threshold``; default: each trial's
             ``env.return_threshold``.
+        metric: The curve the statistics use (e.g. ``eval/return_env/mean``); default:
+            each trial's ``convergence.metric``.
         reps: Bootstrap resamples.
     """
     by = by or DEFAULT_BY
@@ -78,20 +81,23 @@ def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, bas
         )
     keys = sorted({t.config_key for t in sweep.trials})
     labels = _labels(keys)
-    rows, curves, rt_curves, failed = [], {}, {}, 0
+    rows, curves, rt_curves, failed, curve_names = [], {}, {}, 0, set()
     for trial in sweep.trials:
         if trial.status == "FAILED":
             failed += 1
-        steps, values = metric_history(client, trial.run_id, names.RETURN_ENV_MEAN)
+        settings = settings_from_params(trial.params)
+        if threshold is not None:
+            settings = dataclasses.replace(settings, threshold=float(threshold))
+        if metric is not None:
+            settings = dataclasses.replace(settings, metric=metric)
+        steps, values = metric_history(client, trial.run_id, settings.metric)
+        curve_names.add(settings.metric)
         if not steps:
             continue
         rt = {
             k: metric_history(client, trial.run_id, k)
             for k in trial.metrics if k.startswith(names.RT_PREFIX) and k.endswith("/mean")
         }
-        settings = settings_from_params(trial.params)
-        if threshold is not None:
-            settings = dataclasses.replace(settings, threshold=float(threshold))
         summary = trial_statistics((steps, values), settings, rt)
         label = labels[trial.config_key]
         rows.append({"config": label, "config_key": trial.config_key, "seed": trial.seed,
@@ -101,8 +107,10 @@ def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, bas
             rt_curves.setdefault(label, {}).setdefault(key, []).append((np.asarray(s), np.asarray(v)))
     if not rows:
         raise ConfigError(
-            f"sweep {sweep.run_id} has no trial with a recorded {names.RETURN_ENV_MEAN} history "
-            f"({len(sweep.trials)} trial runs, {failed} failed); nothing to compare."
+            f"sweep {sweep.run_id} has no trial with a recorded "
+            f"{' or '.join(sorted(curve_names)) or names.RETURN_ENV_MEAN} history "
+            f"({len(sweep.trials)} trial runs, {failed} failed); nothing to compare. An eval/ "
+            "curve needs evaluation.interval > 0 in the sweep."
         )
     table = pd.DataFrame(rows)
     values = {labels[k]: json.loads(k) for k in keys}

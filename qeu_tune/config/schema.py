@@ -21,6 +21,7 @@ __all__ = [
     "AlgoConfig",
     "ClusterConfig",
     "EnvConfig",
+    "EvaluationConfig",
     "ExperimentConfig",
     "MetricConfig",
     "RewardConfig",
@@ -108,11 +109,28 @@ class StopConfig:
 
 @dataclass
 class ConvergenceConfig:
-    """Windows of the convergence statistics, in iterations (``docs/statistics.md``)."""
+    """The curve and windows of the convergence statistics (``docs/statistics.md``).
 
-    window: int = 5  # moving average of the unshaped return
+    Windows count the curve's points (iterations, or evaluations for an ``eval/`` curve).
+    """
+
+    # The curve the statistics (final return, steps to threshold, AUC) and so the
+    # rankings of ``report``/``best`` use: the training return (exploring, mean of the
+    # last 100 episodes) or, with evaluation on, eval/return_env/mean (greedy).
+    metric: str = "return_env/mean"
+    window: int = 5  # moving average of the curve
     sustain: int = 3  # moving-average points that must stay >= threshold
     last_k: int = 5  # points that make up "final" performance
+
+
+@dataclass
+class EvaluationConfig:
+    """Greedy evaluation: exploration off, on the env runner seeds RLlib keeps for it
+    (the trial seed + 1,000,000), every ``interval`` training iterations and at the end.
+    """
+
+    interval: int = 0  # training iterations between evaluations; 0: no evaluation
+    episodes: int = 5  # episodes per evaluation (a deterministic env and policy: 1 suffices)
 
 
 @dataclass
@@ -155,6 +173,7 @@ class ExperimentConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     sweep_name: str = "default"

@@ -237,6 +237,8 @@ NUMERIC_RULES: Dict[str, Rule] = {
     "convergence.window": Rule(low=1, integer=True, example="convergence.window=5"),
     "convergence.sustain": Rule(low=1, integer=True, example="convergence.sustain=3"),
     "convergence.last_k": Rule(low=1, integer=True, example="convergence.last_k=5"),
+    "evaluation.interval": Rule(**_NONNEG, integer=True, example="evaluation.interval=5 (0: no evaluation)"),
+    "evaluation.episodes": Rule(low=1, integer=True, example="evaluation.episodes=5"),
     "algo.num_env_runners": Rule(**_NONNEG, integer=True, example="algo.num_env_runners=0"),
     "algo.num_envs_per_env_runner": Rule(low=1, integer=True, example="algo.num_envs_per_env_runner=1"),
     # RLlib hyperparameters (AlgorithmConfig.training): only checked when present.
@@ -457,70 +459,98 @@ def _group_name(config: Mapping[str, Any], group: str) -> Any:
 _TUNE_KEYS = ("training_iteration", "time_total_s", "time_this_iter_s")
 
 
-def reported_metrics(reward_configs: Iterable[Mapping[str, Any]]) -> Tuple[List[str], List[str]]:
+def reported_metrics(reward_configs: Iterable[Mapping[str, Any]], *,
+                     evaluation: bool = False) -> Tuple[List[str], List[str]]:
     """The metric names a trial reports to Tune: ``(exact names, prefixes)``.
 
     Exact names: the per-iteration names of ``qeu_tune.names``, Tune's own keys and, for
     each reward design with metrics, ``return_shaped``, ``episode/len``,
-    ``reward/env/sum``, ``reward/<metric>/sum``, ``rt/<metric>/{mean,min,max}``.
-    Prefixes: ``learner/`` (RLlib's learner statistics) and ``rllib/`` (RLlib's raw keys).
+    ``reward/env/sum``, ``reward/<metric>/sum``, ``rt/<metric>/{mean,min,max}``; with
+    ``evaluation``, ``eval/`` names for the returns and the episode statistics.
+    Prefixes: ``learner/`` (RLlib's learner statistics), ``rllib/`` (RLlib's raw keys) and
+    ``task/`` (statistics the environment defines; ``eval/task/`` with evaluation).
     """
     from qeu_tune import names
 
     exact = [
         value for key, value in vars(names).items()
         if key.isupper() and isinstance(value, str) and "/" in value and not value.endswith("/")
+        and not value.startswith((names.EVAL_PREFIX, names.TASK_PREFIX))
     ]
+    episode_stats = []
     for reward in reward_configs:
         metrics = (reward or {}).get("metrics") or {}
         if (reward or {}).get("mode", "none") == "none" or not metrics:
             continue
-        exact += ["return_shaped", "episode/len", "reward/env/sum"]
+        episode_stats += ["return_shaped", "episode/len", "reward/env/sum"]
         for metric in metrics:
-            exact += [f"reward/{metric}/sum", f"rt/{metric}/mean", f"rt/{metric}/min", f"rt/{metric}/max"]
+            episode_stats += [f"reward/{metric}/sum", f"rt/{metric}/mean", f"rt/{metric}/min", f"rt/{metric}/max"]
+    exact += episode_stats
+    prefixes = [names.LEARNER_PREFIX, names.RLLIB_PREFIX, names.TASK_PREFIX]
+    if evaluation:
+        exact += [value for key, value in vars(names).items()
+                  if key.startswith("EVAL_") and isinstance(value, str) and value != names.EVAL_PREFIX]
+        exact += [names.EVAL_PREFIX + k for k in episode_stats]
+        prefixes.append(names.EVAL_PREFIX + names.TASK_PREFIX)
     exact += list(_TUNE_KEYS)
-    return list(dict.fromkeys(exact)), [names.LEARNER_PREFIX, names.RLLIB_PREFIX]
+    return list(dict.fromkeys(exact)), prefixes
 
 
 def check_search_metric(config: Mapping[str, Any], reward_configs: Iterable[Mapping[str, Any]]) -> None:
     """``search.metric`` must be a name every trial reports to Tune (its searcher,
-    scheduler and the best-trial pick read it from each result).
+    scheduler and the best-trial pick read it from each result), and
+    ``convergence.metric`` one whose curve the tracker records.
 
     Raises:
         ConfigError: Unknown name, with the valid names.
     """
+    rewards = list(reward_configs)
+    _check_reported("search.metric", str(config["search"]["metric"]), config, rewards)
+    conv = (config.get("convergence") or {}).get("metric")
+    if conv is not None:
+        _check_reported("convergence.metric", str(conv), config, rewards)
+
+
+def _check_reported(key: str, metric: str, config: Mapping[str, Any], rewards: List[Mapping[str, Any]]) -> None:
     from qeu_tune import names
 
-    metric = str(config["search"]["metric"])
-    rewards = list(reward_configs)
-    exact, prefixes = reported_metrics(rewards)
+    evaluation = int(((config.get("evaluation") or {}).get("interval")) or 0) > 0
+    exact, prefixes = reported_metrics(rewards, evaluation=evaluation)
     if metric in exact or any(metric.startswith(p) and len(metric) > len(p) for p in prefixes):
         return
     designs = ", ".join(sorted({str((r or {}).get("name")) for r in rewards})) or "none"
+    if metric.startswith(names.EVAL_PREFIX) and not evaluation:
+        raise ConfigError(
+            f"{key}={metric!r}: eval/* metrics come from greedy evaluation, which is off "
+            "(evaluation.interval=0). Turn it on, e.g. evaluation.interval=5 "
+            "evaluation.episodes=5 (every 5 training iterations), or use the training "
+            "return, e.g. return_env/mean."
+        )
     if metric.startswith(names.CONV_PREFIX):
         from qeu_tune.stats import STAT_DIRECTIONS
 
         stat = metric[len(names.CONV_PREFIX):]
         by = stat if stat in STAT_DIRECTIONS else f"<{'|'.join(STAT_DIRECTIONS)}>"
         raise ConfigError(
-            f"search.metric={metric!r}: conv/* statistics are computed by the tracker from "
+            f"{key}={metric!r}: conv/* statistics are computed by the tracker from "
             "each trial's curve and logged to MLflow, but not reported to Tune, so its "
             "searcher and scheduler cannot read them. Optimise a reported metric (e.g. "
-            "search.metric=return_env/mean) and rank by the statistic afterwards with "
+            f"{key}=return_env/mean) and rank by the statistic afterwards with "
             f"`qeu-tune report SWEEP --by {by}`."
         )
-    if metric.startswith((names.RT_PREFIX, names.REWARD_PREFIX)):
+    if metric.removeprefix(names.EVAL_PREFIX).startswith((names.RT_PREFIX, names.REWARD_PREFIX)):
         why = (f" Reward designs of this sweep: {designs}; rt/<metric>/... and "
                "reward/<metric>/sum exist only for the metrics of a design with mode additive or potential.")
     else:
         why = ""
     raise ConfigError(
-        f"search.metric={metric!r} is not a metric the trials report.{why} Valid: "
+        f"{key}={metric!r} is not a metric the trials report.{why} Valid: "
         f"{', '.join(exact)}, learner/<RLlib learner key> (e.g. learner/total_loss), "
-        "rllib/<RLlib result key>, and with a reward design rt/<metric>/mean (/min, /max) "
-        "and reward/<metric>/sum; e.g. search.metric=return_env/mean (the unshaped return). "
-        "conv/* statistics are logged to MLflow only: rank by them with `qeu-tune report "
-        "SWEEP --by <statistic>`."
+        "rllib/<RLlib result key>, task/<statistic the environment reports> (e.g. "
+        "task/route_adherence on Cliff Walking), with a reward design rt/<metric>/mean "
+        "(/min, /max) and reward/<metric>/sum, and with evaluation.interval > 0 the same "
+        f"under eval/; e.g. {key}=return_env/mean (the unshaped return). conv/* statistics "
+        "are logged to MLflow only: rank by them with `qeu-tune report SWEEP --by <statistic>`."
     )
 
 

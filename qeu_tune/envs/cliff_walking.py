@@ -53,6 +53,7 @@ from qeu_tune.cliff_grid import (
     CLIFF_WIDTH,
     cliff_standard_route,
 )
+from qeu_tune.names import GOAL_REACHED, ROUTE_ADHERENCE
 from qeu_tune.rt import ReferenceSet
 
 ENV_ID = "QEUCliffWalking-v0"
@@ -61,6 +62,9 @@ N_CELLS = CLIFF_HEIGHT * CLIFF_WIDTH
 _CLIFF = frozenset(CLIFF_CELLS)
 OBS_MODES = ("onehot", "xy", "techno")
 TECHNO_FEATURES = ("x", "y", "min_rt_route", "dist_start", "dist_goal")
+_ROUTE_CELLS = frozenset((int(x), int(y)) for x, y in cliff_standard_route())
+# Per cell index (cell_index): is it on the standard route?
+_ON_ROUTE = tuple((x, y) in _ROUTE_CELLS for y in range(CLIFF_HEIGHT) for x in range(CLIFF_WIDTH))
 # Action -> (dx, dy); Gymnasium's CliffWalking order: 0 up, 1 right, 2 down, 3 left.
 MOVES = ((0, -1), (1, 0), (0, 1), (-1, 0))
 
@@ -195,6 +199,8 @@ class QEUCliffWalkingEnv(gym.Env):
             )
         self._x, self._y = CLIFF_START
         self._falls = 0
+        self._steps = self._route_steps = 0
+        self._reached_goal = False
 
     def _observation(self) -> np.ndarray:
         return self._table[cell_index(self._x, self._y)].copy()
@@ -209,6 +215,8 @@ class QEUCliffWalkingEnv(gym.Env):
         super().reset(seed=seed)
         self._x, self._y = CLIFF_START
         self._falls = 0
+        self._steps = self._route_steps = 0
+        self._reached_goal = False
         return self._observation(), self._info()
 
     def step(self, action: int) -> Tuple[np.ndarray, float, bool, bool, Dict[str, Any]]:
@@ -231,7 +239,28 @@ class QEUCliffWalkingEnv(gym.Env):
                 reward, terminated = self.goal_reward, True
             else:
                 reward = self.step_reward
+        self._steps += 1
+        # On the route: the step ends on a route cell without a fall (a fall ends on the
+        # start cell, which is on the route, but is the opposite of following it).
+        if reward != self.cliff_reward and _ON_ROUTE[cell_index(self._x, self._y)]:
+            self._route_steps += 1
+        self._reached_goal = self._reached_goal or (self._x, self._y) == CLIFF_GOAL
         return self._observation(), reward, terminated, False, self._info()
+
+    def episode_statistics(self) -> Dict[str, float]:
+        """The episode so far: route adherence (the fraction of steps that ended on the
+        standard route without a fall) and whether it reached the goal (1 or 0).
+
+        Example:
+            >>> env = QEUCliffWalkingEnv(obs="xy")
+            >>> _ = env.reset()
+            >>> for action in [0, 0] + [1] * 11 + [2, 2]:  # up, up, right x 11, down, down
+            ...     _ = env.step(action)
+            >>> env.episode_statistics()
+            {'task/route_adherence': 1.0, 'task/goal_reached': 1.0}
+        """
+        adherence = self._route_steps / self._steps if self._steps else float("nan")
+        return {ROUTE_ADHERENCE: adherence, GOAL_REACHED: float(self._reached_goal)}
 
     def render(self) -> Optional[str]:
         """The grid as text (``render_mode="ansi"``): ``A`` agent, ``C`` cliff, ``G`` goal."""

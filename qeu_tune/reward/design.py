@@ -30,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from qeu_tune.envs import make_base_env
+from qeu_tune.envs.task_stats import with_task_statistics
 from qeu_tune.reward.config import MetricConfig, RewardConfig, parse_reward_config
 from qeu_tune.reward.wrapper import RewardDesignWrapper
 
@@ -209,12 +210,14 @@ def make_env(
         env_id: A Gymnasium id or ``module:Class`` (see ``qeu_tune.envs.make_base_env``).
         env_config: Keyword arguments for the environment.
         reward: The reward design (a plain mapping, ``RewardConfig`` or ``None``). Mode
-            ``none`` (or ``None``) returns the base environment unwrapped.
+            ``none`` (or ``None``) returns the base environment without a design.
         gamma: The algorithm's discount; used by ``potential`` mode unless the design
             sets its own ``gamma``.
 
     Returns:
-        The environment, wrapped in ``RewardDesignWrapper`` when a design is active.
+        The environment, wrapped in ``RewardDesignWrapper`` when a design is active, and
+        in ``TaskStatisticsWrapper`` when the base env reports task statistics
+        (``qeu_tune.envs.task_stats``).
 
     Raises:
         ValueError: A bad reward config, env id or env_config, a know-how source that
@@ -229,7 +232,7 @@ def make_env(
         ...     gamma=0.99)
     """
     cfg = parse_reward_config(reward)
-    env = make_base_env(env_id, env_config)
+    env = with_task_statistics(make_base_env(env_id, env_config))
     if cfg.mode == "none":
         return env
     try:

@@ -227,7 +227,8 @@ class RewardDesignWrapper(gym.Wrapper):
         if terminated or truncated:
             if not step_info:
                 info = dict(info)  # not copied above
-            info[EPISODE_INFO_KEY] = self._episode_stats()
+            # Merged: the base env's task statistics may be there already.
+            info[EPISODE_INFO_KEY] = {**(info.get(EPISODE_INFO_KEY) or {}), **self._episode_stats()}
         return self._observe(obs, values), shaped, terminated, truncated, info
 
     def _episode_stats(self) -> Dict[str, float]:

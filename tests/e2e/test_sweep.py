@@ -149,3 +149,33 @@ def test_reward_design_metrics_reach_mlflow_through_the_real_rllib_path(ray_sess
         1 + abs(metrics[names.RETURN_MEAN])
     )
     assert trial.data.params["reward.name"] == "cliff_signed"
+
+
+def test_greedy_evaluation_is_logged_at_its_iterations_and_ranks_the_sweep(ray_session, tmp_path):
+    from qeu_tune.analysis import build_report
+    from qeu_tune.runs import load_sweep
+
+    result, client = run(
+        ["debug=smoke", "experiment=single", "env=qeu_cliff", "stop.env_steps=2500", "evaluation.interval=2",
+         "evaluation.episodes=1", "search.metric=eval/return_env/mean", "convergence.metric=eval/return_env/mean",
+         "convergence.last_k=2"], tmp_path
+    )
+    assert result.num_errors == 0
+    (trial,) = children(client, result)
+    run_id = trial.info.run_id
+    iterations = client.get_metric_history(run_id, names.ITERATION)
+    assert [int(m.value) for m in iterations] == [1, 2, 3, 4, 5]  # 500 env steps each
+    step_of = {int(m.value): m.step for m in iterations}
+    evaluated = client.get_metric_history(run_id, names.EVAL_RETURN_ENV_MEAN)
+    # The first iteration, every second one, and the last: never a repeat in between.
+    assert sorted(m.step for m in evaluated) == [step_of[i] for i in (1, 2, 4, 5)]
+    assert sorted(m.step for m in client.get_metric_history(run_id, "eval/task/route_adherence")) == [
+        step_of[i] for i in (1, 2, 4, 5)]
+    last_two = [m.value for m in sorted(evaluated, key=lambda m: m.step)][-2:]
+    assert trial.data.metrics["conv/final_mean"] == pytest.approx(sum(last_two) / 2)
+    assert trial.data.params["convergence.metric"] == names.EVAL_RETURN_ENV_MEAN
+    report = build_report(client, load_sweep(client, result.parent_run_id), reps=50)
+    assert report.trials["final_mean"].iloc[0] == pytest.approx(sum(last_two) / 2)
+    training = build_report(client, load_sweep(client, result.parent_run_id), metric=names.RETURN_ENV_MEAN, reps=50)
+    returns = [m.value for m in sorted(client.get_metric_history(run_id, names.RETURN_ENV_MEAN), key=lambda m: m.step)]
+    assert training.trials["final_mean"].iloc[0] == pytest.approx(sum(returns[-2:]) / 2)

@@ -275,3 +275,22 @@ def test_hydra_errors_become_one_paragraph(argv, fragment):
     assert fragment in message
     assert "\n" not in message and "base_algo" not in message and "HYDRA_FULL_ERROR" not in message
     assert "Config search path" not in message
+
+
+def test_eval_metrics_need_evaluation_on():
+    with pytest.raises(ConfigError) as info:
+        check_search_metric(_config("eval/return_env/mean"), [NONE])
+    assert "evaluation.interval=5" in str(info.value) and "\n" not in str(info.value)
+    on = {**_config("eval/return_env/mean"), "evaluation": {"interval": 5}}
+    check_search_metric(on, [NONE])
+    check_search_metric({**on, "search": {"metric": "eval/task/route_adherence"}}, [NONE])
+    check_search_metric({**on, "search": {"metric": "eval/rt/route/mean"}}, [CLIFF])
+    with pytest.raises(ConfigError, match="Reward designs of this sweep: none"):
+        check_search_metric({**on, "search": {"metric": "eval/rt/route/mean"}}, [NONE])
+
+
+def test_convergence_metric_is_checked_like_the_search_metric():
+    config = {**_config("return_env/mean"), "convergence": {"metric": "eval/return_env/mean"}}
+    with pytest.raises(ConfigError, match="convergence.metric='eval/return_env/mean'"):
+        check_search_metric(config, [NONE])
+    check_search_metric({**config, "evaluation": {"interval": 1}}, [NONE])
