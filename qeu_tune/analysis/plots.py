@@ -65,7 +65,7 @@ def write_plots(report: SweepReport, out_dir: Path) -> List[Path]:
     threshold = settings_from_params(report.sweep.trials[0].params).threshold if report.sweep.trials else None
     if threshold is not None:
         ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="threshold")
-    ax.set(xlabel="environment steps", ylabel="unshaped return (mean, 95% CI over seeds)",
+    ax.set(xlabel="environment steps", ylabel=f"{report.metric} (mean, 95% CI over seeds)",
            title=f"Learning curves: {report.sweep.name}")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -24,7 +24,7 @@ def print_report(report: SweepReport, out: Any = None) -> None:
     sweep = report.sweep
     print(f"Sweep {sweep.name} (parent run {sweep.run_id}): {len(report.trials)} trials with data, "
           f"{len(report.ranked)} configurations, {report.failed} failed trials.", file=out)
-    print(f"Ranked by IQM over seeds of per-trial {report.by} of the unshaped return "
+    print(f"Ranked by IQM over seeds of per-trial {report.by} of {report.metric} "
           f"({'higher' if stats.STAT_DIRECTIONS[report.by] else 'lower'} is better); 95% stratified-bootstrap CIs.",
           file=out)
     print(summary_table(report).to_string(index=False), file=out)
@@ -40,7 +40,7 @@ def write_report(report: SweepReport, out_dir: Path) -> List[Path]:
     report.trials.to_csv(out_dir / "trials.csv", index=False)
     html = (
         f"<h2>Sweep {report.sweep.name}</h2><p>Ranked by IQM over seeds of {report.by} "
-        "(unshaped return), 95% stratified-bootstrap CIs.</p>"
+        f"of {report.metric}, 95% stratified-bootstrap CIs.</p>"
         + summary_table(report).to_html(index=False)
         + "<h3>All aggregates</h3>" + ranking.to_html(float_format=lambda x: f"{x:.4g}")
     )

@@ -39,6 +39,7 @@ class SweepReport:
     curves: Dict[str, List[Tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     rt_curves: Dict[str, Dict[str, List[Tuple[np.ndarray, np.ndarray]]]] = field(default_factory=dict)
     failed: int = 0
+    metric: str = names.RETURN_ENV_MEAN  # the curve the statistics come from
 
 
 def _labels(keys: Sequence[str]) -> Dict[str, str]:
@@ -99,6 +100,7 @@ def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, bas
             for k in trial.metrics if k.startswith(names.RT_PREFIX) and k.endswith("/mean")
         }
         summary = trial_statistics((steps, values), settings, rt)
+        summary.update(_final_task_statistics(client, trial, settings))
         label = labels[trial.config_key]
         rows.append({"config": label, "config_key": trial.config_key, "seed": trial.seed,
                      "run_id": trial.run_id, "status": trial.status, **summary})
@@ -116,11 +118,27 @@ def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, bas
     values = {labels[k]: json.loads(k) for k in keys}
     baseline_label = _pick_baseline(baseline, labels, values, sweep.trials)
     stat_cols = [c for c in stats.STAT_DIRECTIONS if c in table.columns]
+    stat_cols += sorted(c for c in table.columns if c.startswith(names.TASK_PREFIX))
     ranked = stats.rank_configurations(
         table, by=by, agg=DEFAULT_AGG, stats=stat_cols, baseline=baseline_label, reps=reps
     )
     return SweepReport(sweep=sweep, trials=table, ranked=ranked, by=by, baseline=baseline_label,
-                       labels=labels, values=values, curves=curves, rt_curves=rt_curves, failed=failed)
+                       labels=labels, values=values, curves=curves, rt_curves=rt_curves, failed=failed,
+                       metric=" / ".join(sorted(curve_names)))
+
+
+def _final_task_statistics(client: Any, trial: TrialRun, settings: Any) -> Dict[str, float]:
+    """``task/<name>``: the mean of the last ``last_k`` points of each task statistic of the
+    curve's family (``eval/task/*`` for an ``eval/`` curve, else ``task/*``), e.g. the
+    greedy policy's route adherence at the end of training."""
+    family = names.EVAL_PREFIX if settings.metric.startswith(names.EVAL_PREFIX) else ""
+    out = {}
+    for key in sorted(trial.metrics):
+        if key.startswith(family + names.TASK_PREFIX):
+            _, values = metric_history(client, trial.run_id, key)
+            tail = [v for v in values if math.isfinite(v)][-settings.last_k:]
+            out[key[len(family):]] = float(np.mean(tail)) if tail else float("nan")
+    return out
 
 
 def _pick_baseline(requested: Optional[str], labels: Mapping[str, str], values: Mapping[str, Dict[str, Any]],
@@ -174,6 +192,9 @@ def summary_table(report: SweepReport) -> pd.DataFrame:
             "reached": f"{row.get('reached/mean', float('nan')):.2f}",
             "auc IQM": _num(row.get("auc/iqm", float("nan"))),
         }
+        for col in row.index:  # task statistics, e.g. the greedy policy's route adherence
+            if col.startswith(names.TASK_PREFIX) and col.endswith("/iqm"):
+                out[f"{col[len(names.TASK_PREFIX):-len('/iqm')]} IQM"] = _num(row[col])
         if report.baseline:
             out[f"P(>{report.baseline}) [CI]"] = (
                 "baseline" if label == report.baseline else f"{row['poi']:.2f} [{row['poi_lo']:.2f}, {row['poi_hi']:.2f}]"
