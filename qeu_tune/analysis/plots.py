@@ -7,6 +7,7 @@ from typing import Any, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from qeu_tune import names
 from qeu_tune.analysis.tables import SweepReport
 from qeu_tune.convergence import settings_from_params
 
@@ -76,8 +77,11 @@ def write_plots(report: SweepReport, out_dir: Path) -> List[Path]:
     numeric = _numeric_sampled_keys(report.values)
     if numeric:
         key = next((k for k in numeric if k.endswith("weight")), numeric[0])
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for ax, stat in zip(axes, ("final_mean", "steps_to_threshold")):
+        # Performance, then each task statistic (e.g. the greedy route adherence) by weight.
+        panels = ["final_mean", "steps_to_threshold",
+                  *sorted(c for c in report.trials.columns if c.startswith(names.TASK_PREFIX))]
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+        for ax, stat in zip(axes[0], panels):
             xs = [report.values[c].get(key) for c in report.trials["config"]]
             ax.scatter(xs, report.trials[stat], alpha=0.6, label="trials")
             agg = [(report.values[c].get(key), r[f"{stat}/iqm"]) for c, r in report.ranked.iterrows()
@@ -87,7 +91,7 @@ def write_plots(report: SweepReport, out_dir: Path) -> List[Path]:
                 ax.plot([a for a, _ in agg], [b for _, b in agg], "o-", color="black", label="IQM over seeds")
             ax.set(xlabel=key, ylabel=stat)
             ax.legend(fontsize=8)
-        fig.suptitle(f"{key} vs performance (unshaped return)")
+        fig.suptitle(f"{key} vs performance ({report.metric})")
         fig.tight_layout()
         paths.append(out_dir / "weight_vs_performance.png")
         fig.savefig(paths[-1], dpi=110)
