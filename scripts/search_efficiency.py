@@ -7,7 +7,7 @@ How to run this script::
     python scripts/search_efficiency.py --report-only   # recompute from the recorded sweeps
 
 Methods, each a ``qeu-tune experiment=cliff_search`` sweep (the weight of absolute
-feedback and PPO's learning rate on Cliff Walking, 8 configurations x 1 seed):
+feedback and PPO's learning rate on Cliff Walking, 6 configurations x 1 seed):
 
 * ``random_fifo``: Optuna's random sampler, every trial runs its full budget;
 * ``random_asha``: the same samples, ASHA stops poor trials early (``scheduler=asha``);
@@ -43,7 +43,7 @@ METHODS = {
     "optuna_tpe": ["search=optuna", "scheduler=fifo"],
 }
 BASE = ["experiment=cliff_search"]
-QUICK = ["search.num_samples=4", "stop.env_steps=20000"]
+QUICK = ["search.num_samples=4", "stop.env_steps=15000"]
 
 
 def sweep_name(method: str, rep: int, quick: bool) -> str:
@@ -85,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--quick", action="store_true", help="4 configurations x 20k steps")
+    parser.add_argument("--quick", action="store_true", help="4 configurations x 15k steps")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--threshold", type=float, default=1950.0)
