@@ -139,6 +139,9 @@ def _subcommand_parser() -> Any:
         if name == "report":
             p.add_argument("--threshold", type=float, default=None,
                            help="return threshold for steps_to_threshold (default: env.return_threshold)")
+            p.add_argument("--metric", default=None,
+                           help="curve the statistics use, e.g. eval/return_env/mean or return_env/mean "
+                                "(default: each trial's convergence.metric)")
             p.add_argument("--log", action="store_true",
                            help="also replace the report/ artifacts of the sweep's parent run")
     resume = sub.add_parser("resume", parents=[common], help="continue an interrupted sweep into the same MLflow runs")
@@ -180,7 +183,7 @@ def run_subcommand(argv: Sequence[str]) -> int:
 
         if args.command == "report":
             analysis.report_command(uri, args.sweep, by=args.by, baseline=args.baseline,
-                                    threshold=args.threshold, out=args.out, log=args.log)
+                                    threshold=args.threshold, metric=args.metric, out=args.out, log=args.log)
         elif args.command == "best":
             analysis.best_command(uri, args.sweep, by=args.by, out=args.out)
         else:

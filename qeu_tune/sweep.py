@@ -11,9 +11,10 @@ import logging
 import math
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from qeu_tune import names
 from qeu_tune.config.compose import compose_group_options, group_options
@@ -219,6 +220,41 @@ def _init_ray(cluster: Mapping[str, Any], verbose: int) -> None:
         )
 
 
+def _start_in_background(fn: Callable[[], Any], *, name: str) -> Future:
+    """``fn()`` in one daemon-like worker thread; the caller joins it with ``.result()``."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    try:
+        return executor.submit(fn)
+    finally:
+        executor.shutdown(wait=False)  # the thread ends with fn; nothing else is submitted
+
+
+def _discard_tracker(opening: Future) -> None:
+    """The sweep gave up before using the tracker: close it now or when it arrives."""
+    opening.add_done_callback(lambda done: done.exception() is None and _close_quietly(done.result()))
+
+
+def _open_tracker_warm_tune(plan: SweepPlan) -> Any:
+    """``_tracker(plan)``, then the modules Tune imports only when ``fit()`` starts (its default
+    TensorBoard/CSV/JSON loggers: ~0.2-0.5 s), so they load while ray.init waits."""
+    tracker = _tracker(plan)
+    try:
+        import ray.tune.logger  # noqa: F401
+        import ray.tune.utils.callback  # noqa: F401
+        import tensorboardX  # noqa: F401
+    except Exception:  # noqa: BLE001 - only a head start; Tune imports them again
+        pass
+    return tracker
+
+
+def _close_quietly(tracker: Any) -> None:
+    """A tracker opened for a sweep that did not start (no run in it): close it, never raise."""
+    try:
+        tracker.close(timeout_s=5)
+    except Exception:  # noqa: BLE001 - the sweep's own error is the one to report
+        pass
+
+
 def _use_ray_token_for_client(address: str) -> None:
     """Ray Client sends the cluster's auth token only when token mode is on in this process.
 
@@ -281,12 +317,25 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
     config = plan.config
     verbose = int(config.get("verbose", 1))
     _quiet_tune()
-    _init_ray(config["cluster"], verbose)  # before any MLflow run: no half-written sweep
     redact.register_config(config, plan.tracking_uri)  # what is recorded or printed: ***
     redact.protect_console(plan.tracking_uri)
+    # MLflow's import and store (~1.5-2 s of driver CPU) run while ray.init waits ~4 s for
+    # Ray's daemons (the driver is idle then). The tracker opens the experiment and its
+    # journal only; the parent run is created below, once Ray is up.
+    opening = _start_in_background(lambda: _open_tracker_warm_tune(plan), name="qeu-open-tracker")
+    try:
+        _init_ray(config["cluster"], verbose)  # main thread: Ray's SIGTERM handler; before any MLflow run
+    except BaseException:
+        _discard_tracker(opening)
+        raise
     guard = InterruptGuard()
     guard.install()  # after ray.init, which installs its own SIGTERM handler
-    tracker = _tracker(plan)
+    try:
+        tracker = opening.result()  # MLflow unreachable: its ConfigError, as before
+    except BaseException:  # also Ctrl-C while waiting: a tracker that comes later is closed
+        _discard_tracker(opening)
+        guard.restore()
+        raise
     sweep_name = str(config["sweep_name"])
     run_name = f"{sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     tune_path = f"{plan.storage_path.rstrip('/')}/{run_name}"

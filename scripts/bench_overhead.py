@@ -405,6 +405,8 @@ def main() -> None:
     parser.add_argument("--efficiency-trials", type=int, default=16, help="trials of the efficiency sweep (0: skip)")
     parser.add_argument("--efficiency-reps", type=int, default=1)
     parser.add_argument("--skip-pair", action="store_true", help="only the efficiency sweep")
+    parser.add_argument("--efficiency-before", action="store_true",
+                        help="also run the efficiency sweep with --before's code (alternated with qeu each rep)")
     parser.add_argument("--before", default=None, help="a directory with another qeu_tune checkout to compare")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="Ray CPUs (default: all cores)")
     parser.add_argument("--keep", action="store_true", help="keep each run's temporary directory")
@@ -448,11 +450,14 @@ def main() -> None:
                 results["runs"].append(run)
                 print(f"rep {rep} {describe(run)}", flush=True)
         results["summary"] = summarise(results["runs"], variants)
+    eff_variants = ["qeu"] + (["before"] if args.efficiency_before and args.before else [])
     for rep in range(args.efficiency_reps if args.efficiency_trials else 0):
-        run = run_variant("qeu", args.efficiency_trials, args.steps, args.cpus, None, args.keep, args.fresh_store)
-        run["rep"] = rep
-        results["efficiency_runs"].append(run)
-        print(f"efficiency {args.efficiency_trials} trials: {describe(run)}", flush=True)
+        for variant in eff_variants[rep % len(eff_variants):] + eff_variants[:rep % len(eff_variants)]:
+            run = run_variant(variant, args.efficiency_trials, args.steps, args.cpus, args.before, args.keep,
+                              args.fresh_store)
+            run["rep"] = rep
+            results["efficiency_runs"].append(run)
+            print(f"efficiency {args.efficiency_trials} trials: {describe(run)}", flush=True)
     results["load_average_1min_at_end"] = os.getloadavg()[0]
 
     print(f"\n=== {args.trials} PPO CartPole trials x {args.steps} env steps, {args.cpus} CPUs, "
@@ -475,7 +480,7 @@ def main() -> None:
               f"{[round(x, 3) for x in d['wall_ratio_per_rep']]}); CPU per env step ratio "
               f"{d['cpu_per_env_step_ratio_median']:.3f} ({[round(x, 3) for x in d['cpu_per_env_step_ratio_per_rep']]})")
     for run in results["efficiency_runs"]:
-        print(f"sweep efficiency, {run['trials']} trials x {run['steps_per_trial']} steps: "
+        print(f"sweep efficiency ({run['variant']}), {run['trials']} trials x {run['steps_per_trial']} steps: "
               f"{run['sweep_efficiency']:.3f} = sum(time_total_s) {run['sum_trial_time_total_s']:.1f} s / "
               f"({args.cpus} CPUs x {run['wall_s']:.1f} s wall); RLlib training only: "
               f"{run.get('sweep_efficiency_rllib_training_only', float('nan')):.3f}; over the trials' window "
