@@ -74,6 +74,9 @@ def runner():
 
 
 @pytest.mark.slow
+EPISODE_KEYS = set(episode_info_keys(["route"])) | {"task/route_adherence", "task/goal_reached"}
+
+
 def test_every_finished_episode_carries_the_wrapper_statistics(runner):
     CAPTURED.clear()
     # Fragments of 50 steps cut episodes in chunks: the statistics must survive that.
@@ -84,7 +87,9 @@ def test_every_finished_episode_carries_the_wrapper_statistics(runner):
     for c in CAPTURED:
         stats = c["stats"]
         assert stats is not None, "episode.get_infos(-1) lacks the 'qeu_episode' key"
-        assert set(stats) == set(episode_info_keys(["route"]))
+        # The design's statistics, and the Cliff task's own (route adherence, goal).
+        assert set(stats) == EPISODE_KEYS
+        assert 0.0 <= stats["task/route_adherence"] <= 1.0
         assert stats["return_shaped"] == pytest.approx(stats["return_env"] + stats["reward/route/sum"])
         assert stats["rt/route/min"] <= stats["rt/route/mean"] <= stats["rt/route/max"]
         if c["truncated"]:
@@ -115,7 +120,7 @@ def test_step_info_false_still_delivers_the_episode_statistics():
         env_runner.stop()
     assert len(CAPTURED) == len(episodes) >= 4
     for c, episode in zip(CAPTURED, episodes):
-        assert set(c["stats"]) == set(episode_info_keys(["route"]))
+        assert set(c["stats"]) == EPISODE_KEYS
         assert c["complete"] and c["stats"]["return_shaped"] == pytest.approx(episode.get_return())
         # Only the env's own entries on every step, the statistics on the last one.
         infos = episode.get_infos()
