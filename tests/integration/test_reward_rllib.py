@@ -73,10 +73,10 @@ def runner():
     env_runner.stop()
 
 
-@pytest.mark.slow
 EPISODE_KEYS = set(episode_info_keys(["route"])) | {"task/route_adherence", "task/goal_reached"}
 
 
+@pytest.mark.slow
 def test_every_finished_episode_carries_the_wrapper_statistics(runner):
     CAPTURED.clear()
     # Fragments of 50 steps cut episodes in chunks: the statistics must survive that.
