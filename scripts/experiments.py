@@ -109,6 +109,7 @@ def write_results(name: str, sweep: str, *, cmd: List[str], wall_s: Optional[flo
     stem = sweep.replace("-", "_")
     report.ranked.to_csv(results / f"{stem}_ranking.csv")
     report.trials.to_csv(results / f"{stem}_trials.csv", index=False)
+    (images / stem).mkdir(parents=True, exist_ok=True)
     plots = write_plots(report, images / stem)
     summary = {
         "experiment": name,
