@@ -116,7 +116,8 @@ def write_results(name: str, sweep: str, *, cmd: List[str], wall_s: Optional[flo
         "sweep_name": report.sweep.name,
         "parent_run_id": report.sweep.run_id,
         "command": shlex.join(cmd),
-        "wall_s": wall_s,
+        "wall_s": wall_s,  # the command, report included (None with --report-only)
+        "sweep_wall_s": _sweep_wall_s(report.sweep.parent),  # MLflow: parent run start -> end
         "curve": report.metric,
         "baseline": report.baseline,
         "configurations": _configurations(report),
@@ -129,6 +130,11 @@ def write_results(name: str, sweep: str, *, cmd: List[str], wall_s: Optional[flo
     (results / f"{stem}.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print(f"wrote {results / stem}_ranking.csv, _trials.csv, .json and {len(plots)} plots in {images / stem}")
     return summary
+
+
+def _sweep_wall_s(parent: Any) -> Optional[float]:
+    info = parent.info
+    return (info.end_time - info.start_time) / 1000.0 if info.end_time and info.start_time else None
 
 
 def _configurations(report: Any) -> Dict[str, Dict[str, float]]:
