@@ -71,12 +71,16 @@ EXPERIMENTS: Dict[str, Experiment] = {
 }
 
 
+def sweep_name(name: str, quick: bool) -> str:
+    """The fixed sweep name of an experiment (its MLflow parent run's name)."""
+    return f"{name}-quick" if quick else name
+
+
 def command(name: str, quick: bool) -> List[str]:
     """The ``qeu-tune`` command line of an experiment."""
     exp = EXPERIMENTS[name]
-    sweep = f"{name}-quick" if quick else name
     return ["qeu-tune", f"experiment={exp.file}", *exp.overrides, *(exp.quick if quick else []),
-            f"sweep_name={sweep}"]
+            f"sweep_name={sweep_name(name, quick)}"]
 
 
 def run(name: str, *, quick: bool, uri: Optional[str], results: Path, images: Path) -> Dict[str, Any]:
@@ -90,7 +94,7 @@ def run(name: str, *, quick: bool, uri: Optional[str], results: Path, images: Pa
     wall = time.time() - started
     if code != 0:
         raise SystemExit(f"{name}: qeu-tune exited with {code}")
-    return write_results(name, cmd[-2 if uri else -1].split("=", 1)[1], cmd=cmd, wall_s=wall, uri=uri,
+    return write_results(name, sweep_name(name, quick), cmd=cmd, wall_s=wall, uri=uri,
                          results=results, images=images, threshold=EXPERIMENTS[name].threshold)
 
 
@@ -182,7 +186,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     for name in names:
         if args.report_only:
             cmd = command(name, args.quick)
-            write_results(name, cmd[-1].split("=", 1)[1], cmd=cmd, wall_s=None, uri=args.tracking_uri,
+            write_results(name, sweep_name(name, args.quick), cmd=cmd, wall_s=None, uri=args.tracking_uri,
                           results=args.results, images=args.images, threshold=EXPERIMENTS[name].threshold)
         else:
             run(name, quick=args.quick, uri=args.tracking_uri, results=args.results, images=args.images)
