@@ -118,3 +118,60 @@ def test_ray_init_runs_in_the_main_thread(monkeypatch):
     with pytest.raises(sweep.ConfigError):
         sweep.run_sweep(_plan())
     assert threads == [threading.main_thread()]
+
+
+def _search_plan(*, searcher, num_env_runners=0, max_concurrent=None):
+    from types import SimpleNamespace
+
+    return sweep.SweepPlan(
+        config={"algo": {"num_env_runners": num_env_runners}, "search": {"max_concurrent_trials": max_concurrent}},
+        template=None, search=SimpleNamespace(search_alg=object() if searcher else None),
+        tracking_uri="sqlite:///unused.db", storage_path="/tmp/unused",
+    )
+
+
+@pytest.mark.parametrize(
+    "cpus, runners, cap, expected",
+    [(2, 0, None, 2), (32, 0, None, 32), (32, 3, None, 8), (2, 3, None, 1), (32, 0, 4, 4), (2.5, 0, None, 2)],
+)
+def test_a_searcher_sweep_may_start_a_trial_per_free_slot_at_once(monkeypatch, cpus, runners, cap, expected):
+    """Tune keeps one trial pending for a searcher (its first wave then starts one actor at a
+    time); the limit becomes the trial slots of the cluster, or max_concurrent_trials."""
+    monkeypatch.delenv(sweep.PENDING_TRIALS_ENV, raising=False)
+    with sweep.pending_trials_limit(_search_plan(searcher=True, num_env_runners=runners, max_concurrent=cap),
+                                    cpus) as limit:
+        assert limit == expected
+        assert sweep.os.environ[sweep.PENDING_TRIALS_ENV] == str(expected)
+    assert sweep.PENDING_TRIALS_ENV not in sweep.os.environ  # scoped to the one fit()
+
+
+def test_the_pending_limit_is_restored_when_fit_fails(monkeypatch):
+    monkeypatch.delenv(sweep.PENDING_TRIALS_ENV, raising=False)
+    with pytest.raises(RuntimeError):
+        with sweep.pending_trials_limit(_search_plan(searcher=True), 2):
+            raise RuntimeError("fit failed")
+    assert sweep.PENDING_TRIALS_ENV not in sweep.os.environ
+
+
+def test_grid_sweeps_and_a_users_own_setting_keep_tunes_limit(monkeypatch):
+    monkeypatch.delenv(sweep.PENDING_TRIALS_ENV, raising=False)
+    with sweep.pending_trials_limit(_search_plan(searcher=False), 2) as limit:  # variant generator: Tune's many
+        assert limit is None and sweep.PENDING_TRIALS_ENV not in sweep.os.environ
+    monkeypatch.setenv(sweep.PENDING_TRIALS_ENV, "7")
+    with sweep.pending_trials_limit(_search_plan(searcher=True), 2) as limit:
+        assert limit is None and sweep.os.environ[sweep.PENDING_TRIALS_ENV] == "7"
+    assert sweep.os.environ[sweep.PENDING_TRIALS_ENV] == "7"
+
+
+def test_tune_reads_the_limit_for_a_searcher():
+    """The knob is Tune's own: its controller takes the value for a (non-grid) search algorithm."""
+    from ray.tune.execution.tune_controller import _get_max_pending_trials
+    from ray.tune.search import SearchGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = SearchGenerator(OptunaSearch(metric="m", mode="max"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(sweep.PENDING_TRIALS_ENV, raising=False)
+        assert _get_max_pending_trials(searcher) == 1  # Tune's default: the first wave starts one by one
+        with sweep.pending_trials_limit(_search_plan(searcher=True), 2):
+            assert _get_max_pending_trials(searcher) == 2
