@@ -8,8 +8,10 @@ episodes and the ``cliff_absolute`` design, metrics shipped fitted as a sweep do
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
+from ray.tune.utils.util import UtilMonitor
 from rewards import CLIFF_ABSOLUTE
 
 from qeu_tune import names
@@ -48,6 +50,10 @@ def test_reward_metrics_reach_results_with_several_envs_per_runner(ray_session):
     algo = algo_config.build_algo()
     try:
         metrics = flatten_result(algo.train())
+        # No psutil monitor thread: Algorithm.stop() would wait up to 0.7 s for it, idle,
+        # at the end of every trial.
+        assert algo_config.log_sys_usage is False
+        assert not any(isinstance(t, UtilMonitor) and t.is_alive() for t in threading.enumerate())
     finally:
         algo.stop()
     assert set(_CACHE) == set(fitted), "a sub-environment fitted its metric again"
@@ -59,3 +65,38 @@ def test_reward_metrics_reach_results_with_several_envs_per_runner(ray_session):
     # Episodes of 40 steps at most, 4 sub-envs x 100 steps: many finished episodes.
     assert metrics[names.EPISODES] >= 10
     assert math.isfinite(metrics[names.RETURN_ENV_MEAN])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["appo", "impala"])
+@pytest.mark.filterwarnings("ignore:.*Overriding environment:UserWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_shipped_vectorised_defaults_train_with_a_reward_design(ray_session, algo):
+    """APPO and IMPALA ship with 4 sub-environments per runner: a design's metrics still
+    reach the results, each sub-environment wrapped by the design."""
+    import torch
+
+    from qeu_tune.config.compose import compose, to_plain
+    from qeu_tune.episode_metrics import flatten_result
+    from qeu_tune.trainable import build_algo_config, register_env
+    from qeu_tune.trial_config import TrialTemplate, resolve_trial_config
+
+    torch.set_num_threads(1)
+    base = to_plain(compose([f"algo={algo}", "reward=cartpole_rt", "algo.reporting.min_time_s_per_iteration=0"]))
+    config, _ = resolve_trial_config(TrialTemplate(base=base, group_options={}), {"seed": 0})
+    assert config["algo"]["num_envs_per_env_runner"] == 4
+    register_env()
+    algo_config = build_algo_config(config)
+    algo = algo_config.build_algo()
+    try:
+        assert algo.env_runner.num_envs == 4
+        metrics = {}
+        for _ in range(20):  # async learners: the first iterations may report no episode yet
+            metrics = flatten_result(algo.train())
+            if "rt/balance/mean" in metrics:
+                break
+    finally:
+        algo.stop()
+    for key in ("rt/balance/mean", "reward/balance/sum"):
+        assert key in metrics and math.isfinite(metrics[key]), key
+    assert metrics["reward/balance/sum"] < 0.0  # additive feedback subtracts w * D > 0
