@@ -8,6 +8,8 @@ How to run this script::
     python scripts/bench_overhead.py --quick         # 2 trials x 10k steps, 4-trial efficiency sweep
     python scripts/bench_overhead.py --before /tmp/qeu-before   # adds the pre-change code as a third
                                                      # variant: git archive <commit> | tar -x -C /tmp/qeu-before
+    ray start --head --num-cpus 2 --include-dashboard false   # then, joining that Ray:
+    python scripts/bench_overhead.py --skip-pair --qeu-override cluster=remote
 
 What runs (each as a fresh subprocess, its own Ray instance and its own MLflow SQLite
 store and Tune storage in a temporary directory; the store is created and migrated before
@@ -198,10 +200,13 @@ def _env(pythonpath: Optional[str], home: Path) -> Dict[str, str]:
     return env
 
 
+QEU_OVERRIDES: List[str] = []  # --qeu-override: extra overrides of the qeu-tune commands
+
+
 def command(variant: str, trials: int, steps: int, work: Path, cpus: int, before: Optional[str]) -> tuple:
     if variant in ("qeu", "before"):
         cmd = [QEU_TUNE, "experiment=single", f"search.num_seeds={trials}", f"stop.env_steps={steps}",
-               "search.seed=0", f"cluster.num_cpus={cpus}"]
+               "search.seed=0", f"cluster.num_cpus={cpus}", *QEU_OVERRIDES]
         return cmd, _env(before if variant == "before" else None, work / "home")
     cmd = [PYTHON, str(Path(__file__).resolve()), "--plain-worker", "--trials", str(trials), "--steps", str(steps),
            "--cpus", str(cpus), "--storage", str(work / "ray_results"), "--uri", f"sqlite:///{work / 'mlflow.db'}"]
@@ -413,6 +418,9 @@ def main() -> None:
     parser.add_argument("--fresh-store", action="store_true",
                         help="let each command create its MLflow SQLite database (default: created and migrated "
                              "before the timing starts, as for a user's second sweep)")
+    parser.add_argument("--qeu-override", action="append", default=[],
+                        help="extra override of the qeu-tune commands (repeatable), e.g. cluster=remote to join "
+                             "a running `ray start --head` (whose daemons' CPU the process-tree CPU then misses)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     # Internal: the plain Tune + RLlib + MLflowLoggerCallback script.
     parser.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)
@@ -429,6 +437,7 @@ def main() -> None:
         args.trials, args.steps = 2, 10000
         args.efficiency_trials = min(args.efficiency_trials, 4)
     os.environ["BENCH_CPUS"] = str(args.cpus)
+    QEU_OVERRIDES[:] = args.qeu_override
 
     variants = ["qeu", "plain"] + (["before"] if args.before else []) + (["tune"] if args.tune_only else [])
     results: Dict[str, Any] = {
