@@ -7,6 +7,7 @@ opens the parent run, runs ``Tuner.fit`` and closes every run with its real stat
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -218,8 +219,9 @@ def _init_ray(cluster: Mapping[str, Any], verbose: int) -> None:
             num_cpus=cluster.get("num_cpus") or os.cpu_count(),
             include_dashboard=False,
             # Ray prestarts one idle worker per CPU for the first driver, but Tune gives
-            # its trial actors their own runtime_env, so those never run a trial: they only
-            # take CPU while the sweep starts (measured: 4 worker processes started, 2 used).
+            # its trial actors their own runtime_env (which their env runners inherit), so
+            # those never run a trial: they only take CPU while the sweep starts (measured:
+            # 4 worker processes started, 2 used).
             _system_config={"prestart_worker_first_driver": False},
             **quiet,
         )
@@ -462,7 +464,7 @@ def pending_trials_limit(plan: SweepPlan, cluster_cpus: float) -> Iterator[Optio
 
     With a searcher (random, TPE) Tune keeps only one trial pending, so the first wave's
     actors start one after another, each once the previous one has started (~1.5 s each,
-    measured on 2 cores); on a 32-CPU cluster the last slot would fill ~45 s late. Allowing
+    measured on 2 cores; by that rate a 32-CPU cluster's last slot would fill ~45 s late). Allowing
     as many pending trials as there are trial slots starts them together; the searcher
     then suggests at most that many configurations ahead of the results. Grid and PBT use
     Tune's variant generator, which already allows many; a value the user set in the
@@ -490,9 +492,7 @@ def _cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1.0))
 
 
-_report_imports_started = False
-
-
+@functools.cache  # once per process: a resumed sweep may call it again
 def _warm_report_imports() -> None:
     """Imports the end-of-sweep report's modules (pandas, scipy, matplotlib) in the background.
 
@@ -500,11 +500,6 @@ def _warm_report_imports() -> None:
     (a new sweep) or the trials (``resume``) instead of delaying the sweep's end.
     """
     import threading
-
-    global _report_imports_started
-    if _report_imports_started:
-        return
-    _report_imports_started = True
 
     def _import() -> None:
         try:

@@ -68,7 +68,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "bench_overhead.json"
@@ -200,13 +200,12 @@ def _env(pythonpath: Optional[str], home: Path) -> Dict[str, str]:
     return env
 
 
-QEU_OVERRIDES: List[str] = []  # --qeu-override: extra overrides of the qeu-tune commands
-
-
-def command(variant: str, trials: int, steps: int, work: Path, cpus: int, before: Optional[str]) -> tuple:
+def command(variant: str, trials: int, steps: int, work: Path, cpus: int, before: Optional[str],
+            overrides: Sequence[str] = ()) -> tuple:
+    """The command of one variant; ``overrides`` (--qeu-override) go to the qeu-tune ones."""
     if variant in ("qeu", "before"):
         cmd = [QEU_TUNE, "experiment=single", f"search.num_seeds={trials}", f"stop.env_steps={steps}",
-               "search.seed=0", f"cluster.num_cpus={cpus}", *QEU_OVERRIDES]
+               "search.seed=0", f"cluster.num_cpus={cpus}", *overrides]
         return cmd, _env(before if variant == "before" else None, work / "home")
     cmd = [PYTHON, str(Path(__file__).resolve()), "--plain-worker", "--trials", str(trials), "--steps", str(steps),
            "--cpus", str(cpus), "--storage", str(work / "ray_results"), "--uri", f"sqlite:///{work / 'mlflow.db'}"]
@@ -220,9 +219,9 @@ def _store_uri(variant: str, work: Path) -> str:
 
 
 def run_variant(variant: str, trials: int, steps: int, cpus: int, before: Optional[str], keep: bool,
-                fresh_store: bool = False) -> Dict[str, Any]:
+                fresh_store: bool = False, overrides: Sequence[str] = ()) -> Dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"bench_overhead_{variant}_"))
-    cmd, env = command(variant, trials, steps, work, cpus, before)
+    cmd, env = command(variant, trials, steps, work, cpus, before, overrides)
     if not fresh_store:  # a user's usual case: the MLflow database exists already
         from mlflow.tracking import MlflowClient
 
@@ -437,7 +436,6 @@ def main() -> None:
         args.trials, args.steps = 2, 10000
         args.efficiency_trials = min(args.efficiency_trials, 4)
     os.environ["BENCH_CPUS"] = str(args.cpus)
-    QEU_OVERRIDES[:] = args.qeu_override
 
     variants = ["qeu", "plain"] + (["before"] if args.before else []) + (["tune"] if args.tune_only else [])
     results: Dict[str, Any] = {
@@ -454,7 +452,7 @@ def main() -> None:
             order = variants[rep % len(variants):] + variants[:rep % len(variants)]
             for variant in order:
                 run = run_variant(variant, args.trials, args.steps, args.cpus, args.before, args.keep,
-                                  args.fresh_store)
+                                  args.fresh_store, args.qeu_override)
                 run["rep"] = rep
                 results["runs"].append(run)
                 print(f"rep {rep} {describe(run)}", flush=True)
@@ -463,7 +461,7 @@ def main() -> None:
     for rep in range(args.efficiency_reps if args.efficiency_trials else 0):
         for variant in eff_variants[rep % len(eff_variants):] + eff_variants[:rep % len(eff_variants)]:
             run = run_variant(variant, args.efficiency_trials, args.steps, args.cpus, args.before, args.keep,
-                              args.fresh_store)
+                              args.fresh_store, args.qeu_override)
             run["rep"] = rep
             results["efficiency_runs"].append(run)
             print(f"efficiency {args.efficiency_trials} trials: {describe(run)}", flush=True)
