@@ -297,8 +297,11 @@ class Applier:
         return runs[0].info.run_id
 
     def _tag_value(self, value: str) -> str:
-        # A run key in a tag (mlflow.parentRunId, qeu.best_run_id) becomes the real run id.
-        return self.state.runs.get(value, value) if is_run_key(value) else value
+        # A run key in a tag (mlflow.parentRunId, qeu.best_run_id) becomes the real run id,
+        # also a key handed out by an earlier process (the parent of a resumed sweep).
+        if not is_run_key(value):
+            return value
+        return self.state.runs.get(value) or self._find(value) or value
 
     def apply(self, unit: Sequence[dict]) -> None:
         """Applies one unit: a single entry, or consecutive ``metrics`` entries (coalesced)."""
@@ -332,10 +335,6 @@ class Applier:
         elif op == "reopen_run":
             self.client.update_run(run_id, status="RUNNING")
         elif op == "delete_run":  # soft delete; repeating it is harmless
-            self.client.delete_run(run_id)
-        elif op == "reopen_run":  # a resumed sweep or trial: RUNNING again
-            self.client.update_run(run_id, status="RUNNING")
-        elif op == "delete_run":
             self.client.delete_run(run_id)
         else:
             raise _Unresolved(f"unknown journal op {op!r}")

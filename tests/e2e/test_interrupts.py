@@ -60,10 +60,10 @@ def resume(uri: str, ref: str, home: Path) -> subprocess.CompletedProcess:
                           env=env, timeout=300)
 
 
-def assert_complete(client: MlflowClient, children) -> None:
+def assert_complete(client: MlflowClient, children, resume_output: str = "") -> None:
     assert len(children) == 2
     for run in children:
-        assert run.info.status == "FINISHED", run.data.tags
+        assert run.info.status == "FINISHED", (run.data.tags.get(tracking.TAG_ERROR), resume_output)
         steps = [m.step for m in client.get_metric_history(run.info.run_id, names.ENV_STEPS)]
         assert_gap_free(steps)
         for key in run.data.metrics:
@@ -108,7 +108,7 @@ def test_signal_stops_honestly_and_resume_finishes_into_the_same_runs(tmp_path, 
     assert done.returncode == 0, done.stdout + done.stderr
     parent, children = sweep_runs(client)
     assert parent.info.status == "FINISHED"
-    assert_complete(client, children)
+    assert_complete(client, children, done.stdout + done.stderr)
 
 
 def test_resume_after_the_driver_was_killed_reconciles_runs_left_running(tmp_path):
@@ -128,4 +128,4 @@ def test_resume_after_the_driver_was_killed_reconciles_runs_left_running(tmp_pat
     assert done.returncode == 0, done.stdout + done.stderr
     parent, children = sweep_runs(client)
     assert parent.info.status == "FINISHED"
-    assert_complete(client, children)
+    assert_complete(client, children, done.stdout + done.stderr)

@@ -315,3 +315,20 @@ def test_reopen_and_delete_are_replayed_in_order(uri):
     (active,) = client.search_runs([exp])
     assert active.info.run_name == "kept" and active.info.status == "RUNNING"
     assert [r.info.run_name for r in client.search_runs([exp], run_view_type=2)] == ["gone"]  # deleted only
+
+
+def test_a_run_key_from_an_earlier_tracker_becomes_the_run_id_in_tags(uri):
+    """A resumed sweep's new trial runs name the parent by the key the first process handed out."""
+    first = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    parent = first.create_run(run_name="sweep", tags={tracking.TAG_KIND: "sweep"})
+    assert first.close(timeout_s=30)
+    second = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")  # its spool has never seen the key
+    child = second.create_run(run_name="trial", tags={tracking.TAG_PARENT: parent, tracking.TAG_KIND: "trial"})
+    second.set_tags(child, {"qeu.best_run_id": parent})
+    assert second.close(timeout_s=30)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("qeu-tune").experiment_id
+    (parent_run,) = client.search_runs([exp], f"tags.`{tracking.TAG_KIND}` = 'sweep'")
+    (child_run,) = client.search_runs([exp], f"tags.`{tracking.TAG_KIND}` = 'trial'")
+    assert child_run.data.tags[tracking.TAG_PARENT] == parent_run.info.run_id
+    assert child_run.data.tags["qeu.best_run_id"] == parent_run.info.run_id
