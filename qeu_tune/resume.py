@@ -11,7 +11,8 @@ saw (Tune starts those trials afresh, so their first runs are removed).
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from qeu_tune import names
 from qeu_tune.config.errors import ConfigError
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 TAG_RESUMED = "qeu.resumed"  # how many times the sweep was resumed
 TAG_ORPHANED = "qeu.orphaned"
+TAG_CHECKPOINT_LOST = "qeu.checkpoint_lost"
 
 
 def resume_sweep(tracking_uri: str, ref: str, *, restart_errored: bool = False) -> Any:
@@ -81,7 +83,7 @@ def resume_sweep(tracking_uri: str, ref: str, *, restart_errored: bool = False) 
     resumed = int(tags.get(TAG_RESUMED, "0") or 0) + 1
     tracker.reopen_run(parent_id)
     tracker.set_tags(parent_id, {TAG_RESUMED: str(resumed), tracking.TAG_INTERRUPTED: ""})
-    callback.attach(tracker, guard, on_setup=lambda cb: reconcile(client, cb, parent_id))
+    callback.attach(tracker, guard, on_resume=lambda cb, trials: reconcile(client, cb, parent_id, trials))
     print(f"Resuming sweep {tags.get(tracking.TAG_SWEEP)} (parent run {parent_id}) from {tune_path}")
     return sweep.fit_and_record(tuner, plan=plan, tracker=tracker, parent=parent_id, callback=callback, guard=guard)
 
@@ -111,10 +113,11 @@ def _tracking_callback(tuner: Any) -> Any:
     raise ConfigError("the restored Tune experiment has no qeu-tune tracking callback; it was not started by qeu-tune.")
 
 
-def reconcile(client: Any, callback: Any, parent_id: str) -> None:
-    """Brings the callback's restored records in line with what MLflow holds.
+def reconcile(client: Any, callback: Any, parent_id: str, trials: Sequence[Any] = ()) -> None:
+    """Brings the callback's restored records in line with what MLflow holds, and the
+    restored trials in line with the checkpoints still on storage.
 
-    Called once Tune has restored the callback's state, before any trial runs again.
+    Called once Tune has restored the trials and the callback's state, before any trial runs again.
     """
     from qeu_tune import tracking
 
@@ -148,6 +151,87 @@ def reconcile(client: Any, callback: Any, parent_id: str) -> None:
             record.last_iteration = max(int(p.get(names.ITERATION, -1)) for p in record.history)
         if record.ended and run.info.status == "RUNNING":  # killed before its status was written
             callback.tracker.end_run(record.run_id, record.status or tracking.KILLED)
+    for trial in trials:
+        note = repair_lost_checkpoint(trial, callback.records.get(trial.trial_id))
+        if note:
+            log.warning("trial %s: %s", trial.trial_id, note)
+            record = callback.records.get(trial.trial_id)
+            if record is not None:
+                callback.tracker.set_tags(record.run_id, {TAG_CHECKPOINT_LOST: note})
+
+
+def repair_lost_checkpoint(trial: Any, record: Any) -> Optional[str]:
+    """Points a restored trial whose checkpoint is gone at one that exists; says what it did.
+
+    Tune deletes a trial's oldest kept checkpoint (``num_to_keep``) when it registers a new
+    one, but saves its experiment state only later: a driver killed in between leaves a
+    state naming a deleted checkpoint, and Tune's restore then fails on every retry. The
+    trial goes on from its newest checkpoint that exists and is not past the iterations
+    MLflow holds (so its history has no gap), or from scratch (the iterations already
+    recorded are not logged again). Returns None when the checkpoint is there.
+    """
+    from ray.tune import Checkpoint
+    from ray.tune.experiment import Trial
+
+    lost = trial.checkpoint
+    if trial.status != Trial.PENDING or lost is None or _exists(lost.filesystem, lost.path):  # PENDING: to run
+        return None
+    fs, trial_dir = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+    existing = _checkpoint_dirs(fs, trial_dir)
+    logged = record.last_iteration if record is not None else -1
+    usable = []
+    for index, path in existing:
+        progress = _progress(fs, path)
+        if progress is not None and 0 < int(progress.get(names.ITERATION, 0)) <= logged:
+            usable.append((index, path, progress))
+    manager = trial.run_metadata.checkpoint_manager  # Tune has no public API for this (Ray 2.60)
+    if usable:
+        _, path, progress = max(usable)
+        from ray.train._internal.session import _TrainingResult
+
+        iteration = int(progress[names.ITERATION])
+        metrics = {**progress, "training_iteration": iteration, "time_total_s": progress.get(names.TIME_TOTAL_S, 0.0)}
+        result = _TrainingResult(checkpoint=Checkpoint(path, filesystem=fs), metrics=metrics)
+        manager._latest_checkpoint_result, manager._checkpoint_results = result, [result]
+        note = f"resumed from {Path(path).name} (iteration {iteration})"
+    else:
+        manager._latest_checkpoint_result, manager._checkpoint_results = None, []
+        note = "restarted from scratch (no usable checkpoint); iterations already recorded are not logged again"
+    # New checkpoints go after every directory there, never over the one restored from.
+    trial.storage.current_checkpoint_index = max((i for i, _ in existing), default=-1) + 1
+    trial.invalidate_json_state()
+    trial.run_metadata.invalidate_cache()
+    return f"its checkpoint {Path(lost.path).name} was deleted before the driver was killed; {note}"
+
+
+def _exists(fs: Any, path: str) -> bool:
+    from pyarrow.fs import FileType
+
+    return fs.get_file_info(path).type != FileType.NotFound
+
+
+def _checkpoint_dirs(fs: Any, trial_dir: str) -> List[Tuple[int, str]]:
+    from pyarrow.fs import FileSelector, FileType
+
+    found = []
+    for info in fs.get_file_info(FileSelector(trial_dir, allow_not_found=True)):
+        name = info.base_name
+        if info.type == FileType.Directory and name.startswith("checkpoint_") and name[11:].isdigit():
+            found.append((int(name[11:]), info.path))
+    return sorted(found)
+
+
+def _progress(fs: Any, checkpoint_dir: str) -> Optional[Dict[str, float]]:
+    """The checkpoint's counters (``qeu_tune.trainable``), or None if it is incomplete."""
+    import json
+
+    from qeu_tune.trainable import PROGRESS_FILE
+
+    try:
+        with fs.open_input_stream(f"{checkpoint_dir}/{PROGRESS_FILE}") as stream:
+            return json.loads(stream.readall())
+    except (OSError, ValueError):
+        return None
 
 
 def _max_step(client: Any, run_id: str) -> int:

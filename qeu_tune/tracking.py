@@ -390,21 +390,22 @@ class MLflowTrialCallback(Callback):
         self.on_trial_end_hook = on_trial_end
         self.records: Dict[str, TrialRecord] = {}
         self.guard: Any = None  # qeu_tune.interrupts.InterruptGuard
-        self.on_setup: Optional[Callable[["MLflowTrialCallback"], None]] = None
+        self.on_resume: Optional[Callable[["MLflowTrialCallback", list], None]] = None
 
     # -- driver-process wiring and Tune's experiment checkpoint ------------------
-    _RUNTIME = ("tracker", "guard", "on_setup", "on_trial_end_hook")
+    _RUNTIME = ("tracker", "guard", "on_resume", "on_trial_end_hook")
 
     def attach(self, tracker: Tracker, guard: Any = None,
-               on_setup: Optional[Callable[["MLflowTrialCallback"], None]] = None) -> None:
+               on_resume: Optional[Callable[["MLflowTrialCallback", list], None]] = None) -> None:
         """Connects this callback (new, or unpickled by ``Tuner.restore``) to this process.
 
-        ``on_setup`` runs when Tune starts the experiment, after it restored this
-        callback's state (``qeu_tune.resume`` reconciles the records with MLflow there).
+        ``on_resume(callback, trials)`` runs once, at Tune's first step: after Tune restored
+        the trials and this callback's state, before any trial starts (``qeu_tune.resume``
+        reconciles the records with MLflow and the trials with their checkpoints there).
         """
         self.tracker = tracker
         self.guard = guard
-        self.on_setup = on_setup
+        self.on_resume = on_resume
 
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
@@ -424,10 +425,13 @@ class MLflowTrialCallback(Callback):
         self.records = {tid: TrialRecord.from_state(r) for tid, r in state.get("records", {}).items()}
 
     def setup(self, **info: Any) -> None:
-        if self.on_setup is not None:
-            self.on_setup(self)
         if self.guard is not None:
             self.guard.arm()  # Tune's SIGINT handler is in place now
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.on_resume is not None:
+            hook, self.on_resume = self.on_resume, None  # once
+            hook(self, trials)
 
     # -- run lifecycle -------------------------------------------------------------
     def _start(self, trial: Any) -> TrialRecord:

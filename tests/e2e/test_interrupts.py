@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from qeu_tune import names, tracking
+from qeu_tune.resume import TAG_CHECKPOINT_LOST
 
 pytestmark = pytest.mark.slow
 
@@ -129,3 +132,47 @@ def test_resume_after_the_driver_was_killed_reconciles_runs_left_running(tmp_pat
     parent, children = sweep_runs(client)
     assert parent.info.status == "FINISHED"
     assert_complete(client, children, done.stdout + done.stderr)
+
+
+def checkpoints_named_by_tune(tune_dir: Path) -> list:
+    """The checkpoint each trial would be restored from, as Tune's newest saved state names it."""
+    from ray.tune.experiment import Trial
+
+    states = sorted(tune_dir.glob("*/experiment_state-*.json"))
+    if not states:
+        return []
+    named = []
+    for trial_json, metadata in json.loads(states[-1].read_text())["trial_data"]:
+        trial = Trial.from_json_state(trial_json, stub=True)  # stub: no trainable needed
+        trial.restore_run_metadata(metadata)
+        if trial.checkpoint is not None:
+            named.append((trial.trial_id, Path(trial.checkpoint.path)))
+    return named
+
+
+def test_resume_goes_on_when_tune_deleted_the_checkpoint_its_state_names(tmp_path):
+    """Tune deletes the oldest kept checkpoint when it registers a new one and saves its state
+    later: a driver killed in between leaves a state that names a deleted checkpoint."""
+    home = tmp_path / "home"
+    proc, uri = start_sweep(tmp_path, home)
+    client = MlflowClient(uri)
+    try:
+        deadline = time.time() + 180
+        while not checkpoints_named_by_tune(tmp_path / "ray"):
+            assert proc.poll() is None and time.time() < deadline, "Tune saved no state with a checkpoint"
+            time.sleep(0.3)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    deleted = dict(checkpoints_named_by_tune(tmp_path / "ray"))
+    for path in deleted.values():
+        shutil.rmtree(path)
+
+    done = resume(uri, sweep_runs(client)[0].info.run_id, home)
+    assert done.returncode == 0, done.stdout + done.stderr
+    parent, children = sweep_runs(client)
+    assert parent.info.status == "FINISHED"
+    assert_complete(client, children, done.stdout + done.stderr)
+    notes = {r.data.tags[tracking.TAG_TRIAL_ID]: r.data.tags.get(TAG_CHECKPOINT_LOST, "") for r in children}
+    for trial_id, path in deleted.items():
+        assert f"its checkpoint {path.name} was deleted" in notes[trial_id]
