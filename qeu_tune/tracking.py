@@ -26,7 +26,7 @@ from ray.tune import Callback
 from qeu_tune import __version__, names
 from qeu_tune.cluster import node_tags
 from qeu_tune.redact import redact  # secrets never reach MLflow
-from qeu_tune.trial_config import TrialTemplate, describe, resolve_trial_config, sampled_values
+from qeu_tune.trial_config import TrialTemplate, describe, resolve_trial_config, sampled_values, trained_with
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -518,35 +518,36 @@ class MLflowTrialCallback(Callback):
             ours = {k: v for k, v in ours.items() if not k.startswith(names.EVAL_PREFIX)}
         record.history.append({k: float(v) for k, v in ours.items() if _is_number(v)})
         ours.update(self._convergence(record))
-        ours.update(self._hyperparameters(record, trial.config, step))
+        ours.update(self._hyperparameters(record, result, step))
         for key, value in ours.items():
             if _is_number(value) and value == value:  # MLflow rejects NaN in some stores
                 record.pending.append(Metric(key, float(value), now_ms, step))
         if time.monotonic() - record.last_flush >= self.flush_every_s:
             self._flush(record)
 
-    def _hyperparameters(self, record: TrialRecord, params: Mapping[str, Any], step: int) -> Dict[str, float]:
+    def _hyperparameters(self, record: TrialRecord, result: Mapping[str, Any], step: int) -> Dict[str, float]:
         """``hparam/<key>``: the values a result was trained with; a PBT change is also tagged.
 
-        Tune runs the scheduler before the callbacks, so when PBT perturbs a trial the
-        config seen here is already the new one, while this result was still produced
-        with ``record.values``; the new values apply from the trial's next result.
+        The trainable reports the values it trains with in every result
+        (``qeu_tune.trial_config.trained_with``): the config Tune holds for the trial may
+        already be a newer one (PBT changes it before the callbacks see the result that
+        triggered it, or while the trial waits for the others in synchronous mode).
         """
         if not self.mutable_keys:
             return {}
-        in_effect = {HPARAM_PREFIX + k: record.values[k] for k in self.mutable_keys if _is_number(record.values.get(k))}
-        current = sampled_values(params)
-        changed = {k: (record.values.get(k), current[k]) for k in self.mutable_keys
-                   if k in current and current[k] != record.values.get(k)}
+        used = {k: result[HPARAM_PREFIX + k] for k in self.mutable_keys if HPARAM_PREFIX + k in result}
+        before = trained_with(record.values)
+        changed = {k: (before.get(HPARAM_PREFIX + k), new) for k, new in used.items()
+                   if before.get(HPARAM_PREFIX + k) != new}
         if changed:
             record.perturbations += 1
             record.values.update({k: new for k, (_, new) in changed.items()})
             text = ", ".join(f"{k}: {old} -> {new}" for k, (old, new) in changed.items())
             self.tracker.set_tags(record.run_id, {
                 TAG_PERTURBATIONS: str(record.perturbations),
-                f"{TAG_PERTURBATIONS}.{record.perturbations}": f"after env step {step}: {text}",
+                f"{TAG_PERTURBATIONS}.{record.perturbations}": f"from env step {step}: {text}",
             })
-        return in_effect
+        return {HPARAM_PREFIX + k: v for k, v in used.items() if _is_number(v)}
 
     def _convergence(self, record: TrialRecord) -> Dict[str, float]:
         """``conv/*``: the trial's convergence statistics so far (final at its end)."""

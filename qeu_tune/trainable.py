@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from qeu_tune import names
 from qeu_tune.config.errors import ConfigError
-from qeu_tune.trial_config import TrialTemplate, resolve_trial_config
+from qeu_tune.trial_config import TrialTemplate, resolve_trial_config, trained_with
 
 # name -> (module, AlgorithmConfig class). New API stack only.
 ALGORITHMS: Dict[str, Tuple[str, str]] = {
@@ -216,6 +216,7 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate,
         eval_every = int((config.get("evaluation") or {}).get("interval") or 0)
         previous_steps = progress[names.ENV_STEPS] if progress else 0.0
         reported_node = False
+        hyperparameters = trained_with(params)  # which values produced each result (PBT changes them)
         latest_eval: Dict[str, float] = {}
         while True:
             result = algo.train()
@@ -227,7 +228,7 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate,
                 latest_eval = _evaluation(algo, result, int(metrics[names.ITERATION]), eval_every,
                                           first=not latest_eval, done=done) or latest_eval
                 metrics.update(latest_eval)
-            report = {**metrics, **rllib_metrics(result)}
+            report = {**metrics, **rllib_metrics(result), **hyperparameters}
             if not reported_node:  # the node this process runs on: tagged once by the driver
                 report.update(node_info())
                 reported_node = True

@@ -7,12 +7,14 @@ their trial, and reruns to reproduce one exactly.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Tuple
 
 from qeu_tune.config.errors import ConfigError
 from qeu_tune.config.groups import GROUP_NAMES
 from qeu_tune.search import SEED_KEY, TRIAL_INDEX_KEY, trial_seed
+from qeu_tune.tags import HPARAM_PREFIX
 
 _MISSING = object()
 
@@ -39,6 +41,17 @@ def sampled_values(params: Mapping[str, Any]) -> Dict[str, Any]:
         elif key != TRIAL_INDEX_KEY and not key.endswith("#index"):
             flat[key] = value
     return flat
+
+
+def trained_with(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """``hparam/<key>`` entries for a result: the sampled values a trial process trains with.
+
+    The trainable reports them with every result, so the driver knows which values produced
+    each result even when a scheduler (PBT) changed the trial's config in between.
+    Values that are not scalars (a list of layer sizes) are reported as JSON text.
+    """
+    return {HPARAM_PREFIX + k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v, default=str)
+            for k, v in sampled_values(params).items()}
 
 
 def get_dotted(config: Mapping[str, Any], key: str, default: Any = _MISSING) -> Any:
