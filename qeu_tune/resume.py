@@ -113,7 +113,7 @@ def _tracking_callback(tuner: Any) -> Any:
     raise ConfigError("the restored Tune experiment has no qeu-tune tracking callback; it was not started by qeu-tune.")
 
 
-def reconcile(client: Any, callback: Any, parent_id: str, trials: Sequence[Any] = ()) -> None:
+def reconcile(client: Any, callback: Any, parent_id: str, trials: Sequence[Any]) -> None:
     """Brings the callback's restored records in line with what MLflow holds, and the
     restored trials in line with the checkpoints still on storage.
 
@@ -152,10 +152,10 @@ def reconcile(client: Any, callback: Any, parent_id: str, trials: Sequence[Any] 
         if record.ended and run.info.status == "RUNNING":  # killed before its status was written
             callback.tracker.end_run(record.run_id, record.status or tracking.KILLED)
     for trial in trials:
-        note = repair_lost_checkpoint(trial, callback.records.get(trial.trial_id))
+        record = callback.records.get(trial.trial_id)
+        note = repair_lost_checkpoint(trial, record)
         if note:
             log.warning("trial %s: %s", trial.trial_id, note)
-            record = callback.records.get(trial.trial_id)
             if record is not None:
                 callback.tracker.set_tags(record.run_id, {TAG_CHECKPOINT_LOST: note})
 

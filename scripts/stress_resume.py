@@ -38,6 +38,7 @@ import test_interrupts as checks  # noqa: E402 - the end-to-end test's sweep and
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from qeu_tune import tracking  # noqa: E402
+from qeu_tune.resume import TAG_CHECKPOINT_LOST, TAG_RESUMED  # noqa: E402
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -71,8 +72,8 @@ def one_round(rng: random.Random, workdir: Path, double: bool) -> Dict[str, Any]
             return {**outcome, "result": "first resume finished before its kill"}
     done = checks.resume(uri, parent.info.run_id, home)
     parent, children = checks.sweep_runs(client)
-    outcome["checkpoint_lost"] = [r.data.tags.get("qeu.checkpoint_lost") for r in children if
-                                  r.data.tags.get("qeu.checkpoint_lost")]
+    outcome["checkpoint_lost"] = [r.data.tags[TAG_CHECKPOINT_LOST] for r in children
+                                  if TAG_CHECKPOINT_LOST in r.data.tags]
     try:
         assert done.returncode == 0, f"resume exited {done.returncode}"
         assert parent.info.status == "FINISHED", f"parent {parent.info.status}"
@@ -80,7 +81,7 @@ def one_round(rng: random.Random, workdir: Path, double: bool) -> Dict[str, Any]
     except AssertionError as err:
         (tmp / "resume.out").write_text(done.stdout + done.stderr)
         return {**outcome, "result": "FAILED", "error": str(err)[:1000]}
-    return {**outcome, "result": "complete", "resumed": parent.data.tags.get("qeu.resumed"),
+    return {**outcome, "result": "complete", "resumed": parent.data.tags.get(TAG_RESUMED),
             "trials": {r.data.tags[tracking.TAG_TRIAL_ID]: r.info.status for r in children}}
 
 
