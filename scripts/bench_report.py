@@ -14,7 +14,7 @@ CSV/HTML, three plots, artifact upload) in fresh subprocesses:
 * ``cold``: the modules it needs (pandas, scipy.stats, matplotlib) imported inside the
   timing, as before the sweep pre-imported them;
 * ``warm``: imported before the timing, as in the sweep's driver at the end of a sweep
-  (Ray Tune and MLflow's store are loaded by then; ``qeu_tune.sweep`` now imports the
+  (Ray Tune and MLflow's store are loaded by then; ``qeu_tune.engine.run`` now imports the
   report's modules in a background thread while the trials run).
 
 Prints and writes to ``results/bench_report.json`` the wall and CPU seconds of every
@@ -46,7 +46,7 @@ if warm:  # what the sweep's driver has loaded by the end of a sweep
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401
     import qeu_tune.analysis  # noqa: F401
-    import qeu_tune.sweep  # noqa: F401  (Ray Tune; the report's labels import it)
+    import qeu_tune.engine.run  # noqa: F401  (Ray Tune; the report's labels import it)
     from mlflow.tracking import MlflowClient
     MlflowClient(uri).search_experiments()  # the tracker's store is open
 w0, c0 = time.perf_counter(), time.process_time()

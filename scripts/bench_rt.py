@@ -145,7 +145,7 @@ def per_call_us(stmt: str, namespace: Dict[str, Any], number: int) -> float:
 
 
 def bench_single(number: int) -> Dict[str, float]:
-    from qeu_tune.knowhow import cliff_side_points, cliff_standard_route
+    from qeu_tune.envs.cliff_grid import cliff_side_points, cliff_standard_route
     from qeu_tune.reward import build_metric
     from qeu_tune.rt import ReferenceSet, UnitSpace
 
@@ -216,7 +216,7 @@ def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
     import ray
     import torch
 
-    from qeu_tune.trainable import build_algo_config, register_env
+    from qeu_tune.engine.trainable import build_algo_config, register_env
 
     torch.set_num_threads(1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)

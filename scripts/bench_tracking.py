@@ -60,7 +60,9 @@ def main(argv=None) -> int:
     os.environ["QEU_TUNE_HOME"] = str(work / "home")  # the spool goes there, not into ~/.qeu-tune
     from mlflow.entities import Metric
 
-    from qeu_tune import tracking
+    from qeu_tune.core import tags
+
+    from qeu_tune.tracking import tracker as tracking
 
     server = MlflowServer(work / "server")
     t0 = time.monotonic()
@@ -72,8 +74,8 @@ def main(argv=None) -> int:
     outage = {}
     try:
         tracker = tracking.Tracker(tracking_uri=server.uri, experiment="bench-tracking")
-        parent = tracker.create_run(run_name="bench", tags={tracking.TAG_KIND: "sweep"})
-        runs = [tracker.create_run(run_name=f"t{i:02d}", tags={tracking.TAG_PARENT: parent, tracking.TAG_KIND: "trial"})
+        parent = tracker.create_run(run_name="bench", tags={tags.TAG_KIND: "sweep"})
+        runs = [tracker.create_run(run_name=f"t{i:02d}", tags={tags.TAG_PARENT: parent, tags.TAG_KIND: "trial"})
                 for i in range(args.trials)]
         phase, down_since, restart_thread = "normal", None, None
         sweep_start = time.monotonic()
@@ -106,8 +108,8 @@ def main(argv=None) -> int:
                 else:
                     restart_thread.join()
         for run in runs:
-            tracker.end_run(run, tracking.FINISHED)
-        tracker.end_run(parent, tracking.FINISHED)
+            tracker.end_run(run, tags.FINISHED)
+        tracker.end_run(parent, tags.FINISHED)
         sweep_s = time.monotonic() - sweep_start
         d0 = time.monotonic()
         flushed = tracker.flush(timeout_s=600)

@@ -8,7 +8,7 @@ How to run this script::
 
 One trial at a time, in this process (``num_env_runners=0``, one torch thread: the
 trial's sampling and learning share one core, as in a sweep), built through
-``qeu_tune.trainable.build_algo_config`` from the composed ``conf/`` (the algorithm's
+``qeu_tune.engine.trainable.build_algo_config`` from the composed ``conf/`` (the algorithm's
 default hyperparameters, ``algo.num_envs_per_env_runner`` overridden per variant, the
 rollout fragment length ``auto`` = train batch / envs). Variants are interleaved: for
 each seed, every variant runs once, in an order rotated per seed, so drift and other
@@ -44,7 +44,7 @@ RESULTS = ROOT / "results" / "bench_vector.json"
 
 def trial_config(algo: str, envs: int, seed: int, extra: List[str]) -> Dict[str, Any]:
     from qeu_tune.config.compose import compose, to_plain
-    from qeu_tune.trial_config import TrialTemplate, resolve_trial_config
+    from qeu_tune.config.trial import TrialTemplate, resolve_trial_config
 
     base = to_plain(compose([f"algo={algo}", f"algo.num_envs_per_env_runner={envs}", *extra]))
     config, _ = resolve_trial_config(TrialTemplate(base=base, group_options={}), {"seed": seed})
@@ -52,9 +52,9 @@ def trial_config(algo: str, envs: int, seed: int, extra: List[str]) -> Dict[str,
 
 
 def run_one(config: Dict[str, Any], steps: int) -> Dict[str, Any]:
-    from qeu_tune import names
-    from qeu_tune.episode_metrics import flatten_result
-    from qeu_tune.trainable import build_algo_config
+    from qeu_tune.core import names
+    from qeu_tune.engine.episode_metrics import flatten_result
+    from qeu_tune.engine.trainable import build_algo_config
 
     w0, c0 = time.perf_counter(), time.process_time()
     algo = build_algo_config(config).build_algo()
@@ -116,7 +116,7 @@ def main() -> None:
         "runs": [],
     }
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    from qeu_tune.trainable import register_env
+    from qeu_tune.engine.trainable import register_env
 
     register_env()
     try:

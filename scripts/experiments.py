@@ -103,8 +103,8 @@ def write_results(name: str, sweep: str, *, cmd: List[str], wall_s: Optional[flo
     """Reads the sweep back (as ``qeu-tune report`` does) and writes its result files."""
     from qeu_tune.analysis import build_report, print_report
     from qeu_tune.analysis.plots import write_plots
-    from qeu_tune.paths import resolve_tracking_uri
-    from qeu_tune.runs import client_for, load_sweep
+    from qeu_tune.core.paths import resolve_tracking_uri
+    from qeu_tune.analysis.runs import client_for, load_sweep
 
     client = client_for(resolve_tracking_uri(uri))
     report = build_report(client, load_sweep(client, sweep), threshold=threshold)

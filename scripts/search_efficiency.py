@@ -59,7 +59,7 @@ def command(method: str, rep: int, quick: bool) -> List[str]:
 
 def first_success(client: Any, sweep: Any, threshold: float) -> Dict[str, Any]:
     """When the sweep first had a trial at or above ``threshold``, and its cost until then."""
-    from qeu_tune import names
+    from qeu_tune.core import names
 
     start_ms = sweep.parent.info.start_time
     hits, step_points, ends = [], [], []
@@ -92,9 +92,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "results" / "search_efficiency.json")
     args = parser.parse_args(argv)
 
-    from qeu_tune.paths import resolve_tracking_uri
-    from qeu_tune.runs import client_for, load_sweep
-    from qeu_tune.stats import iqm
+    from qeu_tune.core.paths import resolve_tracking_uri
+    from qeu_tune.analysis.runs import client_for, load_sweep
+    from qeu_tune.analysis.stats import iqm
 
     methods = args.methods.split(",")
     uri = resolve_tracking_uri(args.tracking_uri)

@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 import test_interrupts as checks  # noqa: E402 - the end-to-end test's sweep and checks
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from qeu_tune import tracking  # noqa: E402
-from qeu_tune.resume import TAG_CHECKPOINT_LOST, TAG_RESUMED  # noqa: E402
+from qeu_tune.core import tags  # noqa: E402
+from qeu_tune.core.tags import TAG_CHECKPOINT_LOST, TAG_RESUMED  # noqa: E402
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -82,7 +82,7 @@ def one_round(rng: random.Random, workdir: Path, double: bool) -> Dict[str, Any]
         (tmp / "resume.out").write_text(done.stdout + done.stderr)
         return {**outcome, "result": "FAILED", "error": str(err)[:1000]}
     return {**outcome, "result": "complete", "resumed": parent.data.tags.get(TAG_RESUMED),
-            "trials": {r.data.tags[tracking.TAG_TRIAL_ID]: r.info.status for r in children}}
+            "trials": {r.data.tags[tags.TAG_TRIAL_ID]: r.info.status for r in children}}
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ from typing import Any, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from qeu_tune import names
+from qeu_tune.core import names
 from qeu_tune.analysis.tables import SweepReport
-from qeu_tune.convergence import settings_from_params
+from qeu_tune.analysis.convergence import settings_from_params
 
 GRID_POINTS = 60  # common env-step grid for curves with CI bands
 

@@ -11,10 +11,10 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from qeu_tune import stats
+from qeu_tune.analysis import stats
 from qeu_tune.analysis.plots import write_plots
 from qeu_tune.analysis.tables import SweepReport, build_report, summary_table
-from qeu_tune.runs import client_for, load_sweep
+from qeu_tune.analysis.runs import client_for, load_sweep
 
 REPORT_DIR = "report"  # artifact folder on the parent run
 

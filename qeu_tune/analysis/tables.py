@@ -1,7 +1,7 @@
 """Sweep statistics: one row per trial, configurations ranked with cross-seed CIs, the best one.
 
-Everything is read back from MLflow (``qeu_tune.runs``); statistics come from
-``qeu_tune.convergence`` / ``qeu_tune.stats`` so reports and live tracking agree.
+Everything is read back from MLflow (``qeu_tune.analysis.runs``); statistics come from
+``qeu_tune.analysis.convergence`` / ``qeu_tune.analysis.stats`` so reports and live tracking agree.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from qeu_tune import names, stats
-from qeu_tune.config.errors import ConfigError
-from qeu_tune.convergence import settings_from_params, trial_statistics
-from qeu_tune.runs import SweepRuns, TrialRun, load_config_artifact, metric_history
+from qeu_tune.core import names
+
+from qeu_tune.analysis import stats
+from qeu_tune.core.errors import ConfigError
+from qeu_tune.analysis.convergence import settings_from_params, trial_statistics
+from qeu_tune.analysis.runs import SweepRuns, TrialRun, load_config_artifact, metric_history
+from qeu_tune.config.trial import describe
 
 DEFAULT_BY = "final_mean"  # per trial; aggregated across seeds with the IQM
 DEFAULT_AGG = "iqm"
@@ -44,7 +47,6 @@ class SweepReport:
 
 def _labels(keys: Sequence[str]) -> Dict[str, str]:
     """Short, unique labels for configurations (``lr=0.001,weight=0.3``)."""
-    from qeu_tune.trial_config import describe
 
     def label(key: str, full: bool) -> str:
         values = json.loads(key)

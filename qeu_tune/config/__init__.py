@@ -1,5 +1,5 @@
 """Typed experiment configuration: schemas (``schema``), composition (``compose``), errors."""
 
-from qeu_tune.config.errors import ConfigError
+from qeu_tune.core.errors import ConfigError
 
 __all__ = ["ConfigError"]

@@ -1,7 +1,7 @@
 """Composing configs outside ``@hydra.main`` (tests, reruns) and turning them into plain dicts.
 
-The shipped configs (``qeu_tune.paths.CONF_DIR``) are Hydra's primary config directory;
-the user's own config directory (``qeu_tune.paths.user_config_dir``: ``--config-dir``,
+The shipped configs (``qeu_tune.core.paths.CONF_DIR``) are Hydra's primary config directory;
+the user's own config directory (``qeu_tune.core.paths.user_config_dir``: ``--config-dir``,
 ``$QEU_TUNE_CONFIG_DIR`` or ``./conf``) joins them through ``hydra.searchpath``, added
 here and by the command line, so its ``experiment/``, ``reward/``, ``env/``, ... files
 become options of the shipped groups. (A ``ConfigSearchPathPlugin`` is not used: Hydra
@@ -10,15 +10,17 @@ does not discover ``hydra_plugins`` in an editable install.)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from qeu_tune.config.errors import ConfigError
+from qeu_tune.core.errors import ConfigError
 from qeu_tune.config.groups import GROUP_NAMES
 from qeu_tune.config.schema import register_schemas
-from qeu_tune.paths import CONF_DIR, qeu_home, user_config_dir
+from qeu_tune.core.paths import CONF_DIR, qeu_home, user_config_dir
+from qeu_tune.reward.config import normalize_metric
 
 SEARCHPATH_KEY = "hydra.searchpath"
 
@@ -113,7 +115,6 @@ def to_plain(cfg: DictConfig) -> Dict[str, Any]:
 
 def normalize_reward(reward: Dict[str, Any]) -> Dict[str, Any]:
     """A plain reward design with every metric's source/feature spec normalised."""
-    from qeu_tune.reward.config import normalize_metric
 
     metrics = reward.get("metrics")
     if not isinstance(metrics, dict):
@@ -189,3 +190,34 @@ def _override_key(override: str) -> str:
 
 def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def hydra_message(err: BaseException) -> str:
+    """Hydra's explanation (and OmegaConf's cause) as one paragraph."""
+
+    def lines_of(part: BaseException) -> List[str]:
+        out = []
+        for line in str(part).splitlines():
+            text = line.strip()
+            if text.startswith("Config search path:"):
+                break  # Hydra's search-path dump: noise for a typo
+            if text and not text.startswith(("provider=", "reference_type=", "object_type=")):
+                out.append(text)
+        return out
+
+    lines = lines_of(err)
+    heads = [i for i, line in enumerate(lines) if line.startswith("Available options in")]
+    if heads:  # one option per line -> a list; the base_<group> schemas are not options
+        i = heads[0]
+        options = [o for o in lines[i + 1:] if not o.startswith("base_")]
+        lines = lines[:i] + [f"{lines[i]} {', '.join(options)}."]
+    if err.__cause__ is not None:
+        lines += lines_of(err.__cause__)
+    lines = [line if line.endswith((".", ":", "!", "?")) else line + "." for line in lines]
+    text = " ".join(lines)
+    text = re.sub(r"\s*full_key: (\S+?)\.?$", r" (key \1)", text)
+    text = re.sub(r"\s*full_key: (\S+?)\.? ", r" (key \1) ", text)
+    text = re.sub(r"See (https://hydra\.cc/\S+) for details\.", r"(Syntax: \1)", text)
+    if "To append to your config use" in text:
+        text += " The composed config's keys: `qeu-tune --cfg job`."
+    return text

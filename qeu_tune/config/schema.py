@@ -37,7 +37,7 @@ __all__ = [
 class AlgoConfig:
     """An RLlib algorithm (new API stack) and its hyperparameters."""
 
-    name: str = "ppo"  # ppo | dqn | appo | impala | sac
+    name: str = "ppo"  # ppo | dqn | appo | impala | sac | synthetic (a learning-curve model, no RLlib)
     params: Dict[str, Any] = field(default_factory=dict)  # AlgorithmConfig.training(**params)
     model: Dict[str, Any] = field(default_factory=dict)  # rl_module(model_config=...)
     num_env_runners: int = 0  # 0: sample in the trial's own process (one CPU per trial)

@@ -44,8 +44,8 @@ from typing import Any, Dict, Optional, Tuple
 import gymnasium as gym
 import numpy as np
 
-# The grid is defined once, in qeu_tune.cliff_grid (the know-how loaders use it too).
-from qeu_tune.cliff_grid import (
+# The grid is defined once, in qeu_tune.envs.cliff_grid (the know-how loaders use it too).
+from qeu_tune.envs.cliff_grid import (
     CLIFF_CELLS,
     CLIFF_GOAL,
     CLIFF_HEIGHT,
@@ -53,7 +53,7 @@ from qeu_tune.cliff_grid import (
     CLIFF_WIDTH,
     cliff_standard_route,
 )
-from qeu_tune.names import GOAL_REACHED, ROUTE_ADHERENCE
+from qeu_tune.core.names import GOAL_REACHED, ROUTE_ADHERENCE
 from qeu_tune.rt import ReferenceSet
 
 ENV_ID = "QEUCliffWalking-v0"

@@ -2,8 +2,8 @@
 
 A base environment that defines ``episode_statistics() -> {name: float}`` (e.g. Cliff
 Walking's route adherence) gets them into the episode's last ``info`` under
-``info["qeu_episode"]`` (``qeu_tune.names.EPISODE_INFO_KEY``), where the episode-metrics
-callback logs every entry; names are ``task/<name>`` (``qeu_tune.names.TASK_PREFIX``).
+``info["qeu_episode"]`` (``qeu_tune.core.names.EPISODE_INFO_KEY``), where the episode-metrics
+callback logs every entry; names are ``task/<name>`` (``qeu_tune.core.names.TASK_PREFIX``).
 The wrapper sits outside Gymnasium's ``TimeLimit``, so truncated episodes report too.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Dict, SupportsFloat, Tuple
 
 import gymnasium as gym
 
-from qeu_tune.names import EPISODE_INFO_KEY
+from qeu_tune.core.names import EPISODE_INFO_KEY
 
 
 class TaskStatisticsWrapper(gym.Wrapper):

@@ -35,7 +35,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 # The valid choices are defined where they are implemented (numpy-only modules, cheap to
 # import on the driver, and none of them imports qeu_tune.reward).
-from qeu_tune.knowhow import SOURCE_KEYS, SOURCE_TYPES
+from qeu_tune.reward.sources import SOURCE_KEYS, SOURCE_TYPES
 from qeu_tune.rt.features import FEATURE_KEYS, FEATURE_TYPES
 from qeu_tune.rt.unit_space import RESIDUALS
 
@@ -101,7 +101,7 @@ class MetricConfig:
         kind: ``"unit_space"`` (RT distance D against a unit space) or ``"reference"``
             (QEU minRT: distance to the nearest point of a reference set).
         weight: Feedback weight ``w_i`` (the value users sweep); ``>= 0``.
-        source: Know-how source, passed to ``qeu_tune.knowhow.load_reference_data``;
+        source: Know-how source, passed to ``qeu_tune.reward.sources.load_reference_data``;
             ``type`` is ``file``, ``policy``, ``list`` or ``builtin``.
         feature: Feature map spec, passed to ``qeu_tune.rt.make_feature_map``; applied to
             observations, to the source data and to side points alike.

@@ -33,6 +33,9 @@ from qeu_tune.envs import make_base_env
 from qeu_tune.envs.task_stats import with_task_statistics
 from qeu_tune.reward.config import MetricConfig, RewardConfig, parse_reward_config
 from qeu_tune.reward.wrapper import RewardDesignWrapper
+from qeu_tune.envs.cliff_grid import cliff_side_points
+from qeu_tune.reward.sources import load_reference_data
+from qeu_tune.rt import ReferenceSet, UnitSpace, make_feature_map
 
 __all__ = ["FittedMetric", "build_metric", "clear_metric_cache", "fitted_metrics", "install_fitted", "make_env"]
 
@@ -162,8 +165,6 @@ def fit_metric_parts(metric: MetricConfig) -> Tuple[Any, Any, np.ndarray]:
     """
     # Imported here: the numpy-only RT code and know-how loaders are needed only when a
     # reward design is active.
-    from qeu_tune.knowhow import cliff_side_points, load_reference_data
-    from qeu_tune.rt import ReferenceSet, UnitSpace, make_feature_map
 
     feature_map = make_feature_map(dict(metric.feature))
     patterns = feature_map.map_batch(np.asarray(load_reference_data(dict(metric.source))))

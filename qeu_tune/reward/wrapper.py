@@ -23,7 +23,7 @@ These per-step entries are written only with ``step_info=True`` (the default); w
 in training reads them, and RLlib's vector env handles every ``info`` key on every step.
 
 On the last step of every episode (terminated or truncated), whatever ``step_info``,
-``info["qeu_episode"]`` (``qeu_tune.names.EPISODE_INFO_KEY``) holds a flat
+``info["qeu_episode"]`` (``qeu_tune.core.names.EPISODE_INFO_KEY``) holds a flat
 ``{name: float}``: ``return_env``, ``return_shaped``, ``reward/env/sum``,
 ``reward/<metric>/sum``, ``rt/<metric>/mean``, ``rt/<metric>/min``, ``rt/<metric>/max``
 (over the episode's ``s'``), ``episode/len``.
@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Suppo
 import gymnasium as gym
 import numpy as np
 
-from qeu_tune.names import EPISODE_INFO_KEY
+from qeu_tune.core.names import EPISODE_INFO_KEY
 
 Metric = Callable[[Any], float]
 SHAPING_MODES = ("additive", "potential")

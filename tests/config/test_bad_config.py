@@ -10,8 +10,8 @@ from hydra.errors import HydraException
 from omegaconf.errors import ValidationError
 
 from qeu_tune.config.compose import compose, to_plain
-from qeu_tune.config.errors import ConfigError
-from qeu_tune.sweep import plan_sweep
+from qeu_tune.core.errors import ConfigError
+from qeu_tune.engine.plan import plan_sweep
 
 
 def plan(*overrides):
@@ -67,7 +67,7 @@ def test_typo_in_a_typed_key_is_rejected_at_compose_time():
 def test_cli_prints_one_paragraph_exits_2_and_creates_no_run(tmp_path):
     db = tmp_path / "mlflow.db"
     proc = subprocess.run(
-        [sys.executable, "-m", "qeu_tune.cli", "algo.name=a2c", f"tracking.uri=sqlite:///{db}"],
+        [sys.executable, "-m", "qeu_tune.commands.main", "algo.name=a2c", f"tracking.uri=sqlite:///{db}"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2, proc.stderr

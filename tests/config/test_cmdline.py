@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from qeu_tune.config.cmdline import extract_config_dir, prepare_argv, sweep_dimensions
+from qeu_tune.commands.argv import extract_config_dir, prepare_argv, sweep_dimensions
 from qeu_tune.config.compose import compose, group_options, open_overrides, to_plain
-from qeu_tune.config.errors import ConfigError
-from qeu_tune.paths import CONF_DIR, CONFIG_DIR_ENV_VAR, user_config_dir
+from qeu_tune.core.errors import ConfigError
+from qeu_tune.core.paths import CONF_DIR, CONFIG_DIR_ENV_VAR, user_config_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def write_user_conf(root: Path, csv: Path) -> Path:
 def cartpole_csv(path: Path) -> Path:
     import numpy as np
 
-    from qeu_tune.knowhow import cartpole_balance_policy, rollout_policy
+    from qeu_tune.reward.sources import cartpole_balance_policy, rollout_policy
 
     rows = rollout_policy("CartPole-v1", cartpole_balance_policy, episodes=1, seed=0).observations
     np.savetxt(path, rows, delimiter=",", header="x,v,theta,omega", comments="")
@@ -135,7 +135,7 @@ def test_a_whole_metric_is_added_or_replaced_with_overrides(tmp_path, monkeypatc
 
 def test_a_misspelt_source_field_is_reported_with_the_valid_ones(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "qeu_tune.cli", "reward=cartpole_rt", "reward.metrics.balance.source.type=file",
+        [sys.executable, "-m", "qeu_tune.commands.main", "reward=cartpole_rt", "reward.metrics.balance.source.type=file",
          "reward.metrics.balance.source.pth=demos.csv", "debug=smoke"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )

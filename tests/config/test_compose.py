@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from qeu_tune.config.compose import compose, group_options, to_plain
 from qeu_tune.config.groups import GROUP_NAMES
 from qeu_tune.config.schema import ExperimentConfig
-from qeu_tune.sweep import plan_sweep
+from qeu_tune.engine.plan import plan_sweep
 
 OPTIONS = [(g, o) for g in GROUP_NAMES for o in group_options(g)]
 EXPERIMENTS = group_options("experiment")
@@ -67,14 +67,14 @@ def test_hydra_overrides_reach_the_config():
 
 
 def test_default_locations_are_absolute_and_under_qeu_home(isolated_home):
-    from qeu_tune.paths import resolve_storage_path, resolve_tracking_uri
+    from qeu_tune.core.paths import resolve_storage_path, resolve_tracking_uri
 
     assert resolve_tracking_uri(None) == f"sqlite:///{isolated_home / 'mlflow.db'}"
     assert resolve_storage_path(None) == str(isolated_home / "ray_results")
 
 
 def test_tracking_uri_precedence(monkeypatch):
-    from qeu_tune.paths import resolve_tracking_uri
+    from qeu_tune.core.paths import resolve_tracking_uri
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert resolve_tracking_uri(None) == "http://127.0.0.1:5999"  # env beats the default

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from qeu_tune.config.cmdline import prepare_argv
+from qeu_tune.commands.argv import prepare_argv
 from qeu_tune.config.compose import compose, to_plain
-from qeu_tune.paths import CONF_DIR
+from qeu_tune.core.paths import CONF_DIR
 
 
 def commented_commands():

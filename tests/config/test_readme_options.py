@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qeu_tune.config.groups import GROUP_NAMES
-from qeu_tune.paths import CONF_DIR
+from qeu_tune.core.paths import CONF_DIR
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -21,8 +21,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray_cluster import VENV_BIN, LocalRayCluster
 
-from qeu_tune import names, tracking
-from qeu_tune.cluster import TAG_NODE_ID, TAG_NODE_IP
+from qeu_tune.core import names
+
+from qeu_tune.core import tags
+from qeu_tune.core.tags import TAG_NODE_ID, TAG_NODE_IP
 
 pytestmark = pytest.mark.slow
 
@@ -61,14 +63,14 @@ def check_trials_ran_on_workers(uri: str, cluster: LocalRayCluster, num_trials: 
     client = MlflowClient(tracking_uri=uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "qeu-tune"]
     runs = client.search_runs([experiment.experiment_id])
-    trials = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"]
-    (parent,) = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "sweep"]
+    trials = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "trial"]
+    (parent,) = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "sweep"]
     assert parent.info.status == "FINISHED"
     assert len(trials) == num_trials
     nodes = set()
     for run in trials:
         tags = run.data.tags
-        assert run.info.status == "FINISHED", tags.get(tracking.TAG_ERROR)
+        assert run.info.status == "FINISHED", tags.get(tags.TAG_ERROR)
         assert tags[TAG_NODE_ID] in cluster.worker_ids and tags[TAG_NODE_ID] != cluster.head_id
         assert tags[TAG_NODE_IP]
         nodes.add(tags[TAG_NODE_ID])
@@ -124,6 +126,6 @@ def test_ray_job_submit_runs_the_same_sweep_with_user_code_from_the_working_dir(
     check_trials_ran_on_workers(uri, cluster)
     client = MlflowClient(tracking_uri=uri)
     trials = [r for r in client.search_runs([client.get_experiment_by_name("qeu-tune").experiment_id])
-              if r.data.tags.get(tracking.TAG_KIND) == "trial"]
+              if r.data.tags.get(tags.TAG_KIND) == "trial"]
     assert {r.data.params["env.id"] for r in trials} == {"user_envs:UserCartPole"}
     assert not (Path(os.getcwd()) / "user_envs.py").exists() and "user_envs" not in sys.modules

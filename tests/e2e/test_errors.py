@@ -68,7 +68,7 @@ def test_bad_input_fails_fast_with_one_paragraph(row, tmp_path):
     env["QEU_TUNE_HOME"] = str(home)
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "qeu_tune.cli", *row.args],
+        [sys.executable, "-m", "qeu_tune.commands.main", *row.args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
     elapsed = time.monotonic() - start

@@ -7,9 +7,12 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qeu_tune import names, tracking
+from qeu_tune.core import names
+
+from qeu_tune.core import tags
 from qeu_tune.config.compose import compose, to_plain
-from qeu_tune.sweep import plan_sweep, run_sweep
+from qeu_tune.engine.plan import plan_sweep
+from qeu_tune.engine.run import run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +23,7 @@ def run(overrides, tmp_path):
     result = run_sweep(plan_sweep(to_plain(compose(overrides)), overrides))
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs(
-        [result.experiment_id], filter_string=f"tags.`{tracking.TAG_PARENT}` = '{result.parent_run_id}'"
+        [result.experiment_id], filter_string=f"tags.`{tags.TAG_PARENT}` = '{result.parent_run_id}'"
     )
     return result, client, runs
 
@@ -43,14 +46,14 @@ def test_injected_env_fault_is_retried_from_checkpoint_and_a_persistent_one_fail
     by_fault = {r.data.params["env.fault.at_step"]: r for r in runs}
     retried, failed = by_fault["1700"], by_fault["300"]
     assert retried.info.status == "FINISHED"
-    assert retried.data.tags[tracking.TAG_RETRIES] == "1"
-    assert "injected environment fault" in retried.data.tags[f"{tracking.TAG_ERROR}.attempt1"]
+    assert retried.data.tags[tags.TAG_RETRIES] == "1"
+    assert "injected environment fault" in retried.data.tags[f"{tags.TAG_ERROR}.attempt1"]
     assert steps_of(client, retried.info.run_id) == [500, 1000, 1500, 2000, 2500]
     for key in (names.RETURN_ENV_MEAN, names.ENV_STEPS_PER_S):
         steps = steps_of(client, retried.info.run_id, key)
         assert len(steps) == len(set(steps)), key  # no repeated (metric, step) point
     assert failed.info.status == "FAILED"
-    assert "injected environment fault at step 300" in failed.data.tags[tracking.TAG_ERROR]
+    assert "injected environment fault at step 300" in failed.data.tags[tags.TAG_ERROR]
 
 
 def test_pbt_perturbations_are_recorded_and_the_optimizer_uses_the_new_learning_rate(ray_session, tmp_path):
@@ -64,7 +67,7 @@ def test_pbt_perturbations_are_recorded_and_the_optimizer_uses_the_new_learning_
         tmp_path,
     )
     assert result.num_trials == 2 and result.num_errors == 0
-    perturbed = [r for r in runs if int(r.data.tags.get(tracking.TAG_PERTURBATIONS, "0")) > 0]
+    perturbed = [r for r in runs if int(r.data.tags.get(tags.TAG_PERTURBATIONS, "0")) > 0]
     assert perturbed, "PBT made no perturbation in 4000 env steps"
     checked = 0
     for run_ in perturbed:
@@ -76,5 +79,5 @@ def test_pbt_perturbations_are_recorded_and_the_optimizer_uses_the_new_learning_
             if step in used:  # the learner's reported lr is the one PBT set for that step
                 assert used[step] == pytest.approx(value, rel=1e-6), (step, used[step], value)
                 checked += 1
-        assert any("algo.params.lr" in v for k, v in run_.data.tags.items() if k.startswith(tracking.TAG_PERTURBATIONS + "."))
+        assert any("algo.params.lr" in v for k, v in run_.data.tags.items() if k.startswith(tags.TAG_PERTURBATIONS + "."))
     assert checked >= 2

@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qeu_tune import names, tracking
-from qeu_tune.resume import TAG_CHECKPOINT_LOST
+from qeu_tune.core import names
+
+from qeu_tune.core import tags
+from qeu_tune.core.tags import TAG_CHECKPOINT_LOST
 
 pytestmark = pytest.mark.slow
 
 BUDGET = 6000  # env steps per trial; smoke PPO samples 500 an iteration
 STEP = 500
-QEU_TUNE = [sys.executable, "-m", "qeu_tune.cli"]
+QEU_TUNE = [sys.executable, "-m", "qeu_tune.commands.main"]
 
 
 def start_sweep(tmp_path: Path, home: Path) -> tuple[subprocess.Popen, str]:
@@ -41,7 +43,7 @@ def wait_for_progress(client: MlflowClient, proc: subprocess.Popen, min_step: in
     while time.time() < deadline:
         assert proc.poll() is None, proc.stdout.read()
         try:
-            runs = client.search_runs(["1"], filter_string=f"tags.`{tracking.TAG_KIND}` = 'trial'")
+            runs = client.search_runs(["1"], filter_string=f"tags.`{tags.TAG_KIND}` = 'trial'")
         except Exception:  # noqa: BLE001 - the database may not exist yet
             runs = []
         steps = [r.data.metrics.get(names.ENV_STEPS, 0) for r in runs]
@@ -52,8 +54,8 @@ def wait_for_progress(client: MlflowClient, proc: subprocess.Popen, min_step: in
 
 
 def sweep_runs(client: MlflowClient):
-    (parent,) = client.search_runs(["1"], filter_string=f"tags.`{tracking.TAG_KIND}` = 'sweep'")
-    children = client.search_runs(["1"], filter_string=f"tags.`{tracking.TAG_PARENT}` = '{parent.info.run_id}'")
+    (parent,) = client.search_runs(["1"], filter_string=f"tags.`{tags.TAG_KIND}` = 'sweep'")
+    children = client.search_runs(["1"], filter_string=f"tags.`{tags.TAG_PARENT}` = '{parent.info.run_id}'")
     return parent, children
 
 
@@ -66,7 +68,7 @@ def resume(uri: str, ref: str, home: Path) -> subprocess.CompletedProcess:
 def assert_complete(client: MlflowClient, children, resume_output: str = "") -> None:
     assert len(children) == 2
     for run in children:
-        assert run.info.status == "FINISHED", (run.data.tags.get(tracking.TAG_ERROR), resume_output)
+        assert run.info.status == "FINISHED", (run.data.tags.get(tags.TAG_ERROR), resume_output)
         steps = [m.step for m in client.get_metric_history(run.info.run_id, names.ENV_STEPS)]
         assert_gap_free(steps)
         for key in run.data.metrics:
@@ -103,7 +105,7 @@ def test_signal_stops_honestly_and_resume_finishes_into_the_same_runs(tmp_path, 
     parent, children = sweep_runs(client)
     assert f"qeu-tune --tracking-uri {uri} resume {parent.info.run_id}" in out
     assert parent.info.status == "KILLED"
-    assert parent.data.tags[tracking.TAG_INTERRUPTED] == signal.Signals(sig).name
+    assert parent.data.tags[tags.TAG_INTERRUPTED] == signal.Signals(sig).name
     assert children and all(r.info.status in ("KILLED", "FINISHED") for r in children)
     assert any(r.info.status == "KILLED" for r in children)
 
@@ -127,7 +129,7 @@ def test_resume_after_the_driver_was_killed_reconciles_runs_left_running(tmp_pat
     parent, children = sweep_runs(client)
     assert parent.info.status == "RUNNING"
 
-    done = resume(uri, parent.data.tags[tracking.TAG_SWEEP], home)  # by sweep name
+    done = resume(uri, parent.data.tags[tags.TAG_SWEEP], home)  # by sweep name
     assert done.returncode == 0, done.stdout + done.stderr
     parent, children = sweep_runs(client)
     assert parent.info.status == "FINISHED"
@@ -173,6 +175,6 @@ def test_resume_goes_on_when_tune_deleted_the_checkpoint_its_state_names(tmp_pat
     parent, children = sweep_runs(client)
     assert parent.info.status == "FINISHED"
     assert_complete(client, children, done.stdout + done.stderr)
-    notes = {r.data.tags[tracking.TAG_TRIAL_ID]: r.data.tags.get(TAG_CHECKPOINT_LOST, "") for r in children}
+    notes = {r.data.tags[tags.TAG_TRIAL_ID]: r.data.tags.get(TAG_CHECKPOINT_LOST, "") for r in children}
     for trial_id, path in deleted.items():
         assert f"its checkpoint {path.name} was deleted" in notes[trial_id]

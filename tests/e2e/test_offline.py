@@ -10,9 +10,12 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qeu_tune import names, tracking
+from qeu_tune.core import names
+
+from qeu_tune.core import tags
 from qeu_tune.config.compose import compose, to_plain
-from qeu_tune.sweep import plan_sweep, run_sweep
+from qeu_tune.engine.plan import plan_sweep
+from qeu_tune.engine.run import run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +33,12 @@ def snapshot(uri):
     """Everything a user compares in the MLflow UI, keyed by trial seed."""
     client = MlflowClient(uri)
     (parent,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                   f"tags.`{tracking.TAG_KIND}` = 'sweep'")
-    children = client.search_runs([parent.info.experiment_id], f"tags.`{tracking.TAG_PARENT}` = '{parent.info.run_id}'")
+                                   f"tags.`{tags.TAG_KIND}` = 'sweep'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{tags.TAG_PARENT}` = '{parent.info.run_id}'")
     out = {"parent": (parent.info.status, {k: v for k, v in parent.data.params.items()}, sorted(
         a.path for a in client.list_artifacts(parent.info.run_id, "config")))}
     for run in children:
-        seed = run.data.tags[tracking.TAG_SEED]
+        seed = run.data.tags[tags.TAG_SEED]
         out[seed] = {
             "status": run.info.status,
             "params": {k: v for k, v in run.data.params.items() if k not in DIFFERENT},
@@ -53,7 +56,7 @@ def test_offline_sweep_synced_later_matches_the_online_sweep(ray_session, tmp_pa
     assert not (tmp_path / "offline.db").exists()  # offline: MLflow was never contacted
 
     env = {**os.environ, "QEU_TUNE_HOME": str(isolated_home)}
-    sync = [sys.executable, "-m", "qeu_tune.cli", "sync", offline.spool, "--tracking-uri", offline_uri]
+    sync = [sys.executable, "-m", "qeu_tune.commands.main", "sync", offline.spool, "--tracking-uri", offline_uri]
     first = subprocess.run(sync, capture_output=True, text=True, env=env, timeout=120)
     assert first.returncode == 0, first.stdout + first.stderr
     again = subprocess.run(sync, capture_output=True, text=True, env=env, timeout=120)

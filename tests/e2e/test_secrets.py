@@ -18,7 +18,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow_server import MlflowServer
 
-from qeu_tune import redact, tracking
+from qeu_tune.core import redact
+
+from qeu_tune.core import tags
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +41,7 @@ def test_secrets_are_masked_in_params_tags_artifacts_command_and_console(ray_ses
         uri = f"http://alice:{PASSWORD}@127.0.0.1:{server.port}"
         env = {**os.environ, "QEU_TEST_TOKEN": TOKEN, "QEU_TEST_TEAM": TEAM, "QEU_TEST_API_KEY": API_KEY}
         proc = subprocess.run(
-            [sys.executable, "-m", "qeu_tune.cli", "debug=smoke", "experiment=single", "cluster=remote",
+            [sys.executable, "-m", "qeu_tune.commands.main", "debug=smoke", "experiment=single", "cluster=remote",
              f"cluster.address={ray_session.get_runtime_context().gcs_address}", f"tracking.uri={uri}",
              f"cluster.storage_path={tmp_path / 'ray'}", "+tags.owner=${oc.env:QEU_TEST_TOKEN}",
              "+tags.team=team:${oc.env:QEU_TEST_TEAM}", f"+tags.note={API_KEY}"],
@@ -52,8 +54,8 @@ def test_secrets_are_masked_in_params_tags_artifacts_command_and_console(ray_ses
     finally:
         server.stop()
 
-    (parent,) = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "sweep"]
-    (trial,) = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"]
+    (parent,) = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "sweep"]
+    (trial,) = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "trial"]
     assert trial.info.status == "FINISHED"
     # What was recorded, masked: the values are there, the secrets are not.
     assert parent.data.tags["owner"] == redact.MASK and parent.data.tags["team"] == "team:***"

@@ -20,9 +20,11 @@ import pytest
 from fake_sweep import record_sweep
 from mlflow.tracking import MlflowClient
 
-from qeu_tune import names, tracking
-from qeu_tune.processes import free_port, port_open
-from qeu_tune.server import DB_NAME, DB_USER, postgres_bindir
+from qeu_tune.core import names
+
+from qeu_tune.core import tags
+from qeu_tune.core.processes import free_port, port_open
+from qeu_tune.commands.server import DB_NAME, DB_USER, postgres_bindir
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,7 +39,7 @@ def server(tmp_path):
     data_dir, port, db_port = tmp_path / "server", free_port(), free_port()
     log_path = tmp_path / "server.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qeu_tune.cli", "server", "--data-dir", str(data_dir), "--port", str(port),
+        [sys.executable, "-m", "qeu_tune.commands.main", "server", "--data-dir", str(data_dir), "--port", str(port),
          "--db-port", str(db_port)],
         stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -96,7 +98,7 @@ def test_server_on_postgresql_takes_concurrent_trials_without_losing_a_point(ser
     client = MlflowClient(tracking_uri=url)
     experiment = client.get_experiment_by_name("qeu-tune")
     trials = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
-              if r.data.tags.get(tracking.TAG_KIND) == "trial"]
+              if r.data.tags.get(tags.TAG_KIND) == "trial"]
     assert len(trials) == 16
     for run in trials:
         assert run.info.status == "FINISHED"
@@ -124,11 +126,11 @@ def test_postgresql_uri_works_directly_as_tracking_uri_and_the_server_stops_clea
                            sweep_name=f"direct-{scheme}")
         client = MlflowClient(tracking_uri=uri)
         (trial,) = [t for t in client.search_runs(
-            [rec.tracker.experiment_id], filter_string=f"tags.`{tracking.TAG_PARENT}` = '{rec.parent_run_id}'")]
+            [rec.tracker.experiment_id], filter_string=f"tags.`{tags.TAG_PARENT}` = '{rec.parent_run_id}'")]
         assert len(client.get_metric_history(trial.info.run_id, names.ENV_STEPS)) == len(STEPS)
     # Runs written directly are visible through the server (same database).
     via_server = MlflowClient(tracking_uri=server["url"])
-    names_seen = {r.data.tags.get(tracking.TAG_SWEEP) for r in via_server.search_runs(
+    names_seen = {r.data.tags.get(tags.TAG_SWEEP) for r in via_server.search_runs(
         [via_server.get_experiment_by_name("qeu-tune").experiment_id])}
     assert {"direct-postgresql+psycopg", "direct-postgresql"} <= names_seen
 

@@ -9,9 +9,12 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from qeu_tune import names, tracking
+from qeu_tune.core import names
+
+from qeu_tune.core import tags
 from qeu_tune.config.compose import compose, to_plain
-from qeu_tune.sweep import plan_sweep, run_sweep
+from qeu_tune.engine.plan import plan_sweep
+from qeu_tune.engine.run import run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +28,7 @@ def run(overrides, tmp_path):
 
 def children(client, result):
     return client.search_runs(
-        [result.experiment_id], filter_string=f"tags.`{tracking.TAG_PARENT}` = '{result.parent_run_id}'"
+        [result.experiment_id], filter_string=f"tags.`{tags.TAG_PARENT}` = '{result.parent_run_id}'"
     )
 
 
@@ -49,10 +52,10 @@ def test_two_algorithm_sweep_records_parent_children_params_metrics_artifacts(ra
     best = best_command(f"sqlite:///{tmp_path / 'mlflow.db'}", result.parent_run_id, out=str(tmp_path / "best"))
     assert result.best["label"] == parent.data.tags["qeu.best_config"] == best.label
     assert parent.data.tags["qeu.best_run_id"] in best.run_ids
-    assert parent.data.tags[tracking.TAG_KIND] == "sweep"
+    assert parent.data.tags[tags.TAG_KIND] == "sweep"
     assert "qeu-tune" in parent.data.tags["qeu.command"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "config")}
-    assert {tracking.SWEEP_CONFIG_ARTIFACT, tracking.SEARCH_SPEC_ARTIFACT} <= artifacts
+    assert {tags.SWEEP_CONFIG_ARTIFACT, tags.SEARCH_SPEC_ARTIFACT} <= artifacts
 
     runs = children(client, result)
     assert len(runs) == 4
@@ -61,19 +64,19 @@ def test_two_algorithm_sweep_records_parent_children_params_metrics_artifacts(ra
     for run_ in runs:
         assert run_.info.status == "FINISHED"
         tags = run_.data.tags
-        assert tags[tracking.TAG_ALGO] == run_.data.params["algo.name"]
-        assert tags[tracking.TAG_SEED] == run_.data.params["seed"] == "0"
+        assert tags[tags.TAG_ALGO] == run_.data.params["algo.name"]
+        assert tags[tags.TAG_SEED] == run_.data.params["seed"] == "0"
         # The PPO-only hyperparameter is absent from DQN trials and vice versa.
-        assert ("algo.params.num_epochs" in run_.data.params) == (tags[tracking.TAG_ALGO] == "ppo")
+        assert ("algo.params.num_epochs" in run_.data.params) == (tags[tags.TAG_ALGO] == "ppo")
         history = client.get_metric_history(run_.info.run_id, names.ENV_STEPS)
         steps = [m.step for m in history]
         assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] >= 1000
         assert [m.value for m in history] == steps  # the step axis is env steps
         assert client.get_metric_history(run_.info.run_id, names.RETURN_ENV_MEAN)
         assert any(k.startswith(names.LEARNER_PREFIX) for k in run_.data.metrics)
-        path = client.download_artifacts(run_.info.run_id, tracking.RESOLVED_CONFIG_ARTIFACT, str(tmp_path))
+        path = client.download_artifacts(run_.info.run_id, tags.RESOLVED_CONFIG_ARTIFACT, str(tmp_path))
         resolved = yaml.safe_load(open(path))
-        assert resolved["algo"]["name"] == tags[tracking.TAG_ALGO]
+        assert resolved["algo"]["name"] == tags[tags.TAG_ALGO]
         assert resolved["seed"] == 0
         assert resolved["env"]["env_config"]["max_episode_steps"] in (100, 200)
 
@@ -94,14 +97,14 @@ def test_crashed_trial_is_failed_with_its_error_and_the_sweep_goes_on(ray_sessio
     assert statuses["CartPole-v1"].info.status == "FINISHED"
     crashed = statuses["qeu_test_envs:CrashingCartPole"]
     assert crashed.info.status == "FAILED"
-    assert "injected crash" in crashed.data.tags[tracking.TAG_ERROR]
+    assert "injected crash" in crashed.data.tags[tags.TAG_ERROR]
     assert client.get_run(result.parent_run_id).info.status == "FINISHED"
 
 
 def test_cli_runs_a_smoke_sweep_on_an_existing_ray_cluster(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.run(
-        [sys.executable, "-m", "qeu_tune.cli", "debug=smoke", "cluster=remote",
+        [sys.executable, "-m", "qeu_tune.commands.main", "debug=smoke", "cluster=remote",
          f"cluster.address={ray_session.get_runtime_context().gcs_address}", f"tracking.uri={uri}",
          f"cluster.storage_path={tmp_path / 'ray'}", "search.num_samples=2"],
         capture_output=True, text=True, timeout=300,
@@ -114,7 +117,7 @@ def test_cli_runs_a_smoke_sweep_on_an_existing_ray_cluster(ray_session, tmp_path
     client = MlflowClient(tracking_uri=uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "qeu-tune"]
     runs = client.search_runs([experiment.experiment_id])
-    assert len([r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"]) == 2
+    assert len([r for r in runs if r.data.tags.get(tags.TAG_KIND) == "trial"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -153,7 +156,7 @@ def test_reward_design_metrics_reach_mlflow_through_the_real_rllib_path(ray_sess
 
 def test_greedy_evaluation_is_logged_at_its_iterations_and_ranks_the_sweep(ray_session, tmp_path):
     from qeu_tune.analysis import build_report
-    from qeu_tune.runs import load_sweep
+    from qeu_tune.analysis.runs import load_sweep
 
     result, client = run(
         ["debug=smoke", "experiment=single", "env=qeu_cliff", "stop.env_steps=2500", "evaluation.interval=2",

@@ -18,7 +18,13 @@ import pytest
 from mlflow.entities import Metric
 from mlflow_server import MlflowServer
 
-from qeu_tune import journal, tracking
+from qeu_tune.commands import sync as sync_command
+from qeu_tune.tracking import journal
+from qeu_tune.tracking.sync import sync_spool
+
+from qeu_tune.core import tags
+
+from qeu_tune.tracking import tracker as tracking
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +47,9 @@ def running(server):
 
 def simulate_sweep(tracker, trials, iterations, *, pause_s=0.0, times=None, progress=None):
     """``trials`` x ``iterations`` results x 40 metrics, interleaved like Tune's driver loop."""
-    parent = tracker.create_run(run_name="sweep", tags={tracking.TAG_KIND: "sweep"})
-    runs = [tracker.create_run(run_name=f"t{i}", tags={tracking.TAG_PARENT: parent, tracking.TAG_KIND: "trial",
-                                                       tracking.TAG_TRIAL_ID: f"t{i}"}) for i in range(trials)]
+    parent = tracker.create_run(run_name="sweep", tags={tags.TAG_KIND: "sweep"})
+    runs = [tracker.create_run(run_name=f"t{i}", tags={tags.TAG_PARENT: parent, tags.TAG_KIND: "trial",
+                                                       tags.TAG_TRIAL_ID: f"t{i}"}) for i in range(trials)]
     for run in runs:
         tracker.log_params(run, {"seed": "0"})
     base = int(time.time() * 1000)
@@ -58,8 +64,8 @@ def simulate_sweep(tracker, trials, iterations, *, pause_s=0.0, times=None, prog
             progress.append(step)
         time.sleep(pause_s)
     for run in runs:
-        tracker.end_run(run, tracking.FINISHED)
-    tracker.end_run(parent, tracking.FINISHED)
+        tracker.end_run(run, tags.FINISHED)
+    tracker.end_run(parent, tags.FINISHED)
     return parent, runs
 
 
@@ -123,16 +129,16 @@ def test_server_that_never_returns_then_sync_uploads_everything_once(running, ca
     assert spool.exists() and tracker.pending_count() > 0
 
     server.start()
-    first = journal.sync_spool(spool)  # to the URI the sweep was recorded for
+    first = sync_spool(spool)  # to the URI the sweep was recorded for
     assert first["errors"] == 0 and first["runs_created"] == trials + 1
     assert first["points"] == trials * iterations * len(KEYS)
     before = assert_complete(server, "never", trials, iterations)
-    assert journal.run_sync([str(spool)]) == 0  # `qeu-tune sync SPOOL_DIR`
+    assert sync_command.sync(str(spool), None) == 0  # `qeu-tune sync SPOOL_DIR`
     assert " 0 entries" in capsys.readouterr().out
     assert counts(server, "never")[0] == before
     # A full replay (acknowledged offset lost): the server's SQL store skips every point as an
     # exact duplicate, and runs are found by their qeu.run_key tag instead of created again.
     (spool / journal.STATE_FILE).unlink()
-    replay = journal.sync_spool(spool)
+    replay = sync_spool(spool)
     assert replay["errors"] == 0 and replay["runs_created"] == 0 and replay["points"] == first["points"]
     assert assert_complete(server, "never", trials, iterations) == before

@@ -18,8 +18,8 @@ import pytest
 from fake_sweep import record_sweep
 
 from qeu_tune.analysis import report_sweep_end
-from qeu_tune.processes import free_port, wait_http
-from qeu_tune.processes import port_open as _port_open
+from qeu_tune.core.processes import free_port, wait_http
+from qeu_tune.core.processes import port_open as _port_open
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -41,7 +41,7 @@ def ui(tmp_path):
     report_sweep_end(uri, rec.parent_run_id)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "qeu_tune.cli", "--tracking-uri", uri, "ui", "--port", str(port)],
+        [sys.executable, "-m", "qeu_tune.commands.main", "--tracking-uri", uri, "ui", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -108,7 +108,7 @@ def test_ui_lists_the_sweep_with_nested_trials_and_report_artifacts(ui, tmp_path
 
 
 def test_ui_binds_to_loopback_by_default():
-    from qeu_tune.ui import ui_command
+    from qeu_tune.commands.ui import ui_command
 
     command = ui_command(tracking_uri="sqlite:////x.db")
     assert command[command.index("--host") + 1] == "127.0.0.1"

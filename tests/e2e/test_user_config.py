@@ -10,7 +10,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qeu_tune import tracking
+from qeu_tune.core import tags
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "config"))
 from test_cmdline import cartpole_csv, write_user_conf  # noqa: E402
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def qeu_tune(args, cwd, ray_session, uri, timeout=400):
     address = ray_session.get_runtime_context().gcs_address
     proc = subprocess.run(
-        [sys.executable, "-m", "qeu_tune.cli", *args, "cluster=remote", f"cluster.address={address}",
+        [sys.executable, "-m", "qeu_tune.commands.main", *args, "cluster=remote", f"cluster.address={address}",
          f"tracking.uri={uri}", f"cluster.storage_path={cwd / 'ray'}"],
         capture_output=True, text=True, timeout=timeout, cwd=cwd,
     )
@@ -32,7 +32,7 @@ def qeu_tune(args, cwd, ray_session, uri, timeout=400):
 def sweeps(client):
     (experiment,) = [e for e in client.search_experiments() if e.name == "qeu-tune"]
     runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "sweep"]
+    parents = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "sweep"]
     return parents, runs
 
 
@@ -51,8 +51,8 @@ def test_user_experiment_and_reward_design_with_a_two_dimension_command_line_swe
     parents, runs = sweeps(client)
     assert len(parents) == 1  # ONE sweep, the command-line values are its dimensions
     parent = parents[0]
-    assert parent.info.status == "FINISHED" and parent.data.tags[tracking.TAG_SWEEP] == "my_study"
-    children = [r for r in runs if r.data.tags.get(tracking.TAG_PARENT) == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and parent.data.tags[tags.TAG_SWEEP] == "my_study"
+    children = [r for r in runs if r.data.tags.get(tags.TAG_PARENT) == parent.info.run_id]
     assert len(children) == 2
     for child in children:
         assert child.data.params["reward.name"] == "my_design" and child.data.params["env.name"] == "my_task"
@@ -61,7 +61,7 @@ def test_user_experiment_and_reward_design_with_a_two_dimension_command_line_swe
         assert child.data.params["reward.metrics.balance.source.path"] == str(work / "demos.csv")
     assert "search_space.algo.params.lr" in parent.data.params
 
-    best = subprocess.run([sys.executable, "-m", "qeu_tune.cli", "best", parent.info.run_id, "--tracking-uri", uri],
+    best = subprocess.run([sys.executable, "-m", "qeu_tune.commands.main", "best", parent.info.run_id, "--tracking-uri", uri],
                           capture_output=True, text=True, timeout=200, cwd=work)
     assert best.returncode == 0, best.stderr[-2000:]
     written = list((conf / "experiment").glob("best_*.yaml"))
@@ -75,7 +75,7 @@ def test_know_how_file_from_the_command_line(ray_session, tmp_path):
               "reward.metrics.balance.source.path=demos.csv", "experiment=single", "debug=smoke",
               "stop.env_steps=500"], tmp_path, ray_session, uri)
     parents, runs = sweeps(MlflowClient(uri))
-    (trial,) = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"]
+    (trial,) = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "trial"]
     assert trial.info.status == "FINISHED"
     assert trial.data.params["reward.metrics.balance.source.type"] == "file"
     assert "reward.metrics.balance.source.name" not in trial.data.params  # the builtin's fields are gone

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qeu_tune import tracking
+from qeu_tune.core import tags
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def test_wheel_installs_and_runs_a_sweep_outside_the_repository(tmp_path):
     run_dir.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI", "QEU_TUNE_CONFIG_DIR")}
     env["QEU_TUNE_HOME"] = str(tmp_path / "home")
-    where = subprocess.run([str(python), "-c", "import qeu_tune, qeu_tune.paths as p; print(qeu_tune.__file__); print(p.CONF_DIR)"],
+    where = subprocess.run([str(python), "-c", "import qeu_tune, qeu_tune.core.paths as p; print(qeu_tune.__file__); print(p.CONF_DIR)"],
                            capture_output=True, text=True, check=True, env=env, cwd=run_dir).stdout.split()
     assert Path(where[0]).is_relative_to(env_dir) and not Path(where[0]).is_relative_to(REPO)
     assert Path(where[1]) == site / "qeu_tune" / "conf" and (Path(where[1]) / "config.yaml").is_file()
@@ -72,7 +72,7 @@ def test_wheel_installs_and_runs_a_sweep_outside_the_repository(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "qeu-tune"]
     runs = client.search_runs([experiment.experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "sweep"]
-    children = [r for r in runs if r.data.tags.get(tracking.TAG_PARENT) == parent.info.run_id]
+    (parent,) = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(tags.TAG_PARENT) == parent.info.run_id]
     assert parent.info.status == "FINISHED" and children and all(c.info.status == "FINISHED" for c in children)
     assert not list(run_dir.iterdir())  # nothing written to the working directory

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qeu_tune import names
+from qeu_tune.core import names
 from qeu_tune.config.compose import compose, to_plain
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*Overriding environment:UserWarning")]
@@ -34,8 +34,8 @@ def _always_up(algo) -> None:
 def test_greedy_evaluation_of_a_hand_made_policy(ray_session):
     import torch
 
-    from qeu_tune.episode_metrics import flatten_evaluation
-    from qeu_tune.trainable import build_algo_config, register_env
+    from qeu_tune.engine.episode_metrics import flatten_evaluation
+    from qeu_tune.engine.trainable import build_algo_config, register_env
 
     torch.set_num_threads(1)
     config = to_plain(compose(["env=qeu_cliff", "algo=dqn", "reward=cliff_absolute",
@@ -64,7 +64,7 @@ def test_greedy_evaluation_of_a_hand_made_policy(ray_session):
 
 def test_a_trial_evaluates_at_its_first_every_nth_and_last_iteration(ray_session, monkeypatch):
     """The trainable's cadence: iteration 1, multiples of the interval, and the last."""
-    import qeu_tune.trainable as trainable
+    import qeu_tune.engine.trainable as trainable
 
     calls = []
 

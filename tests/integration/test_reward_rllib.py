@@ -13,7 +13,7 @@ from typing import Any, Dict, List
 import pytest
 from rewards import CLIFF_ABSOLUTE
 
-from qeu_tune.names import EPISODE_INFO_KEY
+from qeu_tune.core.names import EPISODE_INFO_KEY
 from qeu_tune.reward import episode_info_keys, make_env
 
 ENV_NAME = "qeu_test_reward_env"

@@ -1,6 +1,6 @@
 """A reward design on a vectorised env runner: its metrics reach the trial's results.
 
-The trial's own path (``qeu_tune.trainable.build_algo_config`` -> ``Algorithm.train`` ->
+The trial's own path (``qeu_tune.engine.trainable.build_algo_config`` -> ``Algorithm.train`` ->
 ``flatten_result``) with ``num_envs_per_env_runner=4``, the Cliff task with short
 episodes and the ``cliff_absolute`` design, metrics shipped fitted as a sweep does.
 """
@@ -14,7 +14,7 @@ import pytest
 from ray.tune.utils.util import UtilMonitor
 from rewards import CLIFF_ABSOLUTE
 
-from qeu_tune import names
+from qeu_tune.core import names
 
 REWARD = CLIFF_ABSOLUTE
 
@@ -24,10 +24,10 @@ REWARD = CLIFF_ABSOLUTE
 def test_reward_metrics_reach_results_with_several_envs_per_runner(ray_session):
     import torch
 
-    from qeu_tune.episode_metrics import flatten_result
+    from qeu_tune.engine.episode_metrics import flatten_result
     from qeu_tune.reward import clear_metric_cache, fitted_metrics
     from qeu_tune.reward.design import _CACHE
-    from qeu_tune.trainable import build_algo_config, register_env
+    from qeu_tune.engine.trainable import build_algo_config, register_env
 
     torch.set_num_threads(1)
     fitted = fitted_metrics([REWARD])  # what a sweep ships from the driver
@@ -77,9 +77,9 @@ def test_the_shipped_vectorised_defaults_train_with_a_reward_design(ray_session,
     import torch
 
     from qeu_tune.config.compose import compose, to_plain
-    from qeu_tune.episode_metrics import flatten_result
-    from qeu_tune.trainable import build_algo_config, register_env
-    from qeu_tune.trial_config import TrialTemplate, resolve_trial_config
+    from qeu_tune.engine.episode_metrics import flatten_result
+    from qeu_tune.engine.trainable import build_algo_config, register_env
+    from qeu_tune.config.trial import TrialTemplate, resolve_trial_config
 
     torch.set_num_threads(1)
     base = to_plain(compose([f"algo={algo}", "reward=cartpole_rt", "algo.reporting.min_time_s_per_iteration=0"]))

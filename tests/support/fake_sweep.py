@@ -11,9 +11,15 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from qeu_tune import names, tracking
+from qeu_tune.core import names
+
+from qeu_tune.engine.callback import MLflowTrialCallback
+
+from qeu_tune.core import tags
+
+from qeu_tune.tracking import tracker as tracking
 from qeu_tune.config.compose import compose, to_plain
-from qeu_tune.trial_config import TrialTemplate
+from qeu_tune.config.trial import TrialTemplate
 
 
 def make_template(overrides: Sequence[str] = ()) -> TrialTemplate:
@@ -41,9 +47,9 @@ def record_sweep(
     """
     steps = np.arange(1000, 10001, 1000) if steps is None else steps
     tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
-    parent = tracker.create_run(run_name=sweep_name, tags={tracking.TAG_KIND: "sweep", tracking.TAG_SWEEP: sweep_name})
+    parent = tracker.create_run(run_name=sweep_name, tags={tags.TAG_KIND: "sweep", tags.TAG_SWEEP: sweep_name})
     template = make_template(overrides)
-    callback = tracking.MLflowTrialCallback(
+    callback = MLflowTrialCallback(
         tracker=tracker, parent_run_id=parent, template=template, sweep_name=sweep_name, flush_every_s=0.0
     )
     trials: List[SimpleNamespace] = []
@@ -61,6 +67,6 @@ def record_sweep(
             else:
                 callback.on_trial_complete(0, [], trial)
             trials.append(trial)
-    tracker.end_run(parent, tracking.FINISHED)
+    tracker.end_run(parent, tags.FINISHED)
     assert tracker.flush(timeout_s=60), "the tracker did not reach MLflow"
     return SimpleNamespace(parent_run_id=tracker.resolve(parent), tracker=tracker, callback=callback, trials=trials)

@@ -7,10 +7,15 @@ import pytest
 from fake_sweep import record_sweep
 from mlflow.tracking import MlflowClient
 
-from qeu_tune import analysis, tracking
+from qeu_tune.commands.best import best_command
+from qeu_tune.commands.report import report_command
+from qeu_tune.commands.rerun import _validated, fresh_seeds
+from qeu_tune import analysis
+
+from qeu_tune.core import tags
 from qeu_tune.config.compose import compose, to_plain
-from qeu_tune.config.errors import ConfigError
-from qeu_tune.runs import load_config_artifact, load_sweep, safe_load_yaml
+from qeu_tune.core.errors import ConfigError
+from qeu_tune.analysis.runs import load_config_artifact, load_sweep, safe_load_yaml
 
 CONFIGS = {"good": {"algo.params.lr": 0.002}, "bad": {"algo.params.lr": 0.0005}}
 
@@ -47,7 +52,7 @@ def test_report_ranks_configurations_with_cis_and_probability_of_improvement(swe
 
 def test_report_command_prints_writes_and_logs_to_the_parent(sweep, tmp_path, capsys):
     uri, rec = sweep
-    analysis.report_command(uri, "fake-sweep", out=str(tmp_path / "rep"), log=True)
+    report_command(uri, "fake-sweep", out=str(tmp_path / "rep"), log=True)
     printed = capsys.readouterr().out
     assert "lr=0.002" in printed.splitlines()[3] and "[" in printed  # ranked first, with CIs
     for name in ("ranking.csv", "ranking.html", "trials.csv", "learning_curves.png",
@@ -59,7 +64,7 @@ def test_report_command_prints_writes_and_logs_to_the_parent(sweep, tmp_path, ca
 
 def test_best_writes_an_experiment_file_that_composes_and_reruns_on_fresh_seeds(sweep, tmp_path, capsys):
     uri, rec = sweep
-    best = analysis.best_command(uri, rec.parent_run_id, out=str(tmp_path / "conf" / "experiment"))
+    best = best_command(uri, rec.parent_run_id, out=str(tmp_path / "conf" / "experiment"))
     assert best.label == "lr=0.002" and best.seeds == [0, 1, 2]
     assert "algo.params.lr=0.002" in capsys.readouterr().out
     cfg = to_plain(compose([f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "experiment=best_fake_sweep"]))
@@ -72,7 +77,7 @@ def test_tampered_config_artifact_with_a_python_tag_is_refused(sweep):
     uri, rec = sweep
     client = MlflowClient(uri)
     run_id = load_sweep(client, rec.parent_run_id).trials[0].run_id
-    client.log_text(run_id, "algo: !!python/object/apply:os.system ['echo pwned']\n", tracking.RESOLVED_CONFIG_ARTIFACT)
+    client.log_text(run_id, "algo: !!python/object/apply:os.system ['echo pwned']\n", tags.RESOLVED_CONFIG_ARTIFACT)
     with pytest.raises(ConfigError, match="refusing to load .* non-plain YAML tag"):
         load_config_artifact(client, run_id)
 
@@ -90,13 +95,13 @@ def test_unknown_sweep_lists_recent_sweeps(sweep):
 
 
 def test_fresh_seeds_follow_every_tuning_seed():
-    assert analysis.fresh_seeds([0, 1, 2], 3) == [3, 4, 5]
-    assert analysis.fresh_seeds([7, 2], 1) == [8]
-    assert analysis.fresh_seeds([], 2) == [0, 1]
+    assert fresh_seeds([0, 1, 2], 3) == [3, 4, 5]
+    assert fresh_seeds([7, 2], 1) == [8]
+    assert fresh_seeds([], 2) == [0, 1]
 
 
 def test_schema_rejects_a_stale_or_tampered_config():
     config = to_plain(compose([]))
     config["stop"]["env_steps"] = "lots"
     with pytest.raises(ConfigError, match="does not match the schema"):
-        analysis._validated(config)
+        _validated(config)

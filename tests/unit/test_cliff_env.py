@@ -30,7 +30,7 @@ def test_layout_start_goal_and_cliff_cells():
 
 
 def test_env_and_knowhow_share_one_grid():
-    from qeu_tune.knowhow import CLIFF_CELLS, CLIFF_GOAL, CLIFF_START, cliff_side_points, cliff_standard_route
+    from qeu_tune.envs.cliff_grid import CLIFF_CELLS, CLIFF_GOAL, CLIFF_START, cliff_side_points, cliff_standard_route
 
     cells = [(x, y) for y in range(4) for x in range(12)]
     assert [c for c in cells if is_cliff(*c)] == list(CLIFF_CELLS)

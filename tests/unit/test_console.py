@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-from qeu_tune.console import loud_console, progress_line, quiet_console, total_trials
+from qeu_tune.commands.console import loud_console, quiet_console
+from qeu_tune.engine.progress import progress_line, total_trials
 
 
 def trial(status, steps=None):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from qeu_tune import names
-from qeu_tune.convergence import (
+from qeu_tune.core import names
+from qeu_tune.analysis.convergence import (
     MAX_TREND_POINTS,
     ConvergenceSettings,
     curves_from_history,
@@ -14,7 +14,7 @@ from qeu_tune.convergence import (
     settings_from_params,
     trial_statistics,
 )
-from qeu_tune.tracking import flatten_params
+from qeu_tune.tracking.tracker import flatten_params
 
 
 def test_a_restore_discards_the_failed_attempt_from_the_checkpoint_on():

@@ -1,4 +1,9 @@
-"""Import layout: no import cycles inside qeu_tune; the read path does not import Ray."""
+"""Import layout: layers that import downwards only, no cycles, and a read path without Ray.
+
+``LAYERS`` is the package's architecture, lowest first. A module may import its own layer and
+the layers below it; any import (at module level or inside a function) that goes up or
+sideways across the table fails ``test_imports_go_downwards_only``.
+"""
 
 from __future__ import annotations
 
@@ -82,9 +87,41 @@ def find_cycle(graph: Dict[str, Set[str]]) -> List[str]:
     return []
 
 
+LAYERS = (
+    "core",  # names, tags, paths, errors, redaction, child processes
+    "rt",  # RT method: pure numpy
+    "envs",  # built-in environments
+    "reward",  # know-how sources and diagnostics, reward designs, the wrapper
+    "config",  # schemas, composition, validation rules, the trial template
+    "tracking",  # tracker, journal, sync: writes to MLflow, no Ray
+    "analysis",  # reads MLflow back: runs, statistics, tables, plots, reports; no Ray
+    "engine",  # Ray Tune and RLlib: search space, trainable, plan, run, callback, resume
+    "commands",  # one module per CLI command
+)
+TOP_LEVEL = {"qeu_tune", "qeu_tune.__main__"}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    assert module in TOP_LEVEL or parts[1] in LAYERS, f"{module} is in no layer of LAYERS"
+    return len(LAYERS) if module in TOP_LEVEL else LAYERS.index(parts[1])
+
+
+def test_every_module_lives_in_a_layer():
+    loose = sorted(m for m in modules() if m not in TOP_LEVEL and m.split(".")[1] not in LAYERS)
+    assert not loose, f"modules outside the layers: {loose}"
+
+
+def test_imports_go_downwards_only():
+    graph = import_graph()
+    wrong = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                   if b != "qeu_tune" and layer_of(b) > layer_of(a))
+    assert not wrong, "imports that go up the layers:\n" + "\n".join(wrong)
+
+
 def test_walker_sees_lazy_imports():
     graph = import_graph()
-    assert "qeu_tune.sweep" in graph["qeu_tune.cli"]  # imported inside a function
+    assert "qeu_tune.engine.run" in graph["qeu_tune.commands.sweep"]  # imported inside a function
 
 
 def test_no_import_cycles():
@@ -93,6 +130,6 @@ def test_no_import_cycles():
 
 
 def test_reading_runs_back_does_not_import_ray():
-    code = "import sys, qeu_tune.runs; bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')); print(bad)"
+    code = "import sys, qeu_tune.analysis.runs; bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')); print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.strip() == "[]", out

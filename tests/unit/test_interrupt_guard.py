@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from qeu_tune.cli import finish
-from qeu_tune.interrupts import InterruptGuard
+from qeu_tune.commands.sweep import finish
+from qeu_tune.engine.interrupts import InterruptGuard
 
 
 class FakeTune:

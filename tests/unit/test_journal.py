@@ -15,8 +15,15 @@ import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from qeu_tune import journal, tracking
-from qeu_tune.config.errors import ConfigError
+from qeu_tune.commands import sync as sync_command
+from qeu_tune.tracking import journal
+from qeu_tune.tracking.sync import sync_spool
+
+from qeu_tune.core import tags
+
+from qeu_tune.tracking import tracker as tracking
+from qeu_tune.core.errors import ConfigError
+from qeu_tune.core.tags import TAG_RUN_KEY
 
 KEYS = [f"perf/m{i:02d}" for i in range(40)]
 
@@ -36,18 +43,18 @@ def record(tracker, *, trials=3, iterations=5, artifacts_dir=None):
 
     Returns what was reported: {trial name: {metric key: [(step, value, ts), ...]}}.
     """
-    parent = tracker.create_run(run_name="sweep", tags={tracking.TAG_KIND: "sweep"})
+    parent = tracker.create_run(run_name="sweep", tags={tags.TAG_KIND: "sweep"})
     tracker.log_params(parent, {"search.num_samples": "3"})
-    tracker.log_dict_yaml(parent, {"a": {"b": 1}}, tracking.SWEEP_CONFIG_ARTIFACT)
+    tracker.log_dict_yaml(parent, {"a": {"b": 1}}, tags.SWEEP_CONFIG_ARTIFACT)
     reported = {}
     children = {}
     for t in range(trials):
         name = f"trial{t}"
         children[name] = tracker.create_run(
-            run_name=name, tags={tracking.TAG_PARENT: parent, tracking.TAG_KIND: "trial", tracking.TAG_TRIAL_ID: name}
+            run_name=name, tags={tags.TAG_PARENT: parent, tags.TAG_KIND: "trial", tags.TAG_TRIAL_ID: name}
         )
         tracker.log_params(children[name], {"algo.params.lr": str(0.001 * (t + 1)), "seed": str(t)})
-        tracker.log_text(children[name], f"seed: {t}\n", tracking.RESOLVED_CONFIG_ARTIFACT)
+        tracker.log_text(children[name], f"seed: {t}\n", tags.RESOLVED_CONFIG_ARTIFACT)
         reported[name] = {}
     for step in range(iterations):  # trials interleave, as Tune reports them
         for t, (name, run) in enumerate(children.items()):
@@ -56,12 +63,12 @@ def record(tracker, *, trials=3, iterations=5, artifacts_dir=None):
             for m in batch:
                 reported[name].setdefault(m.key, []).append((m.step, m.value, m.timestamp))
     for t, run in enumerate(children.values()):
-        tracker.set_tags(run, {tracking.TAG_SEED: str(t)})
-        tracker.end_run(run, tracking.FAILED if t == 0 else tracking.FINISHED)
+        tracker.set_tags(run, {tags.TAG_SEED: str(t)})
+        tracker.end_run(run, tags.FAILED if t == 0 else tags.FINISHED)
     tracker.set_tags(parent, {"qeu.best_run_id": children["trial1"]})
     if artifacts_dir is not None:
         tracker.log_artifacts(parent, str(artifacts_dir), "report")
-    tracker.end_run(parent, tracking.FINISHED)
+    tracker.end_run(parent, tags.FINISHED)
     return reported
 
 
@@ -70,8 +77,8 @@ def read_back(uri, experiment="qeu-tune"):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], run_view_type=3)
-    parents = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "sweep"]
-    children = {r.data.tags[tracking.TAG_TRIAL_ID]: r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"}
+    parents = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "sweep"]
+    children = {r.data.tags[tags.TAG_TRIAL_ID]: r for r in runs if r.data.tags.get(tags.TAG_KIND) == "trial"}
     return client, parents, children
 
 
@@ -86,14 +93,14 @@ def assert_recorded(uri, reported, tmp_path):
     assert parent.info.status == "FINISHED" and parent.data.params == {"search.num_samples": "3"}
     assert parent.data.tags["qeu.best_run_id"] == children["trial1"].info.run_id  # key translated
     for t, (name, run) in enumerate(sorted(children.items())):
-        assert run.data.tags[tracking.TAG_PARENT] == parent.info.run_id
-        assert run.data.tags[tracking.TAG_SEED] == str(t)
+        assert run.data.tags[tags.TAG_PARENT] == parent.info.run_id
+        assert run.data.tags[tags.TAG_SEED] == str(t)
         assert run.data.params == {"algo.params.lr": str(0.001 * (t + 1)), "seed": str(t)}
         assert run.info.status == ("FAILED" if t == 0 else "FINISHED")
         assert histories(client, run.info.run_id) == {k: sorted(v) for k, v in reported[name].items()}
-        path = client.download_artifacts(run.info.run_id, tracking.RESOLVED_CONFIG_ARTIFACT, str(tmp_path / name))
+        path = client.download_artifacts(run.info.run_id, tags.RESOLVED_CONFIG_ARTIFACT, str(tmp_path / name))
         assert yaml.safe_load(open(path)) == {"seed": t}
-    path = client.download_artifacts(parent.info.run_id, tracking.SWEEP_CONFIG_ARTIFACT, str(tmp_path / "p"))
+    path = client.download_artifacts(parent.info.run_id, tags.SWEEP_CONFIG_ARTIFACT, str(tmp_path / "p"))
     assert yaml.safe_load(open(path)) == {"a": {"b": 1}}
 
 
@@ -108,22 +115,22 @@ def test_online_tracker_writes_everything_and_removes_its_spool(uri, tmp_path):
 
 def test_journal_keeps_call_order_and_replay_applies_it_in_order(uri, tmp_path):
     tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", mode="offline")
-    run = tracker.create_run(run_name="r", tags={tracking.TAG_KIND: "trial", tracking.TAG_TRIAL_ID: "r"})
+    run = tracker.create_run(run_name="r", tags={tags.TAG_KIND: "trial", tags.TAG_TRIAL_ID: "r"})
     for value in ("first", "second", "third"):  # the last write of a tag wins only if replayed in order
         tracker.set_tags(run, {"qeu.note": value})
     tracker.log_metrics(run, [Metric("x", float(i), 1000 + i, i) for i in range(5)])
-    tracker.end_run(run, tracking.KILLED)
+    tracker.end_run(run, tags.KILLED)
     assert tracker.flush(timeout_s=1) is False  # offline: nothing reaches MLflow
     assert not tracker.close(timeout_s=1) and tracker.spool_dir.exists()
     entries = [e for _, _, _, e in journal.read_journal(tracker.spool_dir / journal.JOURNAL_FILE)]
     assert [e["s"] for e in entries] == list(range(6))
     assert [e["op"] for e in entries] == ["create_run", "tags", "tags", "tags", "metrics", "end_run"]
-    summary = journal.sync_spool(tracker.spool_dir, uri)
+    summary = sync_spool(tracker.spool_dir, uri)
     assert summary["entries"] == 6 and summary["runs_created"] == 1 and summary["points"] == 5
     client = MlflowClient(uri)
     (got,) = client.search_runs([client.get_experiment_by_name("qeu-tune").experiment_id])
     assert got.data.tags["qeu.note"] == "third" and got.info.status == "KILLED"
-    assert got.data.tags[journal.TAG_RUN_KEY] == run
+    assert got.data.tags[TAG_RUN_KEY] == run
 
 
 def test_offline_then_sync_gives_the_same_sweep_and_a_second_sync_adds_nothing(uri, tmp_path, capsys):
@@ -139,21 +146,21 @@ def test_offline_then_sync_gives_the_same_sweep_and_a_second_sync_adds_nothing(u
     # Nothing was written to MLflow while offline (not even the database file).
     assert not (tmp_path / "mlflow.db").exists()
     # `qeu-tune sync` without a directory: every spool under $QEU_TUNE_HOME/spool.
-    assert journal.run_sync(["--tracking-uri", uri]) == 0
+    assert sync_command.sync(None, uri) == 0
     assert "runs created" in capsys.readouterr().out
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("qeu-tune")
     all_runs = client.search_runs([exp.experiment_id])
     assert len(all_runs) == 1 + 3 + 1  # parent, 3 trials, the "late" run
-    parent = next(r for r in all_runs if r.data.tags.get(tracking.TAG_KIND) == "sweep")
+    parent = next(r for r in all_runs if r.data.tags.get(tags.TAG_KIND) == "sweep")
     table = client.download_artifacts(parent.info.run_id, "report/table.csv", str(tmp_path / "dl"))
     assert open(table).read() == "a,b\n1,2\n"
     before = {r.info.run_id: histories(client, r.info.run_id) for r in all_runs}
-    second = journal.sync_spool(tracker.spool_dir, uri)
+    second = sync_spool(tracker.spool_dir, uri)
     assert second["entries"] == 0 and second["runs_created"] == 0 and second["points"] == 0
     # Even with the acknowledged offset lost, a full replay adds nothing (idempotent writes).
     (tracker.spool_dir / journal.STATE_FILE).unlink()
-    third = journal.sync_spool(tracker.spool_dir, uri)
+    third = sync_spool(tracker.spool_dir, uri)
     assert third["entries"] > 0 and third["runs_created"] == 0 and third["errors"] == 0
     after_runs = client.search_runs([exp.experiment_id])
     assert len(after_runs) == len(all_runs)
@@ -290,7 +297,7 @@ def test_a_torn_last_line_ends_the_journal(tmp_path):
 
 
 def test_sync_of_a_missing_spool_is_a_clear_error(tmp_path, capsys):
-    assert journal.run_sync([str(tmp_path / "nope")]) == 2
+    assert sync_command.sync(str(tmp_path / "nope"), None) == 2
     assert "not a qeu-tune spool" in capsys.readouterr().out
 
 
@@ -303,12 +310,12 @@ def test_reopen_and_delete_are_replayed_in_order(uri):
     tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", mode="offline")
     kept = tracker.create_run(run_name="kept", tags={})
     gone = tracker.create_run(run_name="gone", tags={})
-    tracker.end_run(kept, tracking.KILLED)
+    tracker.end_run(kept, tags.KILLED)
     tracker.reopen_run(kept)  # a resumed trial
-    tracker.end_run(gone, tracking.KILLED)
+    tracker.end_run(gone, tags.KILLED)
     tracker.delete_run(gone)
     tracker.close(timeout_s=1)
-    summary = journal.sync_spool(tracker.spool_dir, uri)
+    summary = sync_spool(tracker.spool_dir, uri)
     assert summary["errors"] == 0 and summary["spools"][0]["rejected"] == 0
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("qeu-tune").experiment_id
@@ -320,15 +327,15 @@ def test_reopen_and_delete_are_replayed_in_order(uri):
 def test_a_run_key_from_an_earlier_tracker_becomes_the_run_id_in_tags(uri):
     """A resumed sweep's new trial runs name the parent by the key the first process handed out."""
     first = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
-    parent = first.create_run(run_name="sweep", tags={tracking.TAG_KIND: "sweep"})
+    parent = first.create_run(run_name="sweep", tags={tags.TAG_KIND: "sweep"})
     assert first.close(timeout_s=30)
     second = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")  # its spool has never seen the key
-    child = second.create_run(run_name="trial", tags={tracking.TAG_PARENT: parent, tracking.TAG_KIND: "trial"})
+    child = second.create_run(run_name="trial", tags={tags.TAG_PARENT: parent, tags.TAG_KIND: "trial"})
     second.set_tags(child, {"qeu.best_run_id": parent})
     assert second.close(timeout_s=30)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("qeu-tune").experiment_id
-    (parent_run,) = client.search_runs([exp], f"tags.`{tracking.TAG_KIND}` = 'sweep'")
-    (child_run,) = client.search_runs([exp], f"tags.`{tracking.TAG_KIND}` = 'trial'")
-    assert child_run.data.tags[tracking.TAG_PARENT] == parent_run.info.run_id
+    (parent_run,) = client.search_runs([exp], f"tags.`{tags.TAG_KIND}` = 'sweep'")
+    (child_run,) = client.search_runs([exp], f"tags.`{tags.TAG_KIND}` = 'trial'")
+    assert child_run.data.tags[tags.TAG_PARENT] == parent_run.info.run_id
     assert child_run.data.tags["qeu.best_run_id"] == parent_run.info.run_id

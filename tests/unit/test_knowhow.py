@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qeu_tune.knowhow import (
+from qeu_tune.reward.sources import (
     cartpole_balance_policy,
     cliff_side_points,
     cliff_standard_route,
@@ -17,7 +17,7 @@ from qeu_tune.knowhow import (
     rollout_policy,
 )
 
-POLICY = "qeu_tune.knowhow:cartpole_balance_policy"
+POLICY = "qeu_tune.reward.sources:cartpole_balance_policy"
 DATA = np.array([[0.5, 1.0, 2.0], [1.5, -3.0, 4.25], [7.0, 8.0, 9.0]])
 
 # The QEU standard route, written out: up from the start, along y = 1, down to the goal.
@@ -152,7 +152,7 @@ def test_policy_rollouts_are_reproducible_from_the_seed():
     source = {
         "type": "policy",
         "env": "CartPole-v1",
-        "policy": "qeu_tune.knowhow:cartpole_balance_policy",
+        "policy": "qeu_tune.reward.sources:cartpole_balance_policy",
         "episodes": 3,
         "seed": 5,
         "max_steps": 40,

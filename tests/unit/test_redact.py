@@ -1,4 +1,4 @@
-"""qeu_tune.redact: what counts as a secret and how it is masked."""
+"""qeu_tune.core.redact: what counts as a secret and how it is masked."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import logging
 
 import pytest
 
-from qeu_tune import redact
-from qeu_tune.cluster import TAG_NODE_ID, TAG_NODE_IP, node_tags
+from qeu_tune.core import redact
+from qeu_tune.core.tags import TAG_NODE_ID, TAG_NODE_IP
+from qeu_tune.engine.node import node_tags
 from qeu_tune.config.compose import compose
 
 

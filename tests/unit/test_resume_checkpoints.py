@@ -1,4 +1,4 @@
-"""``qeu_tune.resume.repair_lost_checkpoint``: a restored trial whose checkpoint Tune deleted
+"""``qeu_tune.engine.resume.repair_lost_checkpoint``: a restored trial whose checkpoint Tune deleted
 before the driver was killed goes on from one that exists (real Tune checkpoint manager,
 local pyarrow filesystem)."""
 
@@ -15,9 +15,9 @@ from ray.train._internal.session import _TrainingResult
 from ray.tune import Checkpoint
 from ray.tune.experiment import Trial
 
-from qeu_tune import names
-from qeu_tune.resume import repair_lost_checkpoint
-from qeu_tune.trainable import PROGRESS_FILE
+from qeu_tune.core import names
+from qeu_tune.engine.resume import repair_lost_checkpoint
+from qeu_tune.engine.trainable import PROGRESS_FILE
 
 
 def make_checkpoint(trial_dir, index, iteration=None):

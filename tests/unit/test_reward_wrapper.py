@@ -12,7 +12,7 @@ import yaml
 from gymnasium.wrappers.vector import DictInfoToList
 
 from qeu_tune.envs import CLIFF_ENV_ID, make_base_env
-from qeu_tune.names import EPISODE_INFO_KEY
+from qeu_tune.core.names import EPISODE_INFO_KEY
 from qeu_tune.reward import (
     RewardConfig,
     RewardDesignWrapper,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qeu_tune import names
+from qeu_tune.core import names
 from qeu_tune.envs import CLIFF_ENV_ID
 from qeu_tune.reward import make_env
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from qeu_tune.knowhow import cliff_side_points, cliff_standard_route
+from qeu_tune.envs.cliff_grid import cliff_side_points, cliff_standard_route
 from qeu_tune.rt import ReferenceSet
 
 

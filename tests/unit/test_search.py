@@ -8,15 +8,14 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 from ray.tune.search import Repeater
 from ray.tune.search.optuna import OptunaSearch
 
-from qeu_tune.config.errors import ConfigError
-from qeu_tune.search import (
+from qeu_tune.core.errors import ConfigError
+from qeu_tune.engine.search_space import (
     Dimension,
     build_tune_search,
     grid_points,
     parse_space,
-    seeds,
-    trial_seed,
 )
+from qeu_tune.config.trial import seeds, trial_seed
 
 
 def one(expression):

@@ -1,4 +1,4 @@
-"""The sweep's start: MLflow's tracker opens in a thread while ray.init runs (qeu_tune/sweep.py)."""
+"""The sweep's start: MLflow's tracker opens in a thread while ray.init runs (qeu_tune/engine/run.py, startup.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from qeu_tune import sweep
+from qeu_tune.core.errors import ConfigError
+from qeu_tune.engine import run, startup
+from qeu_tune.engine.plan import SweepPlan
 
 
 def test_the_background_job_runs_in_its_own_thread_and_reraises_in_the_caller():
@@ -17,24 +19,24 @@ def test_the_background_job_runs_in_its_own_thread_and_reraises_in_the_caller():
         seen["thread"] = threading.current_thread().name
         return 42
 
-    assert sweep._start_in_background(work, name="qeu-test-bg").result(timeout=5) == 42
+    assert startup.start_in_background(work, name="qeu-test-bg").result(timeout=5) == 42
     assert seen["thread"].startswith("qeu-test-bg")
 
     def fail():
         raise ValueError("MLflow down")
 
     with pytest.raises(ValueError, match="MLflow down"):
-        sweep._start_in_background(fail, name="qeu-test-bg").result(timeout=5)
+        startup.start_in_background(fail, name="qeu-test-bg").result(timeout=5)
 
 
 def test_a_discarded_tracker_is_closed_once_whenever_it_arrives():
     release = threading.Event()
     late, early = _FakeTracker(), _FakeTracker()
-    pending = sweep._start_in_background(lambda: release.wait(5) and late, name="qeu-test-bg")
-    done = sweep._start_in_background(lambda: early, name="qeu-test-bg")
+    pending = startup.start_in_background(lambda: release.wait(5) and late, name="qeu-test-bg")
+    done = startup.start_in_background(lambda: early, name="qeu-test-bg")
     done.result(timeout=5)
-    sweep._discard_tracker(done)  # already there: closed at once
-    sweep._discard_tracker(pending)  # not yet: closed when it comes
+    startup.discard_tracker(done)  # already there: closed at once
+    startup.discard_tracker(pending)  # not yet: closed when it comes
     assert early.closes == 1 and late.closes == 0
     release.set()
     pending.result(timeout=5)
@@ -48,10 +50,10 @@ def test_a_failed_tracker_is_not_closed():
     def fail():
         raise RuntimeError("boom")
 
-    job = sweep._start_in_background(fail, name="qeu-test-bg")
+    job = startup.start_in_background(fail, name="qeu-test-bg")
     with pytest.raises(RuntimeError):
         job.result(timeout=5)
-    sweep._discard_tracker(job)  # nothing to close, and no error
+    startup.discard_tracker(job)  # nothing to close, and no error
 
 
 class _FakeTracker:
@@ -68,7 +70,7 @@ class _FakeTracker:
 
 
 def _plan():
-    return sweep.SweepPlan(
+    return SweepPlan(
         config={"cluster": {"num_cpus": 1}, "verbose": 0, "tracking": {"experiment": "x"}},
         template=None, search=None, tracking_uri="sqlite:///unused.db", storage_path="/tmp/unused",
     )
@@ -79,15 +81,15 @@ def test_ray_init_failure_closes_the_tracker_and_opens_no_run(monkeypatch):
     meanwhile is closed (its empty journal removed)."""
     tracker = _FakeTracker()
     calls = []
-    monkeypatch.setattr(sweep, "_open_tracker_warm_tune", lambda plan: tracker)
+    monkeypatch.setattr(startup, "open_tracker_warm_tune", lambda plan: tracker)
 
     def failing_init(cluster, verbose):
         calls.append("init")
-        raise sweep.ConfigError("cluster.address='x': could not connect to Ray")
+        raise ConfigError("cluster.address='x': could not connect to Ray")
 
-    monkeypatch.setattr(sweep, "_init_ray", failing_init)
-    with pytest.raises(sweep.ConfigError, match="could not connect"):
-        sweep.run_sweep(_plan())
+    monkeypatch.setattr(startup, "init_ray", failing_init)
+    with pytest.raises(ConfigError, match="could not connect"):
+        run.run_sweep(_plan())
     deadline = time.monotonic() + 5
     while not tracker.closed and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -100,30 +102,30 @@ def test_tracker_failure_restores_signal_handlers(monkeypatch):
     before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
 
     def failing_tracker(plan):
-        raise sweep.ConfigError("Cannot reach MLflow")
+        raise ConfigError("Cannot reach MLflow")
 
-    monkeypatch.setattr(sweep, "_open_tracker_warm_tune", failing_tracker)
-    monkeypatch.setattr(sweep, "_init_ray", lambda cluster, verbose: None)
-    with pytest.raises(sweep.ConfigError, match="Cannot reach MLflow"):
-        sweep.run_sweep(_plan())
+    monkeypatch.setattr(startup, "open_tracker_warm_tune", failing_tracker)
+    monkeypatch.setattr(startup, "init_ray", lambda cluster, verbose: None)
+    with pytest.raises(ConfigError, match="Cannot reach MLflow"):
+        run.run_sweep(_plan())
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_ray_init_runs_in_the_main_thread(monkeypatch):
     """ray.init installs its SIGTERM handler only from the main thread (InterruptGuard goes after it)."""
     threads = []
-    monkeypatch.setattr(sweep, "_open_tracker_warm_tune",
-                        lambda plan: (_ for _ in ()).throw(sweep.ConfigError("stop here")))
-    monkeypatch.setattr(sweep, "_init_ray", lambda cluster, verbose: threads.append(threading.current_thread()))
-    with pytest.raises(sweep.ConfigError):
-        sweep.run_sweep(_plan())
+    monkeypatch.setattr(startup, "open_tracker_warm_tune",
+                        lambda plan: (_ for _ in ()).throw(ConfigError("stop here")))
+    monkeypatch.setattr(startup, "init_ray", lambda cluster, verbose: threads.append(threading.current_thread()))
+    with pytest.raises(ConfigError):
+        run.run_sweep(_plan())
     assert threads == [threading.main_thread()]
 
 
 def _search_plan(*, searcher, num_env_runners=0, max_concurrent=None):
     from types import SimpleNamespace
 
-    return sweep.SweepPlan(
+    return SweepPlan(
         config={"algo": {"num_env_runners": num_env_runners}, "search": {"max_concurrent_trials": max_concurrent}},
         template=None, search=SimpleNamespace(search_alg=object() if searcher else None),
         tracking_uri="sqlite:///unused.db", storage_path="/tmp/unused",
@@ -137,30 +139,30 @@ def _search_plan(*, searcher, num_env_runners=0, max_concurrent=None):
 def test_a_searcher_sweep_may_start_a_trial_per_free_slot_at_once(monkeypatch, cpus, runners, cap, expected):
     """Tune keeps one trial pending for a searcher (its first wave then starts one actor at a
     time); the limit becomes the trial slots of the cluster, or max_concurrent_trials."""
-    monkeypatch.delenv(sweep.PENDING_TRIALS_ENV, raising=False)
-    with sweep.pending_trials_limit(_search_plan(searcher=True, num_env_runners=runners, max_concurrent=cap),
+    monkeypatch.delenv(run.PENDING_TRIALS_ENV, raising=False)
+    with run.pending_trials_limit(_search_plan(searcher=True, num_env_runners=runners, max_concurrent=cap),
                                     cpus) as limit:
         assert limit == expected
-        assert sweep.os.environ[sweep.PENDING_TRIALS_ENV] == str(expected)
-    assert sweep.PENDING_TRIALS_ENV not in sweep.os.environ  # scoped to the one fit()
+        assert run.os.environ[run.PENDING_TRIALS_ENV] == str(expected)
+    assert run.PENDING_TRIALS_ENV not in run.os.environ  # scoped to the one fit()
 
 
 def test_the_pending_limit_is_restored_when_fit_fails(monkeypatch):
-    monkeypatch.delenv(sweep.PENDING_TRIALS_ENV, raising=False)
+    monkeypatch.delenv(run.PENDING_TRIALS_ENV, raising=False)
     with pytest.raises(RuntimeError):
-        with sweep.pending_trials_limit(_search_plan(searcher=True), 2):
+        with run.pending_trials_limit(_search_plan(searcher=True), 2):
             raise RuntimeError("fit failed")
-    assert sweep.PENDING_TRIALS_ENV not in sweep.os.environ
+    assert run.PENDING_TRIALS_ENV not in run.os.environ
 
 
 def test_grid_sweeps_and_a_users_own_setting_keep_tunes_limit(monkeypatch):
-    monkeypatch.delenv(sweep.PENDING_TRIALS_ENV, raising=False)
-    with sweep.pending_trials_limit(_search_plan(searcher=False), 2) as limit:  # variant generator: Tune's many
-        assert limit is None and sweep.PENDING_TRIALS_ENV not in sweep.os.environ
-    monkeypatch.setenv(sweep.PENDING_TRIALS_ENV, "7")
-    with sweep.pending_trials_limit(_search_plan(searcher=True), 2) as limit:
-        assert limit is None and sweep.os.environ[sweep.PENDING_TRIALS_ENV] == "7"
-    assert sweep.os.environ[sweep.PENDING_TRIALS_ENV] == "7"
+    monkeypatch.delenv(run.PENDING_TRIALS_ENV, raising=False)
+    with run.pending_trials_limit(_search_plan(searcher=False), 2) as limit:  # variant generator: Tune's many
+        assert limit is None and run.PENDING_TRIALS_ENV not in run.os.environ
+    monkeypatch.setenv(run.PENDING_TRIALS_ENV, "7")
+    with run.pending_trials_limit(_search_plan(searcher=True), 2) as limit:
+        assert limit is None and run.os.environ[run.PENDING_TRIALS_ENV] == "7"
+    assert run.os.environ[run.PENDING_TRIALS_ENV] == "7"
 
 
 def test_tune_reads_the_limit_for_a_searcher():
@@ -171,7 +173,7 @@ def test_tune_reads_the_limit_for_a_searcher():
 
     searcher = SearchGenerator(OptunaSearch(metric="m", mode="max"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(sweep.PENDING_TRIALS_ENV, raising=False)
+        mp.delenv(run.PENDING_TRIALS_ENV, raising=False)
         assert _get_max_pending_trials(searcher) == 1  # Tune's default: the first wave starts one by one
-        with sweep.pending_trials_limit(_search_plan(searcher=True), 2):
+        with run.pending_trials_limit(_search_plan(searcher=True), 2):
             assert _get_max_pending_trials(searcher) == 2

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qeu_tune import stats
-from qeu_tune.stats import (
+from qeu_tune.analysis import stats
+from qeu_tune.analysis.stats import (
     CONVERGENCE_KEYS,
     STAT_DIRECTIONS,
     aggregate_across_seeds,

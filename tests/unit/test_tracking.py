@@ -11,7 +11,14 @@ import yaml
 from fake_sweep import make_template, record_sweep
 from mlflow.tracking import MlflowClient
 
-from qeu_tune import names, tracking
+from qeu_tune.core import names
+
+from qeu_tune.engine.callback import MLflowTrialCallback
+
+from qeu_tune.core import tags
+from qeu_tune.core.paths import artifact_location_for
+
+from qeu_tune.tracking import tracker as tracking
 
 
 @pytest.fixture
@@ -26,18 +33,18 @@ def ramp(values, seed, steps):
 def test_children_are_nested_with_params_tags_config_and_env_step_metrics(uri, tmp_path):
     rec = record_sweep(uri, {"a": {"algo.params.lr": 0.001}}, ramp, seeds=(0, 1))
     client = MlflowClient(uri)
-    children = client.search_runs([rec.tracker.experiment_id], f"tags.`{tracking.TAG_PARENT}` = '{rec.parent_run_id}'")
+    children = client.search_runs([rec.tracker.experiment_id], f"tags.`{tags.TAG_PARENT}` = '{rec.parent_run_id}'")
     assert len(children) == 2
     for run in children:
         assert run.info.status == "FINISHED"
         assert run.data.params["algo.params.lr"] == "0.001"
-        assert run.data.tags[tracking.TAG_SEED] == run.data.params["seed"]
+        assert run.data.tags[tags.TAG_SEED] == run.data.params["seed"]
         history = client.get_metric_history(run.info.run_id, names.RETURN_ENV_MEAN)
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1000, 10001, 1000))
         # Convergence statistics are logged live, on the same step axis.
         conv = client.get_metric_history(run.info.run_id, "conv/final_mean")
         assert len(conv) == 10
-        path = client.download_artifacts(run.info.run_id, tracking.RESOLVED_CONFIG_ARTIFACT, str(tmp_path))
+        path = client.download_artifacts(run.info.run_id, tags.RESOLVED_CONFIG_ARTIFACT, str(tmp_path))
         config = yaml.safe_load(open(path))
         assert config["algo"]["params"]["lr"] == 0.001 and config["seed"] == int(run.data.params["seed"])
 
@@ -46,7 +53,7 @@ def test_failed_trial_is_failed_with_error_and_open_runs_end_killed(uri, tmp_pat
     error_file = tmp_path / "error.txt"
     error_file.write_text("Traceback ...\nRuntimeError: boom")
     tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
-    callback = tracking.MLflowTrialCallback(tracker=tracker, parent_run_id=None, template=make_template(), sweep_name="s")
+    callback = MLflowTrialCallback(tracker=tracker, parent_run_id=None, template=make_template(), sweep_name="s")
     crashed = SimpleNamespace(trial_id="t1", config={"seed": 0}, error_file=str(error_file))
     running = SimpleNamespace(trial_id="t2", config={"seed": 1}, error_file=None)
     for trial in (crashed, running):
@@ -55,15 +62,15 @@ def test_failed_trial_is_failed_with_error_and_open_runs_end_killed(uri, tmp_pat
     callback.on_experiment_end([])  # e.g. Ctrl-C: the sweep ends with a trial still running
     assert tracker.close(timeout_s=30)
     client = MlflowClient(uri)
-    runs = {r.data.tags[tracking.TAG_TRIAL_ID]: r for r in client.search_runs([tracker.experiment_id])}
+    runs = {r.data.tags[tags.TAG_TRIAL_ID]: r for r in client.search_runs([tracker.experiment_id])}
     assert runs["t1"].info.status == "FAILED"
-    assert "RuntimeError: boom" in runs["t1"].data.tags[tracking.TAG_ERROR]
+    assert "RuntimeError: boom" in runs["t1"].data.tags[tags.TAG_ERROR]
     assert runs["t2"].info.status == "KILLED"
 
 
 def test_tracker_errors_become_one_warning_never_raise_and_are_kept(uri, monkeypatch, caplog):
     tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
-    callback = tracking.MLflowTrialCallback(tracker=tracker, parent_run_id=None, template=make_template(),
+    callback = MLflowTrialCallback(tracker=tracker, parent_run_id=None, template=make_template(),
                                             sweep_name="s", flush_every_s=0.0)
     trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, error_file=None)
     callback.on_trial_start(0, [], trial)
@@ -92,6 +99,6 @@ def test_params_are_flat_and_length_safe():
 
 
 def test_sqlite_artifacts_live_next_to_the_database(tmp_path):
-    location = tracking.artifact_location_for(f"sqlite:///{tmp_path}/x/mlflow.db")
+    location = artifact_location_for(f"sqlite:///{tmp_path}/x/mlflow.db")
     assert location == (tmp_path / "x" / "mlartifacts").as_uri()
-    assert tracking.artifact_location_for("http://127.0.0.1:5000") is None
+    assert artifact_location_for("http://127.0.0.1:5000") is None

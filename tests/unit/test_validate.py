@@ -1,4 +1,4 @@
-"""The pure checks of qeu_tune.config.validate (no Ray, loopback-only networking)."""
+"""The checks before a sweep starts: rules, reachability, preflight, overrides (loopback-only networking)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,14 @@ import time
 
 import pytest
 
-from qeu_tune.config import validate
-from qeu_tune.config.errors import ConfigError
-from qeu_tune.config.validate import (
-    NUMERIC_RULES,
-    Rule,
-    check_hydra_overrides,
-    check_numeric,
-    check_ray_address,
-    check_search_metric,
-    check_storage_path,
-    check_tracking_uri,
-    redact_uri,
-)
+from qeu_tune.commands.argv import check_hydra_overrides
+from qeu_tune.config import reachability
+from qeu_tune.config.reachability import check_ray_address, check_storage_path, check_tracking_uri
+from qeu_tune.config.rules import NUMERIC_RULES, Rule, check_numeric
+from qeu_tune.core.errors import ConfigError
+from qeu_tune.core.redact import redact_uri
+from qeu_tune.engine import preflight
+from qeu_tune.engine.preflight import check_search_metric
 
 
 def closed_port() -> int:
@@ -85,13 +80,13 @@ def test_origin_is_named_in_the_message():
 
 
 def test_candidates_keep_first_and_last_and_thin_long_choices():
-    from qeu_tune.search import parse_space
+    from qeu_tune.engine.search_space import parse_space
 
     dim, = parse_space({"a": "range(0, 100)"})
-    values = validate._candidates(dim)
+    values = preflight._candidates(dim)
     assert len(values) == 8 and values[0] == 0 and values[-1] == 99
     dim, = parse_space({"a": "interval(0.1, 0.5)"})
-    assert validate._candidates(dim) == [0.1, 0.5]
+    assert preflight._candidates(dim) == [0.1, 0.5]
 
 
 # ------------------------------------------------------------------ tracking URI
@@ -119,7 +114,7 @@ def test_silent_server_times_out(monkeypatch, listening_port):
         time.sleep(1)
         raise OSError("too late")
 
-    monkeypatch.setattr(validate.socket, "create_connection", silent)
+    monkeypatch.setattr(reachability.socket, "create_connection", silent)
     start = time.monotonic()
     with pytest.raises(ConfigError, match="no answer within 0.2 s"):
         check_tracking_uri(f"http://127.0.0.1:{listening_port}", timeout=0.2)
@@ -131,8 +126,8 @@ def test_reachable_http_server_passes(listening_port):
 
 
 def test_database_uri_without_its_driver_names_driver_and_extra_and_redacts(monkeypatch):
-    real = validate.importlib.util.find_spec
-    monkeypatch.setattr(validate.importlib.util, "find_spec",
+    real = reachability.importlib.util.find_spec
+    monkeypatch.setattr(reachability.importlib.util, "find_spec",
                         lambda name: None if name in ("psycopg2", "psycopg") else real(name))
     with pytest.raises(ConfigError) as info:
         check_tracking_uri("postgresql://u:p@127.0.0.1:1/db")
@@ -142,7 +137,7 @@ def test_database_uri_without_its_driver_names_driver_and_extra_and_redacts(monk
 
 
 def test_database_uri_with_driver_checks_the_port(monkeypatch):
-    monkeypatch.setattr(validate.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(reachability.importlib.util, "find_spec", lambda name: object())
     port = closed_port()
     with pytest.raises(ConfigError, match=f"cannot reach the postgresql database at 127.0.0.1:{port}"):
         check_tracking_uri(f"postgresql+psycopg://u:p@127.0.0.1:{port}/db")

@@ -1,0 +1,114 @@
+"""``qeu-tune [--config-dir DIR] [HYDRA OVERRIDES]``: compose the config with Hydra and run the sweep.
+
+Sweep-grammar values given as plain overrides become dimensions of that one sweep
+(``qeu_tune.commands.argv``), while ``-m`` runs one sweep per Hydra multirun job. Known errors
+become one paragraph on stderr and exit code 2, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any, List, Optional, Sequence
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from qeu_tune.analysis import print_report
+from qeu_tune.commands.argv import check_hydra_overrides, prepare_argv
+from qeu_tune.commands.console import fail
+from qeu_tune.config.compose import setup_hydra, to_plain
+from qeu_tune.core.errors import ConfigError
+from qeu_tune.core.paths import CONF_DIR, resolve_tracking_uri
+from qeu_tune.core.redact import find_env_interpolations, redact, register_secrets
+from qeu_tune.engine.plan import plan_sweep
+from qeu_tune.engine.run import SweepResult, run_sweep
+
+_COMMAND_LINE: List[str] = []  # the arguments as typed (main() rewrites sys.argv for Hydra)
+
+
+def sweep(cfg: Any) -> Optional[float]:
+    """Runs the sweep of a composed config; returns the best value of the search metric."""
+    overrides = list(HydraConfig.get().overrides.task)
+    register_secrets(find_env_interpolations(cfg).values())  # ${oc.env:...} values: *** when recorded
+    try:
+        plan = plan_sweep(_plain_config(cfg), overrides)
+    except ConfigError as err:
+        fail(str(err))
+    try:
+        result = run_sweep(plan, command=shlex.join(["qeu-tune", *(_COMMAND_LINE or sys.argv[1:])]))
+    except ConfigError as err:  # e.g. an unreachable cluster
+        fail(str(err))
+    return finish(result)
+
+
+def _plain_config(cfg: Any) -> Any:
+    """``to_plain``; an interpolation that does not resolve is a config error."""
+    try:
+        return to_plain(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(" ".join(line.strip() for line in str(err).splitlines() if line.strip())) from None
+
+
+def finish(result: SweepResult) -> Optional[float]:
+    """Prints the summary; exits non-zero when interrupted (130/143) or every trial failed."""
+    _print_summary(result)
+    if result.interrupted:
+        raise SystemExit(result.exit_code)
+    if result.num_trials and result.num_errors == result.num_trials:
+        print(f"qeu-tune: error: every trial failed ({result.num_errors} of {result.num_trials}); "
+              "see each trial's qeu.error tag or the messages above.", file=sys.stderr)
+        raise SystemExit(1)
+    best = result.best
+    return None if not best or best.get("value") is None else float(best["value"])
+
+
+def _print_summary(result: SweepResult) -> None:
+    uri_flag = "" if result.tracking_uri == _default_uri() else f" --tracking-uri {redact(result.tracking_uri)}"
+    sweep_ref = result.parent_run_id or "<sweep name>"
+    print()
+    if result.interrupted:
+        print(f"Sweep interrupted by {result.interrupted}: {result.num_trials} trials started, "
+              f"{result.num_errors} failed; unfinished trials and the parent run are marked KILLED.")
+        print(f"Continue it with: qeu-tune{uri_flag} resume {sweep_ref}")
+    else:
+        failed = f", {result.num_errors} failed" if result.num_errors else ""
+        print(f"Sweep {result.status}: {result.num_trials} trials{failed}.")
+        if result.report is not None:
+            print_report(result.report)
+        best = result.best
+        if best and best.get("by"):
+            seeds = f"{best['seeds']} seed{'s' if best['seeds'] != 1 else ''}"
+            print(f"Best configuration (IQM over {seeds} of {best['by']}): {best['label']} = "
+                  f"{best['ci']}; its best seed: MLflow run {best['run_id']}")
+        if best and best.get("last"):
+            last = best["last"]
+            print(f"  (single trial with the best last {last['metric']}, not the ranking rule: "
+                  f"{last['trial_id']} ({last['description'] or 'base config'}) = {last['value']:.4g})")
+    if result.spool:
+        print(f"MLflow did not take every point; they are kept in {result.spool}. "
+              f"Upload them with: qeu-tune{uri_flag} sync")
+    print(f"Parent run: {result.parent_run_id}  (experiment id {result.experiment_id})")
+    print(f"Tracking URI: {redact(result.tracking_uri)}")
+    if not result.interrupted:
+        print(f"Next: qeu-tune{uri_flag} report {sweep_ref} | qeu-tune{uri_flag} best ... | "
+              f"qeu-tune{uri_flag} ui")
+
+
+def _default_uri() -> str:
+    return resolve_tracking_uri(None)
+
+
+def run(argv: Sequence[str], *, command_line: Sequence[str]) -> None:
+    """Composes ``argv`` with Hydra (checked first: exit 2 on a bad override) and runs the sweep."""
+    _COMMAND_LINE[:] = command_line
+    setup_hydra()
+    # Sweep-grammar overrides without -m -> search.space; reward.metrics.* may add keys;
+    # the user config directory on Hydra's search path (qeu_tune/commands/argv.py).
+    sys.argv = [sys.argv[0], *prepare_argv(argv).argv]
+    try:  # Hydra's compose errors: exit 2 and one paragraph, before hydra.main's exit 1
+        check_hydra_overrides(sys.argv[1:])
+    except ConfigError as err:
+        fail(str(err))
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(sweep)()

@@ -1,0 +1,41 @@
+"""Which Ray node a trial ran on, reported by the trainable and tagged by the driver.
+
+The trainable adds ``node_info()`` to the first result each trial process reports (again
+after a retry, which may land on another node); the driver's MLflow callback turns those
+values into the run tags ``qeu.node_ip`` and ``qeu.node_id`` with ``node_tags(result)``.
+They are strings, so they never become metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping
+
+from qeu_tune.core.tags import TAG_NODE_ID, TAG_NODE_IP
+
+RESULT_NODE_IP = "qeu_node_ip"  # keys in the trial's result dict
+RESULT_NODE_ID = "qeu_node_id"
+
+
+def node_info() -> Dict[str, str]:
+    """The current process's Ray node: ``{qeu_node_ip, qeu_node_id}`` (empty outside Ray)."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return {}
+        return {
+            RESULT_NODE_IP: str(ray.util.get_node_ip_address()),
+            RESULT_NODE_ID: str(ray.get_runtime_context().get_node_id()),
+        }
+    except Exception:  # noqa: BLE001 - a tag must never fail a trial
+        return {}
+
+
+def node_tags(result: Mapping[str, Any]) -> Dict[str, str]:
+    """MLflow tags from a result that carries ``node_info()``; empty for every other result."""
+    tags = {}
+    if result.get(RESULT_NODE_IP):
+        tags[TAG_NODE_IP] = str(result[RESULT_NODE_IP])
+    if result.get(RESULT_NODE_ID):
+        tags[TAG_NODE_ID] = str(result[RESULT_NODE_ID])
+    return tags

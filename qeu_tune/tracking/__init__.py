@@ -1,0 +1,1 @@
+"""Writing to MLflow while sweeps run: the tracker, its journal (spool) and ``sync``. No Ray."""

@@ -1,0 +1,439 @@
+"""A journaled, non-blocking MLflow writer: the tracker can go away, the data cannot.
+
+Every tracking operation is appended to an append-only JSON-lines journal, one directory
+per sweep under ``$QEU_TUNE_HOME/spool/<key>/``, and applied to MLflow by ONE writer thread.
+The caller (Tune's callback on Tune's driver event loop) only serialises a line and writes
+it to the page cache, so it never waits for MLflow. The journal is the source of truth:
+the in-memory queue between caller and writer is bounded and may drop entries when full;
+the writer then re-reads them from the journal file.
+
+Layout of a spool directory:
+
+- ``meta.json``: tracking URI, experiment name, mode, creation time.
+- ``journal.jsonl``: one operation a line, ``{"s": seq, "op": ..., "run": run_key, ...}``.
+- ``state.json``: per tracking URI, the acknowledged offset (``next_seq``, ``offset``: the
+  first entry not yet applied) and the run key -> MLflow run id map. Rewritten atomically
+  after every successful write.
+- ``blobs/``: copies of artifacts (text files, directories) taken when they were logged.
+- ``rejected.jsonl``: entries MLflow refused permanently (invalid values), with the error.
+
+Replays are idempotent, so a crash between a write and its acknowledgement costs nothing:
+every created run carries the tag ``qeu.run_key`` and is looked up by it before creating;
+metric points keep the timestamp they were reported with, so a replayed point is an exact
+duplicate (same key, value, timestamp, step) that MLflow's SQL store skips; params are
+re-logged with the same value, tags and artifacts overwrite themselves, ``set_terminated``
+is repeatable.
+
+``qeu_tune.tracking.store`` applies entries to MLflow; ``qeu_tune.tracking.sync`` replays what a
+spool has not yet acknowledged (after an outage that outlived the sweep, or an ``offline`` sweep).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from qeu_tune.core.paths import qeu_home
+
+from qeu_tune.tracking.store import (
+    METRIC_BATCH,
+    WRITER_HTTP,
+    _OP_NAMES,
+    Applier,
+    _Unresolved,
+    is_permanent,
+    is_run_key,
+    short_http_retries,
+)
+
+log = logging.getLogger(__name__)
+
+
+MODES = ("online", "offline")
+
+JOURNAL_FILE = "journal.jsonl"
+STATE_FILE = "state.json"
+META_FILE = "meta.json"
+LOCK_FILE = "lock"
+REJECTED_FILE = "rejected.jsonl"
+BLOBS_DIR = "blobs"
+
+
+def spool_root() -> Path:
+    """``$QEU_TUNE_HOME/spool``: where every sweep's journal lives."""
+
+    return qeu_home() / "spool"
+
+
+# -- files --------------------------------------------------------------------------------
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def read_journal(path: Path, offset: int = 0, limit: Optional[int] = None) -> Iterator[Tuple[int, int, int, dict]]:
+    """``(seq, start_offset, end_offset, entry)`` for each complete line from ``offset`` on.
+
+    A torn last line (a crash mid-write: no newline) ends the journal; it is not an error.
+    """
+    count = 0
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while limit is None or count < limit:
+            start = f.tell()
+            line = f.readline()
+            if not line or not line.endswith(b"\n"):
+                return
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                log.warning("journal %s: unreadable line at byte %d skipped", path, start)
+                continue
+            count += 1
+            yield int(entry["s"]), start, f.tell(), entry
+
+
+class SpoolLock:
+    """An exclusive ``flock`` on a spool: one writer (a live tracker or a sync) at a time."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.path = spool_dir / LOCK_FILE
+        self._fd: Optional[int] = None
+        self._mutex = threading.Lock()  # the writer thread and close() may both release
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._fd is not None:
+                os.close(self._fd)  # closing drops the flock
+                self._fd = None
+
+
+class SpoolState:
+    """``state.json``: per tracking URI, the acknowledged offset and the run id map."""
+
+    def __init__(self, spool_dir: Path, tracking_uri: str) -> None:
+        self.path = spool_dir / STATE_FILE
+        self.tracking_uri = tracking_uri
+        data = _read_json(self.path, {})
+        self._all = {"acked": data.get("acked", {}), "runs": data.get("runs", {})}
+        acked = self._all["acked"].get(tracking_uri) or {}
+        self.next_seq = int(acked.get("next_seq", 0))
+        self.offset = int(acked.get("offset", 0))
+        self.runs: Dict[str, str] = dict(self._all["runs"].get(tracking_uri) or {})
+
+    def ack(self, next_seq: int, offset: int) -> None:
+        """Records that every entry before ``next_seq`` (byte ``offset``) was applied, on disk."""
+        self.next_seq, self.offset = next_seq, offset
+        self._all["acked"][self.tracking_uri] = {"next_seq": next_seq, "offset": offset}
+        self._all["runs"][self.tracking_uri] = dict(self.runs)
+        _write_json_atomic(self.path, self._all)
+
+
+def next_unit(pending: Sequence[Tuple[int, int, int, dict]], max_points: int = METRIC_BATCH) -> int:
+    """How many entries from the front of ``pending`` form the next write.
+
+    Consecutive ``metrics`` entries (any runs) are coalesced while each run's batch stays
+    within ``max_points``: one ``log_batch`` per run instead of one per reported result.
+    """
+    if not pending or pending[0][3]["op"] != "metrics":
+        return 1 if pending else 0
+    per_run: Dict[str, int] = {}
+    n = 0
+    for _, _, _, entry in pending:
+        if entry["op"] != "metrics":
+            break
+        size = per_run.get(entry["run"], 0) + len(entry["m"])
+        if n and size > max_points:
+            break
+        per_run[entry["run"]] = size
+        n += 1
+    return n
+
+
+def _reject(spool_dir: Path, entry: dict, err: BaseException) -> None:
+    try:
+        with open(spool_dir / REJECTED_FILE, "a") as f:
+            f.write(json.dumps({"entry": entry, "error": f"{type(err).__name__}: {err}"}) + "\n")
+    except OSError:
+        pass
+
+
+# -- the spool: journal append side and the writer thread ---------------------------------
+class Spool:
+    """One sweep's journal: ``append`` for the caller, a writer thread that applies it.
+
+    Args:
+        spool_dir: The sweep's spool directory (created).
+        tracking_uri: Where the writer writes (recorded in meta.json for ``sync``).
+        experiment: Experiment name (recorded for ``sync``).
+        mode: ``online`` (start the writer) or ``offline`` (journal only).
+        client: The MLflow client (online).
+        experiment_id: The experiment's id (online).
+        warn: ``warn_once(kind, message)`` of the owning tracker.
+        queue_size: Bound of the in-memory queue (journal lines, ~1.6 KB for 40 metrics);
+            beyond it, the writer re-reads the journal file.
+        min_backoff_s: First retry delay after a failure (doubles up to ``max_backoff_s``).
+        max_backoff_s: Longest retry delay.
+    """
+
+    def __init__(
+        self,
+        spool_dir: Path,
+        *,
+        tracking_uri: str,
+        experiment: str,
+        mode: str,
+        client: Any = None,
+        experiment_id: Optional[str] = None,
+        warn: Callable[[str, str], None],
+        queue_size: int = 2000,
+        min_backoff_s: float = 0.25,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.dir = Path(spool_dir)
+        (self.dir / BLOBS_DIR).mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = tracking_uri
+        self.mode = mode
+        self._warn = warn
+        _write_json_atomic(self.dir / META_FILE, {
+            "version": 1, "tracking_uri": tracking_uri, "experiment": experiment, "mode": mode,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
+        })
+        self._lock = threading.RLock()  # append side: seq, file position (close re-enters it)
+        self._file = open(self.dir / JOURNAL_FILE, "ab")
+        self._offset = self._file.tell()
+        self._seq = 0
+        self.last_seq = -1  # highest seq fully written (published after the flush)
+        # Lines, not parsed entries: a few MB at most, parsed by the writer thread.
+        self._queue: "queue.Queue[Tuple[int, int, int, bytes]]" = queue.Queue(maxsize=queue_size)
+        self.dropped = 0  # entries the queue had no room for (re-read from the journal)
+        self.rejected = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._progress = threading.Condition()
+        self._closed = False
+        self._close_result = False
+        self.min_backoff_s, self.max_backoff_s = min_backoff_s, max_backoff_s
+        self.state = SpoolState(self.dir, tracking_uri)
+        self._spool_lock = SpoolLock(self.dir)
+        self._spool_lock.acquire()  # a concurrent `qeu-tune sync` leaves this spool alone
+        self._thread: Optional[threading.Thread] = None
+        self.failing = False
+        if mode == "online":
+            self.applier = Applier(client, str(experiment_id), self.state, self.dir)
+            self._thread = threading.Thread(target=self._run, name="qeu-tune-mlflow-writer", daemon=True)
+            self._thread.start()
+
+    # -- caller side (must stay cheap: Tune's driver loop) ------------------------------
+    def append(self, entry: dict) -> bool:
+        """Journals ``entry``; hands it to the writer. Never blocks on MLflow, never raises."""
+        try:
+            with self._lock:
+                if self._closed:
+                    self._warn("closed", "MLflow tracking was already closed; a late tracking call was dropped.")
+                    return False
+                entry["s"] = seq = self._seq
+                line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+                self._file.write(line)
+                self._file.flush()  # to the OS page cache: visible to the writer's reads
+                start, self._offset = self._offset, self._offset + len(line)
+                self._seq += 1
+                self.last_seq = seq
+            if self._thread is not None:
+                try:
+                    self._queue.put_nowait((seq, start, start + len(line), line))
+                except queue.Full:
+                    self.dropped += 1  # the writer re-reads it from the journal
+                self._wake.set()
+            return True
+        except Exception as err:  # noqa: BLE001 - tracking must never stop training
+            self._warn("journal", f"could not write the tracking journal in {self.dir} ({type(err).__name__}: "
+                                  f"{err}); this tracking data is lost, training continues.")
+            return False
+
+    def blob_dir(self) -> Path:
+        """A fresh directory for an artifact's copy (written before its journal line)."""
+        path = self.dir / BLOBS_DIR / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return path
+
+    def pending_count(self) -> int:
+        """Entries journaled but not yet acknowledged by MLflow."""
+        return self.last_seq + 1 - self.state.next_seq
+
+    def resolve(self, run_key: Optional[str]) -> Optional[str]:
+        if run_key is None or not is_run_key(run_key):
+            return run_key
+        return self.state.runs.get(run_key)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Waits until everything journaled so far is in MLflow; False on timeout or offline."""
+        self._sync_file()
+        if self._thread is None:
+            return False
+        target = self.last_seq + 1
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        self._wake.set()
+        with self._progress:
+            while self.state.next_seq < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._progress.wait(min(left, 0.2))
+        return True
+
+    def close(self, timeout_s: float) -> bool:
+        """Flushes for up to ``timeout_s``, stops the writer, closes the journal.
+
+        Returns:
+            True when everything reached MLflow (the spool may then be removed).
+        """
+        if self._closed:
+            return self._close_result
+        done = self.flush(timeout_s)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0 if done else 0.5)  # a hung request must not hold the sweep
+        with self._lock:
+            self._closed = True
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        if self._thread is None or not self._thread.is_alive():
+            self._spool_lock.release()
+        self._close_result = done and self.pending_count() == 0
+        return self._close_result
+
+    def _sync_file(self) -> None:
+        # Without the append lock: each append already flushed Python's buffer, and an fsync
+        # that waits for a busy disk must not stall the caller.
+        try:
+            os.fsync(self._file.fileno())
+        except (OSError, ValueError):  # ValueError: closed meanwhile
+            pass
+
+    # -- writer thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as err:  # noqa: BLE001 - a writer bug must not take the sweep down
+            self._warn("writer", f"the MLflow writer thread stopped ({type(err).__name__}: {err}); the data "
+                                 f"stays in {self.dir}: upload it with `qeu-tune sync {self.dir}`.")
+        finally:
+            if self._closed:  # close() gave up waiting for a hung request: free the spool now
+                self._spool_lock.release()
+
+    def _loop(self) -> None:
+        pending: List[Tuple[int, int, int, dict]] = []
+        carry: List[Optional[Tuple[int, int, int, dict]]] = [None]
+        fill_seq, fill_off = self.state.next_seq, self.state.offset
+        backoff = self.min_backoff_s
+        last_fsync = time.monotonic()
+        while True:
+            if len(pending) < 500:
+                fill_seq, fill_off = self._fill(pending, carry, fill_seq, fill_off, limit=1000)
+            if not pending:
+                if self._stop.is_set():
+                    return
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            n = next_unit(pending)
+            unit = [p[3] for p in pending[:n]]
+            try:
+                with short_http_retries(**WRITER_HTTP):
+                    self.applier.apply(unit)
+            except Exception as err:  # noqa: BLE001 - classify: set aside or retry
+                if isinstance(err, _Unresolved) or is_permanent(err):
+                    self._set_aside(pending[:n], err)
+                else:
+                    self.failing = True
+                    op = _OP_NAMES.get(unit[0]["op"], unit[0]["op"])
+                    self._warn(op, f"MLflow {op} failed ({type(err).__name__}: {err}); training continues, the "
+                                   f"data is kept in {self.dir} and retried.")
+                    if self._stop.wait(backoff):
+                        return  # closing: the rest stays in the journal for `qeu-tune sync`
+                    backoff = min(backoff * 2, self.max_backoff_s)
+                    continue
+            if self.failing:
+                log.info("MLflow at %s is reachable again; replaying the journal", self.tracking_uri)
+                self.failing = False
+            backoff = self.min_backoff_s
+            seq, _, end, _ = pending[n - 1]
+            del pending[:n]
+            if time.monotonic() - last_fsync > 1.0:  # the ack must not get ahead of the disk
+                self._sync_file()
+                last_fsync = time.monotonic()
+            try:
+                self.state.ack(seq + 1, end)
+            except OSError as err:
+                self._warn("state", f"could not record tracking progress in {self.dir} ({err}); "
+                                    "a later sync replays more (harmless).")
+                self.state.next_seq, self.state.offset = seq + 1, end
+            with self._progress:
+                self._progress.notify_all()
+
+    def _set_aside(self, items: Sequence[Tuple[int, int, int, dict]], err: BaseException) -> None:
+        self.rejected += len(items)
+        for item in items:
+            _reject(self.dir, item[3], err)
+        op = _OP_NAMES.get(items[0][3]["op"], items[0][3]["op"])
+        self._warn(f"rejected-{op}", f"MLflow refused {op} ({type(err).__name__}: {err}); the entry is set aside "
+                                     f"in {self.dir / REJECTED_FILE}, tracking continues.")
+
+    def _fill(self, pending: list, carry: list, fill_seq: int, fill_off: int, limit: int) -> Tuple[int, int]:
+        """Moves entries ``fill_seq...`` into ``pending``: from the queue, or the journal file
+        when the queue dropped some (a gap in seq)."""
+        while len(pending) < limit and fill_seq <= self.last_seq:
+            item = carry[0]
+            if item is None:
+                try:
+                    item = carry[0] = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
+            if item is not None and item[0] < fill_seq:
+                carry[0] = None  # already read from the journal
+                continue
+            if item is not None and item[0] == fill_seq:
+                pending.append((item[0], item[1], item[2], json.loads(item[3])))
+                carry[0] = None
+                fill_seq, fill_off = fill_seq + 1, item[2]
+                continue
+            upto = item[0] if item is not None else self.last_seq + 1
+            want = min(limit - len(pending), upto - fill_seq)
+            got = 0
+            for rec in read_journal(self.dir / JOURNAL_FILE, fill_off, want):
+                pending.append(rec)
+                fill_seq, fill_off = rec[0] + 1, rec[2]
+                got += 1
+            if got == 0:
+                break  # not visible yet; next round
+        return fill_seq, fill_off

@@ -1,0 +1,257 @@
+"""The MLflow side of the journal: applying journaled operations to a tracking store.
+
+``Applier`` turns one unit of journal entries into MLflow calls (batched within MLflow's
+``log_batch`` limits), resolving run keys to run ids; errors that retrying cannot fix are
+told apart (``is_permanent``) so the writer sets them aside instead of retrying forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from qeu_tune.core.tags import TAG_RUN_KEY
+from qeu_tune.core.paths import artifact_location_for
+
+log = logging.getLogger(__name__)
+
+RUN_KEY_PREFIX = "qk-"
+
+
+def new_run_key() -> str:
+    """An opaque, globally unique run key (``qk-`` + 32 hex digits)."""
+    return RUN_KEY_PREFIX + uuid.uuid4().hex
+
+
+def is_run_key(value: Any) -> bool:
+    """Whether ``value`` looks like a key from ``new_run_key`` (not an MLflow run id)."""
+    return isinstance(value, str) and value.startswith(RUN_KEY_PREFIX) and len(value) == len(RUN_KEY_PREFIX) + 32
+
+
+# -- MLflow HTTP retries ------------------------------------------------------------------
+_http_env_lock = threading.Lock()
+_http_env_depth = 0
+_http_env_saved: Dict[str, Optional[str]] = {}
+
+# MLflow's log_batch limits (3.x): 1000 metrics, 100 params, 100 tags a call.
+METRIC_BATCH = 1000
+
+
+PARAM_BATCH = 100
+
+
+TAG_BATCH = 100
+
+
+# MLflow's own HTTP retries (7, backoff factor 2: ~4 minutes) are replaced for our calls.
+# The first call (opening the experiment) must fail within ~10 s when the server is down:
+# 1 retry, 4 s timeout (MLflow parses the backoff factor as an int; urllib3 does not sleep
+# before the first retry).
+HTTP_MAX_RETRIES = 1
+
+
+HTTP_BACKOFF_FACTOR = 1
+
+
+HTTP_TIMEOUT_S = 4.0
+
+
+# The writer thread does its own backoff, so no HTTP-level retries (a refused connection
+# fails at once); but a generous timeout: a busy server may take seconds for a 1,000-point
+# batch (replayed duplicates cost it most), and a timed-out batch would only be sent again.
+WRITER_HTTP = {"max_retries": 0, "timeout_s": 30.0}
+
+
+# Error codes that retrying cannot fix: the entry is set aside in rejected.jsonl.
+_PERMANENT_CODES = frozenset({
+    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "BAD_REQUEST",
+    "RESOURCE_ALREADY_EXISTS", "INVALID_REQUEST",
+})
+
+
+_OP_NAMES = {  # journal op -> the Tracker method, for messages
+    "create_run": "create_run", "params": "log_params", "tags": "set_tags", "metrics": "log_metrics",
+    "artifact": "log_artifact", "artifacts": "log_artifacts", "end_run": "end_run",
+    "reopen_run": "reopen_run", "delete_run": "delete_run",
+}
+
+
+@contextlib.contextmanager
+def short_http_retries(
+    max_retries: int = HTTP_MAX_RETRIES, timeout_s: float = HTTP_TIMEOUT_S, backoff_factor: int = HTTP_BACKOFF_FACTOR
+) -> Iterator[None]:
+    """Shortens MLflow's HTTP retries while the block runs.
+
+    MLflow reads ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``..._BACKOFF_FACTOR`` and ``..._TIMEOUT``
+    from the environment on every request (``mlflow.utils.rest_utils.http_request``; sessions are
+    cached per retry setting), so setting them around a call changes that call only. The
+    environment is process-wide: other threads calling MLflow meanwhile also get short retries,
+    which is harmless. Values the user set explicitly are kept. Re-entrant and thread-safe
+    (reference counted; the last one out restores the environment).
+    """
+    global _http_env_depth
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(int(max_retries)),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(int(backoff_factor)),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(1, round(timeout_s)))),
+    }
+    with _http_env_lock:
+        if _http_env_depth == 0:
+            _http_env_saved.clear()
+            for name, value in wanted.items():
+                _http_env_saved[name] = os.environ.get(name)
+                if _http_env_saved[name] is None:
+                    os.environ[name] = value
+        _http_env_depth += 1
+    try:
+        yield
+    finally:
+        with _http_env_lock:
+            _http_env_depth -= 1
+            if _http_env_depth == 0:
+                for name, value in _http_env_saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+
+
+def is_permanent(err: BaseException) -> bool:
+    """Whether retrying ``err`` cannot help (MLflow refused the values, not the connection)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(err, MlflowException) and str(getattr(err, "error_code", "")) in _PERMANENT_CODES
+
+
+def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name``, created (with artifacts next to a SQLite store) if missing."""
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    # MLflow 3's UI opens GenAI views unless told this is classic model training.
+    return client.create_experiment(
+        name, artifact_location=artifact_location_for(tracking_uri),
+        tags={"mlflow.experimentKind": "custom_model_development"},
+    )
+
+
+# -- applying entries to MLflow -----------------------------------------------------------
+class _Unresolved(Exception):
+    """An entry names a run key whose creation was rejected: nothing to write it to."""
+
+
+class Applier:
+    """Applies journal entries to an ``MlflowClient``, translating run keys to run ids.
+
+    Args:
+        client: The MLflow client (looked up at call time, so tests may patch its methods).
+        experiment_id: Where runs are created.
+        state: Holds the run key -> run id map (updated as runs are created).
+        spool_dir: For artifact blobs.
+    """
+
+    def __init__(self, client: Any, experiment_id: str, state: Any, spool_dir: Path) -> None:
+        self.client = client
+        self.experiment_id = experiment_id
+        self.state = state
+        self.spool_dir = spool_dir
+        self.points = 0
+        self.runs_created = 0
+        self._built: Tuple[Any, Dict[str, List[Any]]] = (None, {})  # the last metrics unit, for retries
+
+    def run_id(self, ref: Optional[str]) -> str:
+        if not is_run_key(ref):
+            return str(ref)  # a real MLflow run id passed through
+        found = self.state.runs.get(ref) or self._find(ref)
+        if found is None:
+            raise _Unresolved(f"run {ref} was never created")
+        return found
+
+    def _find(self, key: str) -> Optional[str]:
+        from mlflow.entities import ViewType
+
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.`{TAG_RUN_KEY}` = '{key}'", run_view_type=ViewType.ALL, max_results=1
+        )
+        if not runs:
+            return None
+        self.state.runs[key] = runs[0].info.run_id
+        return runs[0].info.run_id
+
+    def _tag_value(self, value: str) -> str:
+        # A run key in a tag (mlflow.parentRunId, qeu.best_run_id) becomes the real run id,
+        # also a key handed out by an earlier process (the parent of a resumed sweep).
+        if not is_run_key(value):
+            return value
+        return self.state.runs.get(value) or self._find(value) or value
+
+    def apply(self, unit: Sequence[dict]) -> None:
+        """Applies one unit: a single entry, or consecutive ``metrics`` entries (coalesced)."""
+        first = unit[0]
+        op = first["op"]
+        if op == "metrics":
+            self._metrics(unit)
+            return
+        if op == "create_run":
+            self._create_run(first)
+            return
+        run_id = self.run_id(first["run"])
+        if op == "params":
+            from mlflow.entities import Param
+
+            items = [Param(k, v) for k, v in first["params"].items()]
+            for i in range(0, len(items), PARAM_BATCH):
+                self.client.log_batch(run_id, params=items[i : i + PARAM_BATCH])
+        elif op == "tags":
+            from mlflow.entities import RunTag
+
+            items = [RunTag(k, self._tag_value(v)) for k, v in first["tags"].items()]
+            for i in range(0, len(items), TAG_BATCH):
+                self.client.log_batch(run_id, tags=items[i : i + TAG_BATCH])
+        elif op == "artifact":
+            self.client.log_artifact(run_id, str(self.spool_dir / first["blob"]), first.get("path"))
+        elif op == "artifacts":
+            self.client.log_artifacts(run_id, str(self.spool_dir / first["blob"]), first.get("path"))
+        elif op == "end_run":
+            self.client.set_terminated(run_id, status=first["status"], end_time=first.get("time"))
+        elif op == "reopen_run":
+            self.client.update_run(run_id, status="RUNNING")
+        elif op == "delete_run":  # soft delete; repeating it is harmless
+            self.client.delete_run(run_id)
+        else:
+            raise _Unresolved(f"unknown journal op {op!r}")
+
+    def _create_run(self, entry: dict) -> None:
+        key = entry["run"]
+        if key in self.state.runs or self._find(key) is not None:
+            return  # a replay: the run exists already
+        tags = {k: self._tag_value(str(v)) for k, v in entry["tags"].items()}
+        tags[TAG_RUN_KEY] = key
+        run = self.client.create_run(self.experiment_id, start_time=entry.get("time"), tags=tags,
+                                     run_name=entry.get("name"))
+        self.state.runs[key] = run.info.run_id
+        self.runs_created += 1
+
+    def _metrics(self, unit: Sequence[dict]) -> None:
+        from mlflow.entities import Metric
+
+        # During an outage the same unit is retried many times: build its Metric objects once
+        # (less time holding the GIL that the caller's thread needs).
+        key = (unit[0]["s"], len(unit))
+        by_run = self._built[1] if self._built[0] == key else {}
+        if not by_run:
+            for entry in unit:
+                by_run.setdefault(self.run_id(entry["run"]), []).extend(
+                    Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in entry["m"]
+                )
+            self._built = (key, by_run)
+        for run_id, metrics in by_run.items():
+            for i in range(0, len(metrics), METRIC_BATCH):
+                self.client.log_batch(run_id, metrics=metrics[i : i + METRIC_BATCH])
+        self.points += sum(len(m) for m in by_run.values())
