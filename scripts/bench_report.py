@@ -44,8 +44,8 @@ uri, parent = sys.argv[2], sys.argv[3]
 if warm:  # what the sweep's driver has loaded by the end of a sweep
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    import qeu_tune.analysis  # noqa: F401
+    import matplotlib.pyplot  # noqa: F401 - warm imports, as a sweep has them
+    import qeu_tune.analysis  # noqa: F401 - warm imports, as a sweep has them
     import qeu_tune.engine.run  # noqa: F401  (Ray Tune; the report's labels import it)
     from mlflow.tracking import MlflowClient
     MlflowClient(uri).search_experiments()  # the tracker's store is open

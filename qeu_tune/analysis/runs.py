@@ -58,7 +58,7 @@ def _experiment_ids(client: Any) -> List[str]:
 
 
 def find_run(client: Any, ref: str) -> Any:
-    """A run by id, or the newest sweep whose sweep name or run name is ``ref``.
+    """A run by id, or the newest sweep (else study) whose name or run name is ``ref``.
 
     Raises:
         ConfigError: No such run, with the sweeps that do exist.
@@ -68,9 +68,11 @@ def find_run(client: Any, ref: str) -> Any:
     except Exception:  # noqa: BLE001 - not an id: look it up by name
         pass
     ids = _experiment_ids(client)
-    for field in (f"tags.`{tags.TAG_SWEEP}`", "attributes.run_name"):
+    for kind, field in (("sweep", tags.TAG_SWEEP), ("sweep", "run_name"), ("study", tags.TAG_STUDY),
+                        ("study", "run_name")):
+        name = "attributes.run_name" if field == "run_name" else f"tags.`{field}`"
         runs = client.search_runs(
-            ids, filter_string=f"{field} = '{ref}' and tags.`{tags.TAG_KIND}` = 'sweep'",
+            ids, filter_string=f"{name} = '{ref}' and tags.`{tags.TAG_KIND}` = '{kind}'",
             order_by=["attributes.start_time DESC"], max_results=1,
         ) if ids else []
         if runs:
@@ -134,7 +136,7 @@ def load_config_artifact(client: Any, run_id: str, artifact: str = tags.RESOLVED
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, artifact, tmp)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - MLflow's store raises many types for a missing file
             raise ConfigError(f"run {run_id} has no artifact {artifact} ({err}).") from None
         text = Path(path).read_text()
     data = safe_load_yaml(text, f"{artifact} of run {run_id}")

@@ -13,6 +13,9 @@ Two layers, both free of Ray and MLflow:
   means (IQM) and percentile-bootstrap confidence intervals (Agarwal et al., 2021).
 
 Exact definitions, units and the censoring rule are in ``docs/statistics.md``.
+
+The module stays whole: both layers share the IQM and bootstrap helpers and the same
+conventions (NaN handling, censoring), and ``docs/statistics.md`` documents them as one.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``qeu-tune``: the entry point; hands each command line to its command module.
 
-``qeu-tune [--config-dir DIR] [HYDRA OVERRIDES]`` runs a sweep (``commands.sweep``);
+``qeu-tune [--config-dir DIR] [HYDRA OVERRIDES]`` runs a sweep (``commands.sweep``), ``qeu-tune
+study ...`` a reward-design study (``commands.study``);
 ``qeu-tune report|best|rerun|resume|sync|ui ...`` read or continue recorded sweeps;
 ``qeu-tune knowhow ...`` describes a reward design's know-how; ``qeu-tune server`` runs MLflow
 on PostgreSQL. Command modules are imported when their command runs, so reading results
@@ -68,9 +69,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         raise SystemExit(knowhow_main(sys.argv[2:]))
     if len(sys.argv) > 1 and (sys.argv[1] in SUBCOMMANDS or sys.argv[1].startswith("--tracking-uri")):
         raise SystemExit(run_subcommand(sys.argv[1:]))
-    from qeu_tune.commands import sweep  # Hydra, Ray Tune and RLlib: only for a sweep
+    if sys.argv[1:2] == ["study"]:  # tune each design, test it on held-out seeds, compare
+        from qeu_tune.commands import study
 
-    sweep.run(sys.argv[1:], command_line=command_line)
+        study.run(sys.argv[2:], command_line=command_line)
+    else:
+        from qeu_tune.commands import sweep  # Hydra, Ray Tune and RLlib: only for a sweep
+
+        sweep.run(sys.argv[1:], command_line=command_line)
     if argv is None:  # the console script, not a caller in this process: end quickly
         _fast_exit(0)
 

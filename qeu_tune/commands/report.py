@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from qeu_tune.analysis.render import log_report, print_report, write_report
-from qeu_tune.analysis.runs import client_for, load_sweep
+from qeu_tune.analysis.runs import client_for, find_run, load_sweep
+from qeu_tune.analysis.study_report import format_summary, is_study, load_summary
 from qeu_tune.analysis.tables import SweepReport, build_report
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("report", parents=[common], help="ranked table and plots of a sweep")
-    p.add_argument("sweep", help="parent run id or sweep name")
+    p = sub.add_parser("report", parents=[common], help="ranked table and plots of a sweep, or a study's verdicts")
+    p.add_argument("sweep", help="parent run id or sweep name, or a study run id or name")
     p.add_argument("--by", default=None, help="statistic to rank by (default: IQM of final return over seeds)")
     p.add_argument("--baseline", default=None, help="configuration (reward name or config key) for probability of improvement")
     p.add_argument("--out", default=None, help="directory for the tables and plots")
@@ -27,6 +28,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, uri: str) -> int:
+    client = client_for(uri)
+    run_ = find_run(client, args.sweep)
+    if is_study(run_):  # a study: its verdict table (summary.json on the study run)
+        print(format_summary(load_summary(client, run_.info.run_id)))
+        return 0
     report_command(uri, args.sweep, by=args.by, baseline=args.baseline, threshold=args.threshold,
                    metric=args.metric, out=args.out, log=args.log)
     return 0

@@ -15,8 +15,6 @@ from qeu_tune.config.schema import ExperimentConfig
 from qeu_tune.config.trial import set_dotted
 from qeu_tune.core import tags
 from qeu_tune.core.errors import ConfigError
-from qeu_tune.engine.plan import plan_sweep
-from qeu_tune.engine.run import run_sweep
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -57,6 +55,10 @@ def _validated(config: Dict[str, Any]) -> Dict[str, Any]:
 def rerun_command(uri: str, ref: str, *, seeds: Optional[int] = None, by: Optional[str] = None,
                   overrides: Sequence[str] = ()) -> Dict[str, Any]:
     """``qeu-tune rerun SWEEP_OR_RUN``: rerun on fresh seeds and compare with the original."""
+    # The engine (Ray, RLlib) loads only when a rerun runs: the CLI imports every command's parser.
+    from qeu_tune.engine.plan import plan_sweep
+    from qeu_tune.engine.run import run_sweep
+
     client = client_for(uri)
     run = find_run(client, ref)
     kind = run.data.tags.get(tags.TAG_KIND)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -33,7 +33,7 @@ def sweep(cfg: Any) -> Optional[float]:
     overrides = list(HydraConfig.get().overrides.task)
     register_secrets(find_env_interpolations(cfg).values())  # ${oc.env:...} values: *** when recorded
     try:
-        plan = plan_sweep(_plain_config(cfg), overrides)
+        plan = plan_sweep(plain_config(cfg), overrides)
     except ConfigError as err:
         fail(str(err))
     try:
@@ -43,7 +43,7 @@ def sweep(cfg: Any) -> Optional[float]:
     return finish(result)
 
 
-def _plain_config(cfg: Any) -> Any:
+def plain_config(cfg: Any) -> Any:
     """``to_plain``; an interpolation that does not resolve is a config error."""
     try:
         return to_plain(cfg)
@@ -65,7 +65,7 @@ def finish(result: SweepResult) -> Optional[float]:
 
 
 def _print_summary(result: SweepResult) -> None:
-    uri_flag = "" if result.tracking_uri == _default_uri() else f" --tracking-uri {redact(result.tracking_uri)}"
+    uri_flag = "" if result.tracking_uri == default_uri() else f" --tracking-uri {redact(result.tracking_uri)}"
     sweep_ref = result.parent_run_id or "<sweep name>"
     print()
     if result.interrupted:
@@ -96,12 +96,13 @@ def _print_summary(result: SweepResult) -> None:
               f"qeu-tune{uri_flag} ui")
 
 
-def _default_uri() -> str:
+def default_uri() -> str:
     return resolve_tracking_uri(None)
 
 
-def run(argv: Sequence[str], *, command_line: Sequence[str]) -> None:
-    """Composes ``argv`` with Hydra (checked first: exit 2 on a bad override) and runs the sweep."""
+def run(argv: Sequence[str], *, command_line: Sequence[str], task: Callable[[Any], Any] = sweep) -> None:
+    """Composes ``argv`` with Hydra (checked first: exit 2 on a bad override) and runs ``task``
+    (the sweep, or ``qeu-tune study``) on the composed config."""
     _COMMAND_LINE[:] = command_line
     setup_hydra()
     # Sweep-grammar overrides without -m -> search.space; reward.metrics.* may add keys;
@@ -111,4 +112,4 @@ def run(argv: Sequence[str], *, command_line: Sequence[str]) -> None:
         check_hydra_overrides(sys.argv[1:])
     except ConfigError as err:
         fail(str(err))
-    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(sweep)()
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(task)()

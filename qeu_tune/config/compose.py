@@ -53,10 +53,11 @@ def searchpath_overrides(directory: Optional[Path] = None) -> List[str]:
 
 # Keys under these prefixes are open-ended mappings: an override there adds the key if
 # the design does not have it (Hydra's ``++``), so metrics and their know-how sources can
-# be added, replaced or switched to another type with plain overrides. Validation of
+# be added, replaced or switched to another type with plain overrides, and a study's
+# designs added (``study.designs.aa_control='[reward=none]'``). Validation of
 # what ends up there is ``qeu_tune.reward.config.parse_reward_config``'s (unknown keys are
 # reported with the valid ones, before Ray starts).
-OPEN_PREFIXES = ("reward.metrics.",)
+OPEN_PREFIXES = ("reward.metrics.", "study.designs.")
 
 
 def open_overrides(overrides: Sequence[str]) -> List[str]:

@@ -4,7 +4,7 @@ YAML files in ``conf/`` extend these schemas (``defaults: [base_<group>]``), so 
 wrong type fails when the config is composed, not an hour into a sweep. Open-ended
 mappings (RLlib hyperparameters, ``env_config``) stay ``Dict[str, Any]`` because their
 keys belong to RLlib or to the environment; those are checked by building the objects
-once on the driver (see ``qeu_tune.config.validate``).
+once on the driver (``qeu_tune.config.rules``, ``qeu_tune.engine.preflight``).
 """
 
 from __future__ import annotations
@@ -163,6 +163,48 @@ class ClusterConfig:
 
 
 @dataclass
+class StudyTuneConfig:
+    """The tuning stage: every design gets the same search budget, on the tuning seeds."""
+
+    num_samples: int = 4  # configurations searched per design (each x ``seeds`` trials)
+    seeds: int = 1  # tuning seeds per configuration: first_seed, first_seed + 1, ...
+    first_seed: int = 0
+    search: str = "optuna"  # a search option: TPE (Eimer et al. 2023: an established HPO method)
+    scheduler: str = "asha"  # a scheduler option: ASHA stops poor configurations early
+
+
+@dataclass
+class StudyTestConfig:
+    """The test stage: each design's best configuration on seeds no tuning trial used."""
+
+    seeds: int = 10
+    first_seed: int = 1000  # must not overlap the tuning seeds
+    eval_interval: int = 5  # greedy evaluation every this many iterations (and at the end)
+    eval_episodes: int = 5
+
+
+@dataclass
+class StudyConfig:
+    """``qeu-tune study``: do these reward designs make the algorithm learn better or faster?
+
+    ``designs`` maps a name to the overrides that make that design (they may change only the
+    keys they name); ``baseline`` names the design the others are compared with. ``qeu-tune
+    study`` without ``experiment=`` runs ``conf/experiment/study_cartpole.yaml``.
+    """
+
+    name: Optional[str] = None  # default: <algo>-<env>
+    designs: Dict[str, List[str]] = field(default_factory=dict)
+    baseline: Optional[str] = None
+    tune: StudyTuneConfig = field(default_factory=StudyTuneConfig)
+    test: StudyTestConfig = field(default_factory=StudyTestConfig)
+    # The smallest difference in final greedy return worth detecting; where no difference
+    # is detected, the report says how many test seeds would detect it at 80% power.
+    # None: 10% of env.return_range.
+    min_effect: Optional[float] = None
+    confidence: float = 0.95
+
+
+@dataclass
 class ExperimentConfig:
     """The root config: one option from each group plus run-level settings."""
 
@@ -186,6 +228,7 @@ class ExperimentConfig:
     verbose: int = 1  # 0 silent, 1 progress table, 2 + Ray logs
     tags: Dict[str, str] = field(default_factory=dict)  # extra MLflow tags on the sweep
     smoke: bool = False  # set by the smoke option; recorded so reports can flag it
+    study: StudyConfig = field(default_factory=StudyConfig)  # used by `qeu-tune study` only
 
 
 GROUPS: Dict[str, type] = {

@@ -7,7 +7,7 @@ them without importing the tracking machinery.
 # Tags (written by qeu_tune.tracking.tracker, read back by reports and reruns).
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
-TAG_KIND = "qeu.kind"  # "sweep" or "trial"
+TAG_KIND = "qeu.kind"  # "study", "sweep" or "trial"
 TAG_SWEEP = "qeu.sweep"
 TAG_TRIAL_ID = "qeu.trial_id"
 TAG_ALGO = "qeu.algo"
@@ -34,6 +34,11 @@ TAG_BEST_CONFIG = "qeu.best_config"
 TAG_RERUN_OF = "qeu.rerun_of"
 TAG_RERUN_CONFIG = "qeu.rerun_config"
 TAG_RERUN_HELD = "qeu.rerun_held"
+TAG_STUDY = "qeu.study"  # the study's name, on the study run and on each of its sweeps
+TAG_STAGE = "qeu.stage"  # a study sweep's stage: "tune" or "test"
+TAG_DESIGN = "qeu.design"  # a study sweep's design
+STUDY_SUMMARY_ARTIFACT = "study/summary.json"
+STUDY_CONFIG_ARTIFACT = "config/study.yaml"
 HPARAM_PREFIX = "hparam/"
 RESOLVED_CONFIG_ARTIFACT = "config/resolved.yaml"
 SWEEP_CONFIG_ARTIFACT = "config/sweep.yaml"

@@ -352,6 +352,6 @@ def _error_text(trial: Any) -> str:
             causes = _EXCEPTION_LINE.findall(text)
             head = f"{causes[-1][0]}: {causes[-1][1]}\n\n" if causes else ""
             return head + text[-(3000 - len(head)):]
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - an unreadable error file: the generic message below
         pass
     return "trial failed (no error file was written)"

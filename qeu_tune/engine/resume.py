@@ -52,10 +52,10 @@ def resume_sweep(tracking_uri: str, ref: str, *, restart_errored: bool = False) 
 
     client = client_for(tracking_uri)
     parent = find_run(client, ref)
-    tags = parent.data.tags
-    if tags.get(tags.TAG_KIND) != "sweep":
+    parent_tags = parent.data.tags
+    if parent_tags.get(tags.TAG_KIND) != "sweep":
         raise ConfigError(f"run {parent.info.run_id} is not a sweep's parent run; pass the parent run id or sweep name.")
-    tune_path = tags.get(tags.TAG_TUNE_PATH)
+    tune_path = parent_tags.get(tags.TAG_TUNE_PATH)
     if not tune_path:
         raise ConfigError(f"sweep {ref!r} was recorded without its Tune state path (qeu-tune < 0.2); it cannot be resumed.")
     if parent.info.status == tags.FINISHED and not restart_errored:
@@ -87,11 +87,11 @@ def resume_sweep(tracking_uri: str, ref: str, *, restart_errored: bool = False) 
         tracker.close()
         guard.restore()
         raise
-    resumed = int(tags.get(TAG_RESUMED, "0") or 0) + 1
+    resumed = int(parent_tags.get(TAG_RESUMED, "0") or 0) + 1
     tracker.reopen_run(parent_id)
     tracker.set_tags(parent_id, {TAG_RESUMED: str(resumed), tags.TAG_INTERRUPTED: ""})
     callback.attach(tracker, guard, on_resume=lambda cb, trials: reconcile(client, cb, parent_id, trials))
-    print(f"Resuming sweep {tags.get(tags.TAG_SWEEP)} (parent run {parent_id}) from {tune_path}")
+    print(f"Resuming sweep {parent_tags.get(tags.TAG_SWEEP)} (parent run {parent_id}) from {tune_path}")
     return fit_and_record(tuner, plan=plan, tracker=tracker, parent=parent_id, callback=callback, guard=guard)
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
-from qeu_tune.analysis import report_sweep_end
+from qeu_tune.analysis import best_configuration_row, report_sweep_end
 from qeu_tune.config.trial import describe
 from qeu_tune.core import names, redact, tags
 from qeu_tune.core.paths import CONF_DIR
@@ -29,7 +29,6 @@ from qeu_tune.reward import fitted_metrics
 from qeu_tune.tracking.tracker import flatten_params, sweep_tags
 
 log = logging.getLogger(__name__)
-from qeu_tune.analysis import best_configuration_row
 
 
 @dataclass

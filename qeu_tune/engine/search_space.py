@@ -21,6 +21,9 @@ configuration runs ``num_seeds`` times, with seeds ``seed, seed+1, ...``.
 
 ``build_tune_search`` is the one place the spec becomes Tune's param_space, search
 algorithm and scheduler.
+
+The module stays whole: the grammar and its one conversion into Tune change together (a
+new expression means a new Tune domain), and half of its length is this documentation.
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ def _parse_condition(text: str) -> Tuple[str, Any]:
     try:
         value = OverridesParser.create().parse_override(text).value()
     except Exception:  # noqa: BLE001 - any parse failure gets the same clear message
-        raise ConfigError(f"search.when: cannot parse condition {text!r}; use key=value.")
+        raise ConfigError(f"search.when: cannot parse condition {text!r}; use key=value.") from None
     return key, value
 
 
@@ -411,6 +414,12 @@ def _build_scheduler(
             return FIFOScheduler()
         if name == "asha":
             params.setdefault("max_t", max_env_steps or 100_000)
+            if float(params.get("grace_period", 1)) > float(params["max_t"]):
+                raise ConfigError(
+                    f"scheduler.params.grace_period={params['grace_period']} env steps exceeds the budget "
+                    f"stop.env_steps={params['max_t']}, so ASHA could never stop a trial early; lower it, "
+                    f"e.g. scheduler.params.grace_period={max(1, int(params['max_t']) // 8)}, or use scheduler=fifo."
+                )
             return ASHAScheduler(time_attr=names.ENV_STEPS, metric=metric, mode=mode, **params)
         mutations = {d.key: _tune_domain(d) for d in dims if d.kind != "const"}
         if not mutations:

@@ -97,9 +97,9 @@ def open_tracker_warm_tune(plan: SweepPlan) -> Any:
     the report's imports (``warm_report_imports``)."""
     tracker = open_tracker(plan)
     try:
-        import ray.tune.logger  # noqa: F401
-        import ray.tune.utils.callback  # noqa: F401
-        import tensorboardX  # noqa: F401
+        import ray.tune.logger  # noqa: F401 - loaded for later, while ray.init waits
+        import ray.tune.utils.callback  # noqa: F401 - loaded for later, while ray.init waits
+        import tensorboardX  # noqa: F401 - loaded for later, while ray.init waits
     except Exception:  # noqa: BLE001 - only a head start; Tune imports them again
         pass
     warm_report_imports()  # ray.init is usually still waiting: the cores are idle now
@@ -127,9 +127,9 @@ def warm_report_imports() -> None:
             import matplotlib
 
             matplotlib.use("Agg")  # what analysis.write_plots uses; no display needed
-            import matplotlib.pyplot  # noqa: F401
+            import matplotlib.pyplot  # noqa: F401 - a head start for the report's plots
 
-            import qeu_tune.analysis  # noqa: F401
+            import qeu_tune.analysis  # noqa: F401 - a head start for the report
         except Exception:  # noqa: BLE001 - only a head start; the report imports again
             pass
 

@@ -28,6 +28,8 @@ Example (``conf/reward/cliff_signed.yaml``)::
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -170,11 +172,14 @@ def parse_reward_config(d: Union[Mapping[str, Any], RewardConfig, None]) -> Rewa
 
     Args:
         d: A mapping with ``RewardConfig``'s fields (missing ones take their defaults),
-            an OmegaConf ``DictConfig``, a ``RewardConfig`` (re-validated), or ``None``
-            (no reward design).
+            an OmegaConf ``DictConfig``, a ``RewardConfig`` (returned as it is: only this
+            function makes them), or ``None`` (no reward design).
 
     Returns:
-        The validated ``RewardConfig``; metrics are ``MetricConfig`` instances.
+        The validated ``RewardConfig``; metrics are ``MetricConfig`` instances. Equal mappings
+        give the same object (each distinct design is parsed once per process: a sweep
+        validates, fits and builds environments from the same few designs many times), so
+        treat it as read-only.
 
     Raises:
         ValueError: One paragraph naming the bad value and the valid choices.
@@ -189,8 +194,21 @@ def parse_reward_config(d: Union[Mapping[str, Any], RewardConfig, None]) -> Rewa
     if d is None:
         return RewardConfig()
     if isinstance(d, RewardConfig):
-        d = dataclasses.asdict(d)
+        return d
     d = _plain(d)
+    try:
+        key = json.dumps(d, sort_keys=True)
+    except (TypeError, ValueError):  # not plain data: validate it (and report it) uncached
+        return _parse(d)
+    return _parse_cached(key)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(key: str) -> RewardConfig:
+    return _parse(json.loads(key))
+
+
+def _parse(d: Any) -> RewardConfig:
     if not isinstance(d, Mapping):
         raise ValueError(
             f"reward must be a mapping with keys {', '.join(_REWARD_FIELDS)}; got "

@@ -30,6 +30,9 @@ Built-in know-how:
 The expert policies are importable, e.g. ``"qeu_tune.reward.sources:cartpole_balance_policy"``.
 Rollouts build environments with ``qeu_tune.envs.make_base_env`` (so the built-in tasks
 such as ``QEUCliffWalking-v0`` work too); Gymnasium is imported only when rollouts run.
+
+The module stays whole: its one job is turning a source spec into points, and the four
+source types share the dispatch, the checks and the rollout code.
 """
 
 from __future__ import annotations

@@ -29,8 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 from numpy.typing import ArrayLike
 
-from qeu_tune.rt._checks import check_saved_format
-from qeu_tune.rt.unit_space import _check_samples, _nonfinite_error
+from qeu_tune.rt._checks import _check_samples, _nonfinite_error, check_saved_format
 
 __all__ = ["ReferenceSet"]
 

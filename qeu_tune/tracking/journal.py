@@ -26,6 +26,9 @@ is repeatable.
 
 ``qeu_tune.tracking.store`` applies entries to MLflow; ``qeu_tune.tracking.sync`` replays what a
 spool has not yet acknowledged (after an outage that outlived the sweep, or an ``offline`` sweep).
+
+The module stays whole: the spool's file format and the one writer thread that reads it
+change together; applying entries to MLflow is ``qeu_tune.tracking.store``.
 """
 
 from __future__ import annotations

@@ -254,7 +254,7 @@ class Tracker:
         """
         try:
             return self._spool.flush(timeout_s)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - logging never kills training
             self.warn_once("flush", f"tracking flush failed ({err}); the data stays in {self.spool_dir}.")
             return False
 
@@ -268,7 +268,7 @@ class Tracker:
         """
         try:
             done = self._spool.close(timeout_s)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - logging never kills training
             self.warn_once("close", f"tracking close failed ({err}); the data stays in {self.spool_dir}.")
             return False
         if done and not self.keep_spool and self._spool.rejected == 0:

@@ -79,3 +79,23 @@ def test_tracking_uri_precedence(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert resolve_tracking_uri(None) == "http://127.0.0.1:5999"  # env beats the default
     assert resolve_tracking_uri("sqlite:////x.db") == "sqlite:////x.db"  # config beats env
+
+
+def test_planning_a_sweep_parses_each_reward_design_once(monkeypatch):
+    """A 6-value weight sweep validates, fits and builds environments from its designs many
+    times; each distinct design (6 weights, plus the base config's) is parsed once."""
+    from qeu_tune.reward import config as reward_config
+
+    parsed = []
+    real = reward_config._parse
+    monkeypatch.setattr(reward_config, "_parse", lambda d: parsed.append(d) or real(d))
+    reward_config._parse_cached.cache_clear()
+    overrides = ["experiment=single", "reward=cartpole_rt",
+                 "reward.metrics.balance.weight=choice(0.0,0.1,0.2,0.3,0.5,1.0)"]
+    from qeu_tune.commands.argv import prepare_argv
+
+    config = to_plain(compose(prepare_argv(overrides).argv))
+    plan_sweep(config, overrides)
+    weights = sorted(d["metrics"]["balance"]["weight"] for d in parsed)
+    assert len(parsed) == len(set(map(str, parsed))), "a design was parsed twice"
+    assert {0.0, 0.1, 0.2, 0.3, 0.5, 1.0} <= set(weights) and len(parsed) <= 7

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from qeu_tune.core import names
 
+from qeu_tune.commands.best import best_command
 from qeu_tune.core import tags
 from qeu_tune.config.compose import compose, to_plain
 from qeu_tune.engine.plan import plan_sweep
@@ -47,8 +48,6 @@ def test_two_algorithm_sweep_records_parent_children_params_metrics_artifacts(ra
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     # One best: the summary, the parent's tags and `qeu-tune best` agree (IQM-over-seeds rule).
-    from qeu_tune.analysis import best_command
-
     best = best_command(f"sqlite:///{tmp_path / 'mlflow.db'}", result.parent_run_id, out=str(tmp_path / "best"))
     assert result.best["label"] == parent.data.tags["qeu.best_config"] == best.label
     assert parent.data.tags["qeu.best_run_id"] in best.run_ids
@@ -63,11 +62,11 @@ def test_two_algorithm_sweep_records_parent_children_params_metrics_artifacts(ra
     assert combos == {("ppo", "100"), ("ppo", "200"), ("dqn", "100"), ("dqn", "200")}
     for run_ in runs:
         assert run_.info.status == "FINISHED"
-        tags = run_.data.tags
-        assert tags[tags.TAG_ALGO] == run_.data.params["algo.name"]
-        assert tags[tags.TAG_SEED] == run_.data.params["seed"] == "0"
+        run_tags = run_.data.tags
+        assert run_tags[tags.TAG_ALGO] == run_.data.params["algo.name"]
+        assert run_tags[tags.TAG_SEED] == run_.data.params["seed"] == "0"
         # The PPO-only hyperparameter is absent from DQN trials and vice versa.
-        assert ("algo.params.num_epochs" in run_.data.params) == (tags[tags.TAG_ALGO] == "ppo")
+        assert ("algo.params.num_epochs" in run_.data.params) == (run_tags[tags.TAG_ALGO] == "ppo")
         history = client.get_metric_history(run_.info.run_id, names.ENV_STEPS)
         steps = [m.step for m in history]
         assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] >= 1000
@@ -76,7 +75,7 @@ def test_two_algorithm_sweep_records_parent_children_params_metrics_artifacts(ra
         assert any(k.startswith(names.LEARNER_PREFIX) for k in run_.data.metrics)
         path = client.download_artifacts(run_.info.run_id, tags.RESOLVED_CONFIG_ARTIFACT, str(tmp_path))
         resolved = yaml.safe_load(open(path))
-        assert resolved["algo"]["name"] == tags[tags.TAG_ALGO]
+        assert resolved["algo"]["name"] == run_tags[tags.TAG_ALGO]
         assert resolved["seed"] == 0
         assert resolved["env"]["env_config"]["max_episode_steps"] in (100, 200)
 

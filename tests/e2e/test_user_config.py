@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from qeu_tune.core import tags
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "config"))
-from test_cmdline import cartpole_csv, write_user_conf  # noqa: E402
+from test_cmdline import cartpole_csv, write_user_conf  # noqa: E402 - after its sys.path entry
 
 pytestmark = pytest.mark.slow
 

@@ -49,7 +49,7 @@ def test_registered_with_a_time_limit():
     assert env.spec.max_episode_steps == 500
     env.reset(seed=0)
     # Bumping into the bottom edge at the start forever: truncated (time limit), not terminated.
-    for t in range(500):
+    for _ in range(500):
         _, reward, terminated, truncated, _ = env.step(DOWN)
         assert reward == -1.0 and not terminated
     assert truncated

@@ -58,7 +58,9 @@ def test_rbf_values_in_one_dimension():
     # Centres 0, 0.5, 1; default width = spacing 0.5.
     fm = make_feature_map({"type": "rbf", "low": [0.0], "high": [1.0], "num": 3})
     assert fm.dim == 3
-    z = lambda d: math.exp(-0.5 * (d / 0.5) ** 2)  # noqa: E731
+    def z(d):
+        return math.exp(-0.5 * (d / 0.5) ** 2)
+
     np.testing.assert_allclose(fm([0.25]), [z(0.25), z(0.25), z(0.75)])
     np.testing.assert_allclose(fm(0.5), [z(0.5), 1.0, z(0.5)])
     wide = make_feature_map({"type": "rbf", "low": 0.0, "high": 1.0, "num": 3, "width": 2.0})

@@ -8,6 +8,7 @@ sideways across the table fails ``test_imports_go_downwards_only``.
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,7 +122,7 @@ def test_imports_go_downwards_only():
 
 def test_walker_sees_lazy_imports():
     graph = import_graph()
-    assert "qeu_tune.engine.run" in graph["qeu_tune.commands.sweep"]  # imported inside a function
+    assert "qeu_tune.engine.run" in graph["qeu_tune.commands.rerun"]  # imported inside a function
 
 
 def test_no_import_cycles():
@@ -133,3 +134,30 @@ def test_reading_runs_back_does_not_import_ray():
     code = "import sys, qeu_tune.analysis.runs; bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')); print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.strip() == "[]", out
+
+
+def test_the_read_path_works_where_ray_cannot_be_imported(tmp_path, isolated_home):
+    """`qeu-tune report`, `best`, `knowhow` and `sync` in an environment where `import ray` fails."""
+    from fake_sweep import record_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    configs = {"low": {"algo.params.lr": 1e-4}, "high": {"algo.params.lr": 1e-3}}
+    record_sweep(uri, configs, lambda values, seed, steps: steps / 100.0 * (2 if values["algo.params.lr"] > 5e-4 else 1),
+                 seeds=(0, 1))
+    blocker = tmp_path / "blocked" / "ray"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('ray is blocked: the read path must not need it')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker.parent), os.environ.get("PYTHONPATH", "")])}
+    qeu = [sys.executable, "-m", "qeu_tune.commands.main"]
+    commands = {
+        "report": [*qeu, "--tracking-uri", uri, "report", "fake-sweep", "--out", str(tmp_path / "report")],
+        "best": [*qeu, "--tracking-uri", uri, "best", "fake-sweep", "--out", str(tmp_path / "best.yaml")],
+        "knowhow": [*qeu, "knowhow", "reward=cartpole_rt", "--episodes", "1"],
+        "sync": [*qeu, "sync"],
+    }
+    for name, argv in commands.items():
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0, f"qeu-tune {name} without Ray: {done.stderr[-2000:]}"
+    assert (tmp_path / "best.yaml").exists() and any((tmp_path / "report").iterdir())
+    check = subprocess.run([sys.executable, "-c", "import ray"], capture_output=True, env=env, timeout=60)
+    assert check.returncode != 0  # the blocker really blocks
