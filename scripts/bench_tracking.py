@@ -31,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "support"))  # the test suite's mlflow server helper
+from qeu_tune.commands.server import LocalMlflowServer
 
-from mlflow_server import MlflowServer  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def percentiles(times):
@@ -61,10 +60,9 @@ def main(argv=None) -> int:
     from mlflow.entities import Metric
 
     from qeu_tune.core import tags
-
     from qeu_tune.tracking import tracker as tracking
 
-    server = MlflowServer(work / "server")
+    server = LocalMlflowServer(work / "server")
     t0 = time.monotonic()
     server.start(timeout_s=120)
     start_s = time.monotonic() - t0

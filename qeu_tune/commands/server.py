@@ -222,6 +222,89 @@ def wait_http(url: str, timeout: float, process: Optional[subprocess.Popen] = No
         raise ServerError(str(err).replace("the server", "mlflow server")) from None
 
 
+class LocalMlflowServer:
+    """A throwaway ``mlflow server`` on 127.0.0.1 backed by SQLite in ``root``, for tests,
+    benchmarks and quick experiments (``qeu-tune server`` is the one for real use).
+
+    ``root`` holds ``mlflow.db``, ``artifacts/`` (proxied) and ``server.log``. ``stop`` ends
+    the server's whole process group (its workers too) and waits until the port is free, so
+    ``start`` can bring it back on the same port and database, e.g. to simulate an outage::
+
+        with LocalMlflowServer(tmp / "mlflow") as server:
+            Tracker(tracking_uri=server.uri, experiment="x") ...
+
+    Args:
+        root: Directory for the database, artifacts and the server's log (created).
+        port: Port on 127.0.0.1; default a free one, kept across restarts.
+        workers: ``mlflow server --workers``.
+    """
+
+    host = DEFAULT_HOST
+
+    def __init__(self, root: Path, port: Optional[int] = None, *, workers: int = 1) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = port or processes.free_port(self.host)
+        self.workers = workers
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def uri(self) -> str:
+        """The tracking URI clients use: ``http://127.0.0.1:<port>``."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def database(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout_s: float = 60.0) -> "LocalMlflowServer":
+        """Starts the server and waits until it answers ``/health``; returns ``self``.
+
+        Raises:
+            ServerError: It exited first, or did not answer within ``timeout_s`` (then it is
+                stopped); the message names its log.
+        """
+        if self.running:
+            return self
+        cmd = mlflow_server_command(f"sqlite:///{self.database}", self.root / "artifacts", self.host, self.port,
+                                    self.workers)
+        # The caller's client-side HTTP retry settings (tests shorten them) are not the server's.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+        try:
+            wait_http(f"{self.uri}/health", timeout_s, self.process)
+        except ServerError as err:
+            self.stop()
+            raise ServerError(f"{err} See {self.log_file}.") from None
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stops the server's process group (SIGTERM, then SIGKILL after ``timeout_s``) and
+        waits up to 10 s for its port to be free again. Does nothing when it is not started."""
+        if self.process is None:
+            return
+        processes.stop_process_group(self.process, timeout=timeout_s)
+        self.process = None
+        processes.wait_port_closed(self.port, self.host, timeout=10.0)
+
+    def __enter__(self) -> "LocalMlflowServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def serve(*, data_dir: Path, host: str, port: int, db_port: int, workers: int = 2) -> int:
     """Starts PostgreSQL and the MLflow server, serves until Ctrl-C/SIGTERM, stops both."""
     from qeu_tune.core.redact import redact_uri

@@ -61,3 +61,14 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 20.0) -> int:
         except subprocess.TimeoutExpired:
             continue
     return process.wait()
+
+
+def wait_port_closed(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> bool:
+    """Waits until nothing listens on ``host:port`` (a stopped server's workers let go of it);
+    returns False if something still does after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while port_open(port, host):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True

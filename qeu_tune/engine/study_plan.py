@@ -172,7 +172,7 @@ def _checked_seeds(study: Mapping[str, Any]) -> Tuple[List[int], List[int]]:
     shared = sorted(set(tune_seeds) & set(test_seeds))
     if shared:
         raise ConfigError(
-            f"study: tuning seeds {tune_seeds[0]}..{tune_seeds[-1]} and test seeds {test_seeds[0]}..{test_seeds[-1]} "
+            f"study: tuning seeds {_span(tune_seeds)} and test seeds {_span(test_seeds)} "
             f"overlap ({', '.join(map(str, shared[:5]))}); test on seeds no tuning trial used, e.g. "
             f"study.test.first_seed={tune_seeds[-1] + 1000}."
         )
@@ -220,3 +220,7 @@ def _min_effect(study: Mapping[str, Any], config: Mapping[str, Any]) -> float:
         return value
     low, high = (config["env"].get("return_range") or [0.0, 1.0])[:2]
     return 0.1 * (float(high) - float(low))
+
+
+def _span(seeds: Sequence[int]) -> str:
+    return f"{seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])

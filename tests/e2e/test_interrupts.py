@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qeu_tune.core import names
-
-from qeu_tune.core import tags
+from qeu_tune.analysis import integrity
+from qeu_tune.analysis.integrity import sweep_integrity
+from qeu_tune.core import names, tags
 from qeu_tune.core.tags import TAG_CHECKPOINT_LOST
 
 pytestmark = pytest.mark.slow
@@ -65,26 +65,16 @@ def resume(uri: str, ref: str, home: Path) -> subprocess.CompletedProcess:
                           env=env, timeout=300)
 
 
-def assert_complete(client: MlflowClient, children, resume_output: str = "") -> None:
-    assert len(children) == 2
-    for run in children:
-        assert run.info.status == "FINISHED", (run.data.tags.get(tags.TAG_ERROR), resume_output)
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, names.ENV_STEPS)]
-        assert_gap_free(steps)
-        for key in run.data.metrics:
-            if not key.startswith(names.CONV_PREFIX):
-                key_steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-                assert len(key_steps) == len(set(key_steps)), key  # no repeated (metric, step)
-
-
-def assert_gap_free(steps) -> None:
-    """Strictly increasing up to the budget, one point per iteration: no iteration missing.
-
-    Vectorised sampling makes an iteration ~STEP env steps (episode ends shift it a little).
-    """
-    assert steps == sorted(set(steps)) and steps[-1] >= BUDGET, steps
-    increments = [b - a for a, b in zip([0, *steps], steps)]
-    assert all(0.8 * STEP <= d <= 1.2 * STEP for d in increments), f"steps {steps}, increments {increments}"
+def assert_complete(client: MlflowClient, parent_ref: str, resume_output: str = "") -> None:
+    """Both trial runs FINISHED; env-step histories strictly increasing up to the budget, one
+    point per iteration (vectorised sampling makes an iteration ~STEP env steps, episode ends
+    shift it a little: within 20%); no (metric, step) logged twice (``sweep_integrity``)."""
+    report = sweep_integrity(client, parent_ref, iteration_steps=STEP, tolerance=0.2, check_budget=True)
+    assert report.ok, (report.describe(), resume_output)
+    assert len(report.trials) == 2, report.describe()
+    for trial in report.trials:
+        assert trial.status == "FINISHED" and trial.budget == BUDGET, report.describe()
+        assert trial.env_steps == sorted(set(trial.env_steps)) and trial.env_steps[-1] >= BUDGET, trial.env_steps
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
@@ -113,7 +103,7 @@ def test_signal_stops_honestly_and_resume_finishes_into_the_same_runs(tmp_path, 
     assert done.returncode == 0, done.stdout + done.stderr
     parent, children = sweep_runs(client)
     assert parent.info.status == "FINISHED"
-    assert_complete(client, children, done.stdout + done.stderr)
+    assert_complete(client, parent.info.run_id, done.stdout + done.stderr)
 
 
 def test_resume_after_the_driver_was_killed_reconciles_runs_left_running(tmp_path):
@@ -128,12 +118,14 @@ def test_resume_after_the_driver_was_killed_reconciles_runs_left_running(tmp_pat
         proc.communicate(timeout=60)
     parent, children = sweep_runs(client)
     assert parent.info.status == "RUNNING"
+    before = sweep_integrity(client, parent.info.run_id, metrics=False)
+    assert before.of_kind(integrity.PARENT_NOT_FINISHED) and before.of_kind(integrity.RUNNING), before.describe()
 
     done = resume(uri, parent.data.tags[tags.TAG_SWEEP], home)  # by sweep name
     assert done.returncode == 0, done.stdout + done.stderr
     parent, children = sweep_runs(client)
     assert parent.info.status == "FINISHED"
-    assert_complete(client, children, done.stdout + done.stderr)
+    assert_complete(client, parent.info.run_id, done.stdout + done.stderr)
 
 
 def checkpoints_named_by_tune(tune_dir: Path) -> list:
@@ -174,7 +166,7 @@ def test_resume_goes_on_when_tune_deleted_the_checkpoint_its_state_names(tmp_pat
     assert done.returncode == 0, done.stdout + done.stderr
     parent, children = sweep_runs(client)
     assert parent.info.status == "FINISHED"
-    assert_complete(client, children, done.stdout + done.stderr)
+    assert_complete(client, parent.info.run_id, done.stdout + done.stderr)
     notes = {r.data.tags[tags.TAG_TRIAL_ID]: r.data.tags.get(TAG_CHECKPOINT_LOST, "") for r in children}
     for trial_id, path in deleted.items():
         assert f"its checkpoint {path.name} was deleted" in notes[trial_id]
