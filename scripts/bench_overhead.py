@@ -124,7 +124,7 @@ class TreeCPU:
                     text = stream.read()
             except OSError:
                 continue
-            fields = text[text.rfind(")") + 2:].split()
+            fields = text[text.rfind(")") + 2 :].split()
             # fields[1] = ppid, [11] utime, [12] stime, [19] starttime (man 5 proc, from field 3)
             stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]), fields[19])
         children: Dict[int, List[int]] = {}
@@ -177,8 +177,9 @@ def plain_worker(args: argparse.Namespace) -> None:
             name="plain",
             storage_path=args.storage,
             stop={"num_env_steps_sampled_lifetime": args.steps},
-            callbacks=[] if args.no_mlflow else [MLflowLoggerCallback(tracking_uri=args.uri,
-                                                                      experiment_name="plain-baseline")],
+            callbacks=[]
+            if args.no_mlflow
+            else [MLflowLoggerCallback(tracking_uri=args.uri, experiment_name="plain-baseline")],
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True, num_to_keep=2),
             verbose=1,
         ),
@@ -200,26 +201,59 @@ def _env(pythonpath: Optional[str], home: Path) -> Dict[str, str]:
     return env
 
 
-def command(variant: str, trials: int, steps: int, work: Path, cpus: int, before: Optional[str],
-            overrides: Sequence[str] = ()) -> tuple:
+def command(
+    variant: str, trials: int, steps: int, work: Path, cpus: int, before: Optional[str], overrides: Sequence[str] = ()
+) -> tuple:
     """The command of one variant; ``overrides`` (--qeu-override) go to the qeu-tune ones."""
     if variant in ("qeu", "before"):
-        cmd = [QEU_TUNE, "experiment=single", f"search.num_seeds={trials}", f"stop.env_steps={steps}",
-               "search.seed=0", f"cluster.num_cpus={cpus}", *overrides]
+        cmd = [
+            QEU_TUNE,
+            "experiment=single",
+            f"search.num_seeds={trials}",
+            f"stop.env_steps={steps}",
+            "search.seed=0",
+            f"cluster.num_cpus={cpus}",
+            *overrides,
+        ]
         return cmd, _env(before if variant == "before" else None, work / "home")
-    cmd = [PYTHON, str(Path(__file__).resolve()), "--plain-worker", "--trials", str(trials), "--steps", str(steps),
-           "--cpus", str(cpus), "--storage", str(work / "ray_results"), "--uri", f"sqlite:///{work / 'mlflow.db'}"]
+    cmd = [
+        PYTHON,
+        str(Path(__file__).resolve()),
+        "--plain-worker",
+        "--trials",
+        str(trials),
+        "--steps",
+        str(steps),
+        "--cpus",
+        str(cpus),
+        "--storage",
+        str(work / "ray_results"),
+        "--uri",
+        f"sqlite:///{work / 'mlflow.db'}",
+    ]
     if variant == "tune":
         cmd.append("--no-mlflow")
     return cmd, _env(None, work / "home")
 
 
 def _store_uri(variant: str, work: Path) -> str:
-    return f"sqlite:///{work / 'home' / 'mlflow.db'}" if variant not in ("plain", "tune") else f"sqlite:///{work / 'mlflow.db'}"
+    return (
+        f"sqlite:///{work / 'home' / 'mlflow.db'}"
+        if variant not in ("plain", "tune")
+        else f"sqlite:///{work / 'mlflow.db'}"
+    )
 
 
-def run_variant(variant: str, trials: int, steps: int, cpus: int, before: Optional[str], keep: bool,
-                fresh_store: bool = False, overrides: Sequence[str] = ()) -> Dict[str, Any]:
+def run_variant(
+    variant: str,
+    trials: int,
+    steps: int,
+    cpus: int,
+    before: Optional[str],
+    keep: bool,
+    fresh_store: bool = False,
+    overrides: Sequence[str] = (),
+) -> Dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"bench_overhead_{variant}_"))
     cmd, env = command(variant, trials, steps, work, cpus, before, overrides)
     if not fresh_store:  # a user's usual case: the MLflow database exists already
@@ -243,8 +277,13 @@ def run_variant(variant: str, trials: int, steps: int, cpus: int, before: Option
         tail = log_path.read_text()[-3000:]
         raise SystemExit(f"{variant} run failed (exit {code}): {' '.join(cmd)}\n{tail}")
     out: Dict[str, Any] = {
-        "variant": variant, "command": " ".join(cmd), "trials": trials, "steps_per_trial": steps,
-        "wall_s": wall, "cpu_tree_s": cpu, "load_average_1min_at_start": load_start,
+        "variant": variant,
+        "command": " ".join(cmd),
+        "trials": trials,
+        "steps_per_trial": steps,
+        "wall_s": wall,
+        "cpu_tree_s": cpu,
+        "load_average_1min_at_start": load_start,
         "load_average_1min_at_end": load_end,
     }
     out.update(read_trials(variant, work))
@@ -286,8 +325,9 @@ def read_trials(variant: str, work: Path) -> Dict[str, Any]:
             continue
         last = rows[-1]
         if plain:
-            env_steps = float(last.get("num_env_steps_sampled_lifetime")
-                              or last["env_runners"]["num_env_steps_sampled_lifetime"])
+            env_steps = float(
+                last.get("num_env_steps_sampled_lifetime") or last["env_runners"]["num_env_steps_sampled_lifetime"]
+            )
             final = float(last["env_runners"]["episode_return_mean"])
             seed = last.get("config", {}).get("seed")
             rllib = None  # a Trainable's time_total_s is its training time
@@ -296,11 +336,18 @@ def read_trials(variant: str, work: Path) -> Dict[str, Any]:
             final = float(last["return_env/mean"])
             seed = last.get("config", {}).get("seed")
             rllib = float(last["progress/time_total_s"])
-        per_trial.append({
-            "trial": path.parent.name, "seed": seed, "iterations": len(rows), "env_steps": env_steps,
-            "final_return": final, "tune_time_total_s": float(last["time_total_s"]),
-            "first_report_time_total_s": float(rows[0]["time_total_s"]), "rllib_time_total_s": rllib,
-        })
+        per_trial.append(
+            {
+                "trial": path.parent.name,
+                "seed": seed,
+                "iterations": len(rows),
+                "env_steps": env_steps,
+                "final_return": final,
+                "tune_time_total_s": float(last["time_total_s"]),
+                "first_report_time_total_s": float(rows[0]["time_total_s"]),
+                "rllib_time_total_s": rllib,
+            }
+        )
     return {"per_trial": per_trial}
 
 
@@ -320,8 +367,13 @@ def read_timeline(variant: str, work: Path, start_epoch: float, exit_epoch: floa
     for run in runs:
         history = client.get_metric_history(run.info.run_id, key)
         first = min((m.timestamp for m in history), default=None)
-        trials.append({"start": run.info.start_time / 1e3, "end": (run.info.end_time or 0) / 1e3,
-                       "first_result": first / 1e3 if first else None})
+        trials.append(
+            {
+                "start": run.info.start_time / 1e3,
+                "end": (run.info.end_time or 0) / 1e3,
+                "first_result": first / 1e3 if first else None,
+            }
+        )
     if not trials:
         return {}
     trials.sort(key=lambda t: t["start"])
@@ -347,15 +399,17 @@ def describe(run: Dict[str, Any]) -> str:
     def fmt(value: Any, spec: str = ".1f") -> str:
         return "-" if value is None else format(value, spec)
 
-    return (f"{run['variant']:6s} wall {run['wall_s']:6.1f} s  CPU {run['cpu_tree_s']:6.1f} s "
-            f"({run['cpu_ms_per_env_step']:.3f} ms/env step)  {run['env_steps_per_s_per_core']:6.0f} env steps/s/core  "
-            f"efficiency {run['sweep_efficiency']:.2f}  final returns {[round(r, 1) for r in run['final_returns']]} "
-            f"(mean {run['final_return_mean']:.1f})  cmd->1st trial {fmt(run.get('command_to_first_trial_start_s'))} s  "
-            f"cmd->1st result {fmt(run.get('command_to_first_result_s'))} s  trial start->1st result "
-            f"{fmt(run.get('trial_start_to_first_result_first_wave_median_s'))} s (1st wave) / "
-            f"{fmt(run.get('trial_start_to_first_result_later_median_s'))} s (later)  last end->exit "
-            f"{fmt(run.get('last_trial_end_to_exit_s'))} s  load {run['load_average_1min_at_start']:.2f}->"
-            f"{run['load_average_1min_at_end']:.2f}")
+    return (
+        f"{run['variant']:6s} wall {run['wall_s']:6.1f} s  CPU {run['cpu_tree_s']:6.1f} s "
+        f"({run['cpu_ms_per_env_step']:.3f} ms/env step)  {run['env_steps_per_s_per_core']:6.0f} env steps/s/core  "
+        f"efficiency {run['sweep_efficiency']:.2f}  final returns {[round(r, 1) for r in run['final_returns']]} "
+        f"(mean {run['final_return_mean']:.1f})  cmd->1st trial {fmt(run.get('command_to_first_trial_start_s'))} s  "
+        f"cmd->1st result {fmt(run.get('command_to_first_result_s'))} s  trial start->1st result "
+        f"{fmt(run.get('trial_start_to_first_result_first_wave_median_s'))} s (1st wave) / "
+        f"{fmt(run.get('trial_start_to_first_result_later_median_s'))} s (later)  last end->exit "
+        f"{fmt(run.get('last_trial_end_to_exit_s'))} s  load {run['load_average_1min_at_start']:.2f}->"
+        f"{run['load_average_1min_at_end']:.2f}"
+    )
 
 
 def versions() -> Dict[str, str]:
@@ -365,10 +419,23 @@ def versions() -> Dict[str, str]:
 
     cpu = platform.processor()
     if Path("/proc/cpuinfo").exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(), "ray": ray.__version__,
-            "torch": torch.__version__, "mlflow": mlflow.__version__, "platform": platform.platform()}
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "torch": torch.__version__,
+        "mlflow": mlflow.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def summarise(runs: List[Dict[str, Any]], variants: List[str]) -> Dict[str, Any]:
@@ -376,15 +443,21 @@ def summarise(runs: List[Dict[str, Any]], variants: List[str]) -> Dict[str, Any]
     summary: Dict[str, Any] = {}
     for v, rs in by.items():
         summary[v] = {
-            "wall_s": [r["wall_s"] for r in rs], "wall_s_median": statistics.median(r["wall_s"] for r in rs),
+            "wall_s": [r["wall_s"] for r in rs],
+            "wall_s_median": statistics.median(r["wall_s"] for r in rs),
             "cpu_ms_per_env_step": [r["cpu_ms_per_env_step"] for r in rs],
             "cpu_ms_per_env_step_median": statistics.median(r["cpu_ms_per_env_step"] for r in rs),
             "env_steps_per_s_per_core_median": statistics.median(r["env_steps_per_s_per_core"] for r in rs),
             "final_return_mean_per_rep": [r["final_return_mean"] for r in rs],
             "final_return_mean": statistics.fmean(r["final_return_mean"] for r in rs),
         }
-        for key in ("command_to_first_trial_start_s", "command_to_first_result_s", "last_trial_end_to_exit_s",
-                    "trial_start_to_first_result_first_wave_median_s", "trial_start_to_first_result_later_median_s"):
+        for key in (
+            "command_to_first_trial_start_s",
+            "command_to_first_result_s",
+            "last_trial_end_to_exit_s",
+            "trial_start_to_first_result_first_wave_median_s",
+            "trial_start_to_first_result_later_median_s",
+        ):
             values = [r[key] for r in rs if r.get(key) is not None]
             summary[v][key + "_median"] = statistics.median(values) if values else None
     for other in variants:
@@ -394,8 +467,10 @@ def summarise(runs: List[Dict[str, Any]], variants: List[str]) -> Dict[str, Any]
         ratios = [q["wall_s"] / o["wall_s"] for q, o in zip(by["qeu"], by[other])]
         cpu_ratios = [q["cpu_ms_per_env_step"] / o["cpu_ms_per_env_step"] for q, o in zip(by["qeu"], by[other])]
         summary[f"qeu_over_{other}"] = {
-            "wall_ratio_per_rep": ratios, "wall_ratio_median": statistics.median(ratios),
-            "cpu_per_env_step_ratio_per_rep": cpu_ratios, "cpu_per_env_step_ratio_median": statistics.median(cpu_ratios),
+            "wall_ratio_per_rep": ratios,
+            "wall_ratio_median": statistics.median(ratios),
+            "cpu_per_env_step_ratio_per_rep": cpu_ratios,
+            "cpu_per_env_step_ratio_median": statistics.median(cpu_ratios),
         }
     return summary
 
@@ -409,24 +484,37 @@ def main() -> None:
     parser.add_argument("--efficiency-trials", type=int, default=16, help="trials of the efficiency sweep (0: skip)")
     parser.add_argument("--efficiency-reps", type=int, default=1)
     parser.add_argument("--skip-pair", action="store_true", help="only the efficiency sweep")
-    parser.add_argument("--efficiency-before", action="store_true",
-                        help="also run the efficiency sweep with --before's code (alternated with qeu each rep)")
+    parser.add_argument(
+        "--efficiency-before",
+        action="store_true",
+        help="also run the efficiency sweep with --before's code (alternated with qeu each rep)",
+    )
     parser.add_argument("--before", default=None, help="a directory with another qeu_tune checkout to compare")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="Ray CPUs (default: all cores)")
     parser.add_argument("--keep", action="store_true", help="keep each run's temporary directory")
-    parser.add_argument("--fresh-store", action="store_true",
-                        help="let each command create its MLflow SQLite database (default: created and migrated "
-                             "before the timing starts, as for a user's second sweep)")
-    parser.add_argument("--qeu-override", action="append", default=[],
-                        help="extra override of the qeu-tune commands (repeatable), e.g. cluster=remote to join "
-                             "a running `ray start --head` (whose daemons' CPU the process-tree CPU then misses)")
+    parser.add_argument(
+        "--fresh-store",
+        action="store_true",
+        help="let each command create its MLflow SQLite database (default: created and migrated "
+        "before the timing starts, as for a user's second sweep)",
+    )
+    parser.add_argument(
+        "--qeu-override",
+        action="append",
+        default=[],
+        help="extra override of the qeu-tune commands (repeatable), e.g. cluster=remote to join "
+        "a running `ray start --head` (whose daemons' CPU the process-tree CPU then misses)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     # Internal: the plain Tune + RLlib + MLflowLoggerCallback script.
     parser.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--storage", help=argparse.SUPPRESS)
     parser.add_argument("--no-mlflow", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--tune-only", action="store_true",
-                        help="adds the variant 'tune': the plain script without MLflowLoggerCallback (Tune's floor)")
+    parser.add_argument(
+        "--tune-only",
+        action="store_true",
+        help="adds the variant 'tune': the plain script without MLflowLoggerCallback (Tune's floor)",
+    )
     parser.add_argument("--uri", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_worker:
@@ -441,60 +529,96 @@ def main() -> None:
     results: Dict[str, Any] = {
         "command": " ".join(["python", "scripts/bench_overhead.py", *sys.argv[1:]]),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        "versions": versions(), "cpus": args.cpus, "trials": args.trials, "steps": args.steps,
-        "reps": args.reps, "variants": variants, "before": args.before, "thread_env": THREAD_ENV,
+        "versions": versions(),
+        "cpus": args.cpus,
+        "trials": args.trials,
+        "steps": args.steps,
+        "reps": args.reps,
+        "variants": variants,
+        "before": args.before,
+        "thread_env": THREAD_ENV,
         "mlflow_store_created_before_timing": not args.fresh_store,
-        "load_average_1min_at_start": os.getloadavg()[0], "runs": [], "efficiency_runs": [],
+        "load_average_1min_at_start": os.getloadavg()[0],
+        "runs": [],
+        "efficiency_runs": [],
     }
     print(f"load average at start: {results['load_average_1min_at_start']:.2f}", flush=True)
     if not args.skip_pair:
         for rep in range(args.reps):
-            order = variants[rep % len(variants):] + variants[:rep % len(variants)]
+            order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
             for variant in order:
-                run = run_variant(variant, args.trials, args.steps, args.cpus, args.before, args.keep,
-                                  args.fresh_store, args.qeu_override)
+                run = run_variant(
+                    variant,
+                    args.trials,
+                    args.steps,
+                    args.cpus,
+                    args.before,
+                    args.keep,
+                    args.fresh_store,
+                    args.qeu_override,
+                )
                 run["rep"] = rep
                 results["runs"].append(run)
                 print(f"rep {rep} {describe(run)}", flush=True)
         results["summary"] = summarise(results["runs"], variants)
     eff_variants = ["qeu"] + (["before"] if args.efficiency_before and args.before else [])
     for rep in range(args.efficiency_reps if args.efficiency_trials else 0):
-        for variant in eff_variants[rep % len(eff_variants):] + eff_variants[:rep % len(eff_variants)]:
-            run = run_variant(variant, args.efficiency_trials, args.steps, args.cpus, args.before, args.keep,
-                              args.fresh_store, args.qeu_override)
+        for variant in eff_variants[rep % len(eff_variants) :] + eff_variants[: rep % len(eff_variants)]:
+            run = run_variant(
+                variant,
+                args.efficiency_trials,
+                args.steps,
+                args.cpus,
+                args.before,
+                args.keep,
+                args.fresh_store,
+                args.qeu_override,
+            )
             run["rep"] = rep
             results["efficiency_runs"].append(run)
             print(f"efficiency {args.efficiency_trials} trials: {describe(run)}", flush=True)
     results["load_average_1min_at_end"] = os.getloadavg()[0]
 
-    print(f"\n=== {args.trials} PPO CartPole trials x {args.steps} env steps, {args.cpus} CPUs, "
-          f"{args.reps} alternated repetitions ===")
+    print(
+        f"\n=== {args.trials} PPO CartPole trials x {args.steps} env steps, {args.cpus} CPUs, "
+        f"{args.reps} alternated repetitions ==="
+    )
     s = results.get("summary", {})
     for v in variants if s else []:
         d = s[v]
-        print(f"{v:6s}: wall {d['wall_s_median']:.1f} s median {[round(x, 1) for x in d['wall_s']]}; CPU "
-              f"{d['cpu_ms_per_env_step_median']:.3f} ms/env step {[round(x, 3) for x in d['cpu_ms_per_env_step']]}; "
-              f"{d['env_steps_per_s_per_core_median']:.0f} env steps/s/core; final return (mean of trials) "
-              f"{d['final_return_mean']:.1f} {[round(x, 1) for x in d['final_return_mean_per_rep']]}")
-        print(f"        command -> first trial {d['command_to_first_trial_start_s_median']} s; command -> first "
-              f"result {d['command_to_first_result_s_median']} s; trial start -> first result "
-              f"{d['trial_start_to_first_result_first_wave_median_s_median']} s (first wave), "
-              f"{d['trial_start_to_first_result_later_median_s_median']} s (later trials); last trial end -> exit "
-              f"{d['last_trial_end_to_exit_s_median']} s")
+        print(
+            f"{v:6s}: wall {d['wall_s_median']:.1f} s median {[round(x, 1) for x in d['wall_s']]}; CPU "
+            f"{d['cpu_ms_per_env_step_median']:.3f} ms/env step {[round(x, 3) for x in d['cpu_ms_per_env_step']]}; "
+            f"{d['env_steps_per_s_per_core_median']:.0f} env steps/s/core; final return (mean of trials) "
+            f"{d['final_return_mean']:.1f} {[round(x, 1) for x in d['final_return_mean_per_rep']]}"
+        )
+        print(
+            f"        command -> first trial {d['command_to_first_trial_start_s_median']} s; command -> first "
+            f"result {d['command_to_first_result_s_median']} s; trial start -> first result "
+            f"{d['trial_start_to_first_result_first_wave_median_s_median']} s (first wave), "
+            f"{d['trial_start_to_first_result_later_median_s_median']} s (later trials); last trial end -> exit "
+            f"{d['last_trial_end_to_exit_s_median']} s"
+        )
     for v in variants[1:] if s else []:
         d = s[f"qeu_over_{v}"]
-        print(f"qeu / {v}: wall-time ratio {d['wall_ratio_median']:.3f} (per rep "
-              f"{[round(x, 3) for x in d['wall_ratio_per_rep']]}); CPU per env step ratio "
-              f"{d['cpu_per_env_step_ratio_median']:.3f} ({[round(x, 3) for x in d['cpu_per_env_step_ratio_per_rep']]})")
+        print(
+            f"qeu / {v}: wall-time ratio {d['wall_ratio_median']:.3f} (per rep "
+            f"{[round(x, 3) for x in d['wall_ratio_per_rep']]}); CPU per env step ratio "
+            f"{d['cpu_per_env_step_ratio_median']:.3f} ({[round(x, 3) for x in d['cpu_per_env_step_ratio_per_rep']]})"
+        )
     for run in results["efficiency_runs"]:
-        print(f"sweep efficiency ({run['variant']}), {run['trials']} trials x {run['steps_per_trial']} steps: "
-              f"{run['sweep_efficiency']:.3f} = sum(time_total_s) {run['sum_trial_time_total_s']:.1f} s / "
-              f"({args.cpus} CPUs x {run['wall_s']:.1f} s wall); RLlib training only: "
-              f"{run.get('sweep_efficiency_rllib_training_only', float('nan')):.3f}; over the trials' window "
-              f"(first start -> last end, {run.get('first_trial_start_to_last_trial_end_s', float('nan')):.1f} s): "
-              f"{run.get('sweep_efficiency_trials_window', float('nan')):.3f}")
-    print(f"load average (1 min): start {results['load_average_1min_at_start']:.2f}, "
-          f"end {results['load_average_1min_at_end']:.2f}")
+        print(
+            f"sweep efficiency ({run['variant']}), {run['trials']} trials x {run['steps_per_trial']} steps: "
+            f"{run['sweep_efficiency']:.3f} = sum(time_total_s) {run['sum_trial_time_total_s']:.1f} s / "
+            f"({args.cpus} CPUs x {run['wall_s']:.1f} s wall); RLlib training only: "
+            f"{run.get('sweep_efficiency_rllib_training_only', float('nan')):.3f}; over the trials' window "
+            f"(first start -> last end, {run.get('first_trial_start_to_last_trial_end_s', float('nan')):.1f} s): "
+            f"{run.get('sweep_efficiency_trials_window', float('nan')):.3f}"
+        )
+    print(
+        f"load average (1 min): start {results['load_average_1min_at_start']:.2f}, "
+        f"end {results['load_average_1min_at_end']:.2f}"
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.output}")

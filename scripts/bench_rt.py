@@ -159,8 +159,14 @@ def bench_single(number: int) -> Dict[str, float]:
     onehot = np.zeros(48, np.float32)
     onehot[26] = 1.0
     ns = {
-        "us": us, "x": rng.random(36), "ref": ref, "p": np.array([5.0, 2.0]),
-        "cliff": cliff, "onehot": onehot, "cartpole": cartpole, "upright": upright,
+        "us": us,
+        "x": rng.random(36),
+        "ref": ref,
+        "p": np.array([5.0, 2.0]),
+        "cliff": cliff,
+        "onehot": onehot,
+        "cartpole": cartpole,
+        "upright": upright,
         "cp_obs": np.array([0.01, 0.1, 0.02, -0.1], np.float32),
     }
     return {
@@ -198,7 +204,7 @@ def bench_env(steps: int, reps: int) -> Dict[str, Any]:
     envs.update({name: make_env("CartPole-v1", {}, design(), gamma=0.99) for name, design in DESIGNS.items()})
     times: Dict[str, List[float]] = {name: [] for name in envs}
     for rep in range(reps):  # alternate the order: drift hits every variant equally
-        for name in (list(envs) if rep % 2 == 0 else list(envs)[::-1]):
+        for name in list(envs) if rep % 2 == 0 else list(envs)[::-1]:
             times[name].append(run(name, envs[name]))
     assert len(set(env_returns.values())) == 1, "the wrapper changed the environment's own rewards"
     rate = {name: steps / statistics.median(t) for name, t in times.items()}
@@ -228,8 +234,13 @@ def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
 
     def build(reward: Dict[str, Any]) -> Any:
         config = {
-            "algo": {"name": "ppo", "params": ppo["params"], "model": ppo["model"], "num_env_runners": 0,
-                     "num_envs_per_env_runner": num_envs},
+            "algo": {
+                "name": "ppo",
+                "params": ppo["params"],
+                "model": ppo["model"],
+                "num_env_runners": 0,
+                "num_envs_per_env_runner": num_envs,
+            },
             "env": {"id": "CartPole-v1", "env_config": {}},
             "reward": reward,
             "seed": 0,
@@ -254,15 +265,18 @@ def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
     names_ = list(algos)
     try:
         for rep in range(reps):
-            acc = {name: {"env_steps": 0.0, "cpu_s": 0.0, "process_cpu_s": 0.0, "wall_s": 0.0, "rounds": []}
-                   for name in algos}
+            acc = {
+                name: {"env_steps": 0.0, "cpu_s": 0.0, "process_cpu_s": 0.0, "wall_s": 0.0, "rounds": []}
+                for name in algos
+            }
             for it in range(iters):
                 weights = algos["without"].learner_group.get_weights()
                 for name in names_:
                     if name != "without":
                         algos[name].learner_group.set_weights(weights)
                         algos[name].env_runner_group.sync_weights(
-                            from_worker_or_learner_group=algos[name].learner_group)
+                            from_worker_or_learner_group=algos[name].learner_group
+                        )
                 k = (rep * iters + it) % len(names_)
                 for name in names_[k:] + names_[:k]:
                     algo = algos[name]
@@ -271,7 +285,9 @@ def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
                     cpu, elapsed = time.thread_time() - c0, time.perf_counter() - t0
                     acc[name]["process_cpu_s"] += time.process_time() - p0
                     steps = _env_steps(result)
-                    acc[name]["rounds"].append(((steps - last_steps[id(algo)]) / cpu, (steps - last_steps[id(algo)]) / elapsed))
+                    acc[name]["rounds"].append(
+                        ((steps - last_steps[id(algo)]) / cpu, (steps - last_steps[id(algo)]) / elapsed)
+                    )
                     acc[name]["env_steps"] += steps - last_steps[id(algo)]
                     acc[name]["cpu_s"] += cpu
                     acc[name]["wall_s"] += elapsed
@@ -286,10 +302,10 @@ def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
     wall_rates = {name: [s["env_steps"] / s["wall_s"] for s in ss] for name, ss in samples.items()}
     out: Dict[str, Any] = {
         "method": "env steps per CPU second of the training thread (time.thread_time; process CPU "
-                  "in samples.process_cpu_s); variants alternate at every iteration (order rotated), "
-                  "all sample with the no-design run's policy weights; a repetition's ratio is the "
-                  "median over its rounds of design rate / no-design rate in the same round; "
-                  "samples[*].rounds = per round (env steps per CPU s, per wall s)",
+        "in samples.process_cpu_s); variants alternate at every iteration (order rotated), "
+        "all sample with the no-design run's policy weights; a repetition's ratio is the "
+        "median over its rounds of design rate / no-design rate in the same round; "
+        "samples[*].rounds = per round (env steps per CPU s, per wall s)",
         "iterations_per_measurement": iters,
         "train_batch_size": ppo["params"]["train_batch_size_per_learner"],
         "num_envs_per_env_runner": num_envs,
@@ -304,12 +320,15 @@ def bench_rllib(iters: int, reps: int) -> Dict[str, Any]:
             max(rates["without"]) / statistics.median(rates["without"]),
         ],
     }
+
     def round_median(name: str, which: int) -> List[float]:
         # Per repetition: the median over its rounds of (design rate / no-design rate) in the
         # same round, i.e. measured seconds apart; a burst of other activity (the machine's
         # speed varies by +-20% over minutes on a shared VM) spoils one round, not the figure.
-        return [statistics.median(d[which] / w[which] for d, w in zip(sd["rounds"], sw["rounds"]))
-                for sd, sw in zip(samples[name], samples["without"])]
+        return [
+            statistics.median(d[which] / w[which] for d, w in zip(sd["rounds"], sw["rounds"]))
+            for sd, sw in zip(samples[name], samples["without"])
+        ]
 
     for name in RLLIB_DESIGNS:
         per_rep = round_median(name, 0)
@@ -338,11 +357,26 @@ def versions() -> Dict[str, str]:
     import ray
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     return {
-        "cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(), "numpy": np.__version__,
-        "gymnasium": gymnasium.__version__, "ray": ray.__version__, "torch": torch.__version__,
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "gymnasium": gymnasium.__version__,
+        "ray": ray.__version__,
+        "torch": torch.__version__,
     }
 
 
@@ -366,45 +400,81 @@ def _micro_rows(r: Dict[str, Any]) -> List[Any]:
     b, bd, s, e = r["batch"], r["batch_dram"], r["single"], r["env"]
     verdict, single = _verdict, TARGET_SINGLE_US
     rows = [
-        ("UnitSpace.distance, batch n=100k k=36", f"{b['samples_per_s'] / 1e6:.1f} M samples/s",
-         f"target >= 20 M/s: {verdict(b['samples_per_s'] >= TARGET_BATCH)}"),
-        ("  plain read of the same array (bound)", f"{b['bound_samples_per_s'] / 1e6:.1f} M samples/s",
-         f"{b['bound_gb_per_s']:.1f} GB/s; distance at {100 * b['fraction_of_bound']:.0f}% of it"),
-        ("UnitSpace.distance, batch n=1M (> L3)", f"{bd['samples_per_s'] / 1e6:.1f} M samples/s",
-         f"bound {bd['bound_samples_per_s'] / 1e6:.1f} M/s ({bd['bound_gb_per_s']:.1f} GB/s): "
-         f"{100 * bd['fraction_of_bound']:.0f}%"),
-        ("UnitSpace.distance, 1 sample (k=36)", f"{s['unit_space_distance_k36_us']:.2f} us",
-         f"target <= 5 us: {verdict(s['unit_space_distance_k36_us'] <= single)}"),
-        ("ReferenceSet.distance, 1 state (Cliff)", f"{s['reference_distance_cliff_us']:.2f} us",
-         f"target <= 5 us: {verdict(s['reference_distance_cliff_us'] <= single)}"),
-        ("ReferenceSet.signed_distance, 1 state", f"{s['reference_signed_distance_cliff_us']:.2f} us",
-         f"target <= 5 us: {verdict(s['reference_signed_distance_cliff_us'] <= single)}"),
-        ("metric/step: cliff_signed, onehot obs", f"{s['metric_cliff_signed_onehot_obs_us']:.2f} us", "obs_to_xy + signed minRT"),
+        (
+            "UnitSpace.distance, batch n=100k k=36",
+            f"{b['samples_per_s'] / 1e6:.1f} M samples/s",
+            f"target >= 20 M/s: {verdict(b['samples_per_s'] >= TARGET_BATCH)}",
+        ),
+        (
+            "  plain read of the same array (bound)",
+            f"{b['bound_samples_per_s'] / 1e6:.1f} M samples/s",
+            f"{b['bound_gb_per_s']:.1f} GB/s; distance at {100 * b['fraction_of_bound']:.0f}% of it",
+        ),
+        (
+            "UnitSpace.distance, batch n=1M (> L3)",
+            f"{bd['samples_per_s'] / 1e6:.1f} M samples/s",
+            f"bound {bd['bound_samples_per_s'] / 1e6:.1f} M/s ({bd['bound_gb_per_s']:.1f} GB/s): "
+            f"{100 * bd['fraction_of_bound']:.0f}%",
+        ),
+        (
+            "UnitSpace.distance, 1 sample (k=36)",
+            f"{s['unit_space_distance_k36_us']:.2f} us",
+            f"target <= 5 us: {verdict(s['unit_space_distance_k36_us'] <= single)}",
+        ),
+        (
+            "ReferenceSet.distance, 1 state (Cliff)",
+            f"{s['reference_distance_cliff_us']:.2f} us",
+            f"target <= 5 us: {verdict(s['reference_distance_cliff_us'] <= single)}",
+        ),
+        (
+            "ReferenceSet.signed_distance, 1 state",
+            f"{s['reference_signed_distance_cliff_us']:.2f} us",
+            f"target <= 5 us: {verdict(s['reference_signed_distance_cliff_us'] <= single)}",
+        ),
+        (
+            "metric/step: cliff_signed, onehot obs",
+            f"{s['metric_cliff_signed_onehot_obs_us']:.2f} us",
+            "obs_to_xy + signed minRT",
+        ),
         ("metric/step: cartpole_rt", f"{s['metric_cartpole_rt_us']:.2f} us", "rbf (81 features) + D"),
         ("metric/step: cartpole_upright", f"{s['metric_cartpole_upright_us']:.2f} us", "identity + minRT, 1 point"),
         ("CartPole env steps/s, raw", f"{e['raw_steps_per_s']:,.0f}", "same seed and actions below"),
     ]
     for name in DESIGNS:
-        rows.append((f"CartPole env steps/s, {name}", f"{e[name]['steps_per_s']:,.0f}",
-                     f"{100 * e[name]['ratio']:.0f}% of raw, +{e[name]['overhead_us_per_step']:.1f} us/step"))
+        rows.append(
+            (
+                f"CartPole env steps/s, {name}",
+                f"{e[name]['steps_per_s']:,.0f}",
+                f"{100 * e[name]['ratio']:.0f}% of raw, +{e[name]['overhead_us_per_step']:.1f} us/step",
+            )
+        )
     return rows
 
 
 def _rllib_rows(rl: Dict[str, Any]) -> List[Any]:
     lo, hi = rl["without_spread_relative_to_median"]
-    rows = [(f"RLlib PPO env steps/CPU s, {rl['num_envs_per_env_runner']} envs/runner, no design",
-             f"{rl['without_median']:,.0f}",
-             f"median; repetitions {100 * (lo - 1):+.1f}% to {100 * (hi - 1):+.1f}% of it")]
+    rows = [
+        (
+            f"RLlib PPO env steps/CPU s, {rl['num_envs_per_env_runner']} envs/runner, no design",
+            f"{rl['without_median']:,.0f}",
+            f"median; repetitions {100 * (lo - 1):+.1f}% to {100 * (hi - 1):+.1f}% of it",
+        )
+    ]
     for name in RLLIB_DESIGNS:
         ratio = rl[name]["ratio_median"]
         spread = rl[name]["ratio_per_repetition"]
         label = "cartpole_rt, step_info: false" if name == STEP_INFO_OFF else name
-        rows.append((f"RLlib PPO env steps/CPU s, {label}", f"{rl[name]['median']:,.0f}",
-                     f"{100 * ratio:.1f}% of without (repetitions {100 * min(spread):.1f}-"
-                     f"{100 * max(spread):.1f}%, spread {rl[name]['ratio_spread_pp']:.1f} pp; wall-time "
-                     f"spread {rl[name]['wall_ratio_spread_pp']:.1f} pp); target >= 95%: "
-                     f"{_verdict(ratio >= TARGET_RLLIB_RATIO)}, spread < 2 pp: "
-                     f"{_verdict(rl[name]['ratio_spread_pp'] < 2.0)}"))
+        rows.append(
+            (
+                f"RLlib PPO env steps/CPU s, {label}",
+                f"{rl[name]['median']:,.0f}",
+                f"{100 * ratio:.1f}% of without (repetitions {100 * min(spread):.1f}-"
+                f"{100 * max(spread):.1f}%, spread {rl[name]['ratio_spread_pp']:.1f} pp; wall-time "
+                f"spread {rl[name]['wall_ratio_spread_pp']:.1f} pp); target >= 95%: "
+                f"{_verdict(ratio >= TARGET_RLLIB_RATIO)}, spread < 2 pp: "
+                f"{_verdict(rl[name]['ratio_spread_pp'] < 2.0)}",
+            )
+        )
     return rows
 
 
@@ -413,10 +483,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, ~1.5 minutes)")
     parser.add_argument("--no-rllib", action="store_true", help="skip the RLlib PPO measurement")
     parser.add_argument("--rllib-only", action="store_true", help="only the RLlib PPO measurement")
-    parser.add_argument("--rllib-iters", type=int, default=None,
-                        help="rounds (one train() iteration per variant) per repetition (default 16, --quick 4)")
+    parser.add_argument(
+        "--rllib-iters",
+        type=int,
+        default=None,
+        help="rounds (one train() iteration per variant) per repetition (default 16, --quick 4)",
+    )
     parser.add_argument("--rllib-reps", type=int, default=None, help="repetitions (default 4)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(ROOT)})"
+    )
     args = parser.parse_args()
     quick = args.quick
     if args.rllib_only and args.output == RESULTS:  # keep the full run's file whole

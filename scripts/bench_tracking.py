@@ -40,8 +40,12 @@ def percentiles(times):
     if not times:
         return {"n": 0}
     p50, p99, mx = np.percentile(times, [50, 99, 100]) * 1000
-    return {"n": len(times), "p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3),
-            "max_ms": round(float(mx), 3)}
+    return {
+        "n": len(times),
+        "p50_ms": round(float(p50), 3),
+        "p99_ms": round(float(p99), 3),
+        "max_ms": round(float(mx), 3),
+    }
 
 
 def main(argv=None) -> int:
@@ -73,8 +77,10 @@ def main(argv=None) -> int:
     try:
         tracker = tracking.Tracker(tracking_uri=server.uri, experiment="bench-tracking")
         parent = tracker.create_run(run_name="bench", tags={tags.TAG_KIND: "sweep"})
-        runs = [tracker.create_run(run_name=f"t{i:02d}", tags={tags.TAG_PARENT: parent, tags.TAG_KIND: "trial"})
-                for i in range(args.trials)]
+        runs = [
+            tracker.create_run(run_name=f"t{i:02d}", tags={tags.TAG_PARENT: parent, tags.TAG_KIND: "trial"})
+            for i in range(args.trials)
+        ]
         phase, down_since, restart_thread = "normal", None, None
         sweep_start = time.monotonic()
         for step in range(args.iterations):
@@ -128,8 +134,13 @@ def main(argv=None) -> int:
     distinct = sum(d for _, _, _, d in rows)
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_avg_1m_at_start": load_at_start, "load_avg_1m_at_end": round(os.getloadavg()[0], 1)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_avg_1m_at_start": load_at_start,
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 1),
+        },
         "command": " ".join(["python scripts/bench_tracking.py", *(argv if argv is not None else sys.argv[1:])]),
         "params": vars(args),
         "server_start_s": round(start_s, 1),
@@ -138,23 +149,33 @@ def main(argv=None) -> int:
         "log_metrics_call_all": percentiles([t for v in times.values() for t in v]),
         "sweep_s": round(sweep_s, 1),
         "drain_after_sweep_s": round(drain_s, 1),
-        "flushed": flushed, "closed_clean": closed,
-        "points_reported": expected, "points_stored": stored,
-        "points_lost": expected - distinct, "points_duplicated": stored - distinct,
-        "runs_in_mlflow": n_runs, **writer,
+        "flushed": flushed,
+        "closed_clean": closed,
+        "points_reported": expected,
+        "points_stored": stored,
+        "points_lost": expected - distinct,
+        "points_duplicated": stored - distinct,
+        "runs_in_mlflow": n_runs,
+        **writer,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     calls = result["log_metrics_call"]
-    print(f"{args.trials} trials x {args.iterations} iterations x {args.metrics} metrics = {expected} points "
-          f"into {server.uri} (mlflow server, SQLite); outage {outage}")
+    print(
+        f"{args.trials} trials x {args.iterations} iterations x {args.metrics} metrics = {expected} points "
+        f"into {server.uri} (mlflow server, SQLite); outage {outage}"
+    )
     for phase, stats in calls.items():
         if stats["n"]:
-            print(f"  log_metrics per result, {phase:8s}: p50 {stats['p50_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms, "
-                  f"max {stats['max_ms']:.2f} ms (n={stats['n']})")
-    print(f"  sweep {result['sweep_s']} s, drain after the sweep {result['drain_after_sweep_s']} s; "
-          f"lost points: {result['points_lost']}, duplicated: {result['points_duplicated']}, runs: {n_runs}")
+            print(
+                f"  log_metrics per result, {phase:8s}: p50 {stats['p50_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms, "
+                f"max {stats['max_ms']:.2f} ms (n={stats['n']})"
+            )
+    print(
+        f"  sweep {result['sweep_s']} s, drain after the sweep {result['drain_after_sweep_s']} s; "
+        f"lost points: {result['points_lost']}, duplicated: {result['points_duplicated']}, runs: {n_runs}"
+    )
     print(f"  written to {out}")
     return 0 if result["points_lost"] == 0 and result["points_duplicated"] == 0 and flushed else 1
 

@@ -109,10 +109,19 @@ def main() -> None:
     out: Dict[str, Any] = {
         "command": " ".join(["python", "scripts/bench_vector.py", *sys.argv[1:]]),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "ray": ray.__version__, "torch": torch.__version__},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+            "torch": torch.__version__,
+        },
         "load_average_1min_at_start": os.getloadavg()[0],
-        "algo": args.algo, "steps": args.steps, "envs": envs, "seeds": seeds, "overrides": args.override,
+        "algo": args.algo,
+        "steps": args.steps,
+        "envs": envs,
+        "seeds": seeds,
+        "overrides": args.override,
         "runs": [],
     }
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -121,16 +130,18 @@ def main() -> None:
     register_env()
     try:
         for i, seed in enumerate(seeds):
-            order = envs[i % len(envs):] + envs[:i % len(envs)]
+            order = envs[i % len(envs) :] + envs[: i % len(envs)]
             for n in order:
                 run = run_one(trial_config(args.algo, n, seed, args.override), args.steps)
-                run.update({"num_envs_per_env_runner": n, "seed": seed,
-                            "load_average_1min": os.getloadavg()[0]})
+                run.update({"num_envs_per_env_runner": n, "seed": seed, "load_average_1min": os.getloadavg()[0]})
                 out["runs"].append(run)
-                print(f"envs={n:2d} seed={seed} steps={run['env_steps']:.0f} "
-                      f"CPU ms/env step={run['cpu_ms_per_env_step']:.3f} wall steps/s={run['wall_env_steps_per_s']:.0f} "
-                      f"final return_env={run['final_return_env']:.1f} mean over run={run['mean_return_env_over_run']:.1f} "
-                      f"build={run['build_wall_s']:.2f}s load={run['load_average_1min']:.2f}", flush=True)
+                print(
+                    f"envs={n:2d} seed={seed} steps={run['env_steps']:.0f} "
+                    f"CPU ms/env step={run['cpu_ms_per_env_step']:.3f} wall steps/s={run['wall_env_steps_per_s']:.0f} "
+                    f"final return_env={run['final_return_env']:.1f} mean over run={run['mean_return_env_over_run']:.1f} "
+                    f"build={run['build_wall_s']:.2f}s load={run['load_average_1min']:.2f}",
+                    flush=True,
+                )
     finally:
         ray.shutdown()
     summary = {}
@@ -138,8 +149,10 @@ def main() -> None:
         runs = [r for r in out["runs"] if r["num_envs_per_env_runner"] == n]
         summary[n] = {
             "cpu_ms_per_env_step_mean": statistics.fmean(r["cpu_ms_per_env_step"] for r in runs),
-            "cpu_ms_per_env_step_min_max": [min(r["cpu_ms_per_env_step"] for r in runs),
-                                            max(r["cpu_ms_per_env_step"] for r in runs)],
+            "cpu_ms_per_env_step_min_max": [
+                min(r["cpu_ms_per_env_step"] for r in runs),
+                max(r["cpu_ms_per_env_step"] for r in runs),
+            ],
             "wall_env_steps_per_s_mean": statistics.fmean(r["wall_env_steps_per_s"] for r in runs),
             "final_return_env_mean": statistics.fmean(r["final_return_env"] for r in runs),
             "final_return_env_per_seed": [r["final_return_env"] for r in runs],
@@ -149,14 +162,18 @@ def main() -> None:
     print(f"\n{args.algo}, {args.steps} env steps, seeds {seeds} (means over seeds)")
     for n, s in summary.items():
         s["cpu_speedup_vs_first"] = base / s["cpu_ms_per_env_step_mean"]
-        print(f"envs={n:2d}: CPU {s['cpu_ms_per_env_step_mean']:.3f} ms/env step "
-              f"(min {s['cpu_ms_per_env_step_min_max'][0]:.3f}, max {s['cpu_ms_per_env_step_min_max'][1]:.3f}), "
-              f"{s['cpu_speedup_vs_first']:.2f}x vs envs={envs[0]}; wall {s['wall_env_steps_per_s_mean']:.0f} steps/s; "
-              f"final return_env {s['final_return_env_mean']:.1f} {[round(x, 1) for x in s['final_return_env_per_seed']]}; "
-              f"mean return over run {s['mean_return_env_over_run_mean']:.1f}")
+        print(
+            f"envs={n:2d}: CPU {s['cpu_ms_per_env_step_mean']:.3f} ms/env step "
+            f"(min {s['cpu_ms_per_env_step_min_max'][0]:.3f}, max {s['cpu_ms_per_env_step_min_max'][1]:.3f}), "
+            f"{s['cpu_speedup_vs_first']:.2f}x vs envs={envs[0]}; wall {s['wall_env_steps_per_s_mean']:.0f} steps/s; "
+            f"final return_env {s['final_return_env_mean']:.1f} {[round(x, 1) for x in s['final_return_env_per_seed']]}; "
+            f"mean return over run {s['mean_return_env_over_run_mean']:.1f}"
+        )
     out["summary"] = summary
     out["load_average_1min_at_end"] = os.getloadavg()[0]
-    print(f"load average (1 min): start {out['load_average_1min_at_start']:.2f}, end {out['load_average_1min_at_end']:.2f}")
+    print(
+        f"load average (1 min): start {out['load_average_1min_at_start']:.2f}, end {out['load_average_1min_at_end']:.2f}"
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.output}")

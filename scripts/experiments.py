@@ -54,20 +54,27 @@ class Experiment:
 QUICK_CLIFF = ["search.num_seeds=3", "stop.env_steps=20000"]
 EXPERIMENTS: Dict[str, Experiment] = {
     "cliff_compare_dqn": Experiment(
-        "qeu_cliff_compare_dqn", "Cliff Walking, DQN: none / signed 0.3 / absolute 0.5 / potential 0.5",
-        quick=QUICK_CLIFF),
+        "qeu_cliff_compare_dqn",
+        "Cliff Walking, DQN: none / signed 0.3 / absolute 0.5 / potential 0.5",
+        quick=QUICK_CLIFF,
+    ),
     "cliff_compare_ppo": Experiment(
-        "qeu_cliff_compare", "Cliff Walking, PPO: none / signed 0.3 / absolute 0.5 / potential 0.5",
-        quick=QUICK_CLIFF),
+        "qeu_cliff_compare", "Cliff Walking, PPO: none / signed 0.3 / absolute 0.5 / potential 0.5", quick=QUICK_CLIFF
+    ),
     "cliff_weights_absolute": Experiment(
-        "qeu_cliff_weight_sweep", "Cliff Walking, PPO: absolute feedback r - w |minRT|, 6 weights",
-        quick=QUICK_CLIFF),
+        "qeu_cliff_weight_sweep", "Cliff Walking, PPO: absolute feedback r - w |minRT|, 6 weights", quick=QUICK_CLIFF
+    ),
     "cliff_weights_potential": Experiment(
-        "qeu_cliff_weight_sweep", "Cliff Walking, PPO: potential-based shaping with Phi = -w minRT, 6 weights",
-        overrides=["reward=cliff_potential"], quick=QUICK_CLIFF),
+        "qeu_cliff_weight_sweep",
+        "Cliff Walking, PPO: potential-based shaping with Phi = -w minRT, 6 weights",
+        overrides=["reward=cliff_potential"],
+        quick=QUICK_CLIFF,
+    ),
     "mountaincar": Experiment(
-        "mountaincar_compare", "MountainCar-v0, PPO: none / RT unit space (additive, potential) / reference set",
-        quick=["search.num_seeds=2", "stop.env_steps=30000"]),
+        "mountaincar_compare",
+        "MountainCar-v0, PPO: none / RT unit space (additive, potential) / reference set",
+        quick=["search.num_seeds=2", "stop.env_steps=30000"],
+    ),
 }
 
 
@@ -79,8 +86,13 @@ def sweep_name(name: str, quick: bool) -> str:
 def command(name: str, quick: bool) -> List[str]:
     """The ``qeu-tune`` command line of an experiment."""
     exp = EXPERIMENTS[name]
-    return ["qeu-tune", f"experiment={exp.file}", *exp.overrides, *(exp.quick if quick else []),
-            f"sweep_name={sweep_name(name, quick)}"]
+    return [
+        "qeu-tune",
+        f"experiment={exp.file}",
+        *exp.overrides,
+        *(exp.quick if quick else []),
+        f"sweep_name={sweep_name(name, quick)}",
+    ]
 
 
 def run(name: str, *, quick: bool, uri: Optional[str], results: Path, images: Path) -> Dict[str, Any]:
@@ -94,17 +106,34 @@ def run(name: str, *, quick: bool, uri: Optional[str], results: Path, images: Pa
     wall = time.time() - started
     if code != 0:
         raise SystemExit(f"{name}: qeu-tune exited with {code}")
-    return write_results(name, sweep_name(name, quick), cmd=cmd, wall_s=wall, uri=uri,
-                         results=results, images=images, threshold=EXPERIMENTS[name].threshold)
+    return write_results(
+        name,
+        sweep_name(name, quick),
+        cmd=cmd,
+        wall_s=wall,
+        uri=uri,
+        results=results,
+        images=images,
+        threshold=EXPERIMENTS[name].threshold,
+    )
 
 
-def write_results(name: str, sweep: str, *, cmd: List[str], wall_s: Optional[float], uri: Optional[str],
-                  results: Path, images: Path, threshold: Optional[float] = None) -> Dict[str, Any]:
+def write_results(
+    name: str,
+    sweep: str,
+    *,
+    cmd: List[str],
+    wall_s: Optional[float],
+    uri: Optional[str],
+    results: Path,
+    images: Path,
+    threshold: Optional[float] = None,
+) -> Dict[str, Any]:
     """Reads the sweep back (as ``qeu-tune report`` does) and writes its result files."""
     from qeu_tune.analysis import build_report, print_report
     from qeu_tune.analysis.plots import write_plots
-    from qeu_tune.core.paths import resolve_tracking_uri
     from qeu_tune.analysis.runs import client_for, load_sweep
+    from qeu_tune.core.paths import resolve_tracking_uri
 
     client = client_for(resolve_tracking_uri(uri))
     report = build_report(client, load_sweep(client, sweep), threshold=threshold)
@@ -144,10 +173,16 @@ def _sweep_wall_s(parent: Any) -> Optional[float]:
 def _configurations(report: Any) -> Dict[str, Dict[str, float]]:
     out = {}
     for label, row in report.ranked.iterrows():
-        keep = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and (
-            k in ("rank", "n_seeds", "poi", "poi_lo", "poi_hi")
-            or k.split("/")[0] in ("steps_to_threshold", "reached", "final_mean", "auc_norm")
-            or k.startswith("task/"))}
+        keep = {
+            k: float(v)
+            for k, v in row.items()
+            if isinstance(v, (int, float))
+            and (
+                k in ("rank", "n_seeds", "poi", "poi_lo", "poi_hi")
+                or k.split("/")[0] in ("steps_to_threshold", "reached", "final_mean", "auc_norm")
+                or k.startswith("task/")
+            )
+        }
         keep["seeds"] = sorted(int(s) for s in report.trials.loc[report.trials["config"] == label, "seed"])
         out[str(label)] = keep
     return out
@@ -177,7 +212,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.list or not args.names:
         for name, exp in EXPERIMENTS.items():
-            print(f"{name}: {exp.about}\n  {shlex.join(command(name, False))}\n  quick: {shlex.join(command(name, True))}")
+            print(
+                f"{name}: {exp.about}\n  {shlex.join(command(name, False))}\n  quick: {shlex.join(command(name, True))}"
+            )
         return
     names = list(EXPERIMENTS) if args.names == ["all"] else args.names
     unknown = [n for n in names if n not in EXPERIMENTS]
@@ -186,8 +223,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     for name in names:
         if args.report_only:
             cmd = command(name, args.quick)
-            write_results(name, sweep_name(name, args.quick), cmd=cmd, wall_s=None, uri=args.tracking_uri,
-                          results=args.results, images=args.images, threshold=EXPERIMENTS[name].threshold)
+            write_results(
+                name,
+                sweep_name(name, args.quick),
+                cmd=cmd,
+                wall_s=None,
+                uri=args.tracking_uri,
+                results=args.results,
+                images=args.images,
+                threshold=EXPERIMENTS[name].threshold,
+            )
         else:
             run(name, quick=args.quick, uri=args.tracking_uri, results=args.results, images=args.images)
 

@@ -53,8 +53,14 @@ def sweep_name(method: str, rep: int, quick: bool) -> str:
 def command(method: str, rep: int, quick: bool) -> List[str]:
     # The experiment file's search.space, metric and budget survive the search= and
     # scheduler= group swaps: Hydra applies the experiment file after the groups.
-    return ["qeu-tune", *BASE, *METHODS[method], *(QUICK if quick else []), f"search.seed={rep}",
-            f"sweep_name={sweep_name(method, rep, quick)}"]
+    return [
+        "qeu-tune",
+        *BASE,
+        *METHODS[method],
+        *(QUICK if quick else []),
+        f"search.seed={rep}",
+        f"sweep_name={sweep_name(method, rep, quick)}",
+    ]
 
 
 def first_success(client: Any, sweep: Any, threshold: float) -> Dict[str, Any]:
@@ -92,16 +98,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "results" / "search_efficiency.json")
     args = parser.parse_args(argv)
 
-    from qeu_tune.core.paths import resolve_tracking_uri
     from qeu_tune.analysis.runs import client_for, load_sweep
     from qeu_tune.analysis.stats import iqm
+    from qeu_tune.core.paths import resolve_tracking_uri
 
     methods = args.methods.split(",")
     uri = resolve_tracking_uri(args.tracking_uri)
     rows: List[Dict[str, Any]] = []
     for rep in range(args.reps):
         for method in methods:  # alternated, so load drifts hit every method alike
-            cmd = command(method, rep, args.quick) + ([f"tracking.uri={args.tracking_uri}"] if args.tracking_uri else [])
+            cmd = command(method, rep, args.quick) + (
+                [f"tracking.uri={args.tracking_uri}"] if args.tracking_uri else []
+            )
             if not args.report_only:
                 print(f"$ {shlex.join(cmd)}", flush=True)
                 started = time.time()
@@ -110,30 +118,59 @@ def main(argv: Optional[List[str]] = None) -> None:
                 print(f"  {time.time() - started:.0f} s", flush=True)
             client = client_for(uri)
             sweep = load_sweep(client, sweep_name(method, rep, args.quick))
-            row = {"method": method, "rep": rep, "sweep_name": sweep.name, "parent_run_id": sweep.run_id,
-                   "command": shlex.join(cmd), **first_success(client, sweep, args.threshold)}
+            row = {
+                "method": method,
+                "rep": rep,
+                "sweep_name": sweep.name,
+                "parent_run_id": sweep.run_id,
+                "command": shlex.join(cmd),
+                **first_success(client, sweep, args.threshold),
+            }
             rows.append(row)
-            print(f"  {method} rep {rep}: found={row['found']} after {row['env_steps']:.0f} env steps, "
-                  f"{row['wall_s']:.0f} s (sweep total {row['total_env_steps']:.0f} steps)", flush=True)
+            print(
+                f"  {method} rep {rep}: found={row['found']} after {row['env_steps']:.0f} env steps, "
+                f"{row['wall_s']:.0f} s (sweep total {row['total_env_steps']:.0f} steps)",
+                flush=True,
+            )
 
     summary = {}
     print(f"\nUntil a trial's greedy return first reached {args.threshold:g} (censored: the whole search):")
-    print(f"{'method':<12} {'found':>7} {'env steps IQM':>14} {'env steps mean':>15} {'wall s IQM':>11} {'wall s mean':>12}")
+    print(
+        f"{'method':<12} {'found':>7} {'env steps IQM':>14} {'env steps mean':>15} {'wall s IQM':>11} {'wall s mean':>12}"
+    )
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         steps = np.array([r["env_steps"] for r in mine])
         wall = np.array([r["wall_s"] for r in mine])
-        summary[method] = {"found": sum(r["found"] for r in mine), "reps": len(mine),
-                           "env_steps_iqm": float(iqm(steps)), "env_steps_mean": float(steps.mean()),
-                           "wall_s_iqm": float(iqm(wall)), "wall_s_mean": float(wall.mean())}
+        summary[method] = {
+            "found": sum(r["found"] for r in mine),
+            "reps": len(mine),
+            "env_steps_iqm": float(iqm(steps)),
+            "env_steps_mean": float(steps.mean()),
+            "wall_s_iqm": float(iqm(wall)),
+            "wall_s_mean": float(wall.mean()),
+        }
         s = summary[method]
-        print(f"{method:<12} {s['found']:>3}/{s['reps']:<3} {s['env_steps_iqm']:>14.0f} {s['env_steps_mean']:>15.0f} "
-              f"{s['wall_s_iqm']:>11.0f} {s['wall_s_mean']:>12.0f}")
+        print(
+            f"{method:<12} {s['found']:>3}/{s['reps']:<3} {s['env_steps_iqm']:>14.0f} {s['env_steps_mean']:>15.0f} "
+            f"{s['wall_s_iqm']:>11.0f} {s['wall_s_mean']:>12.0f}"
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"threshold": args.threshold, "quick": args.quick, "methods": METHODS,
-                                       "summary": summary, "runs": rows,
-                                       "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-                                       "load_1min": os.getloadavg()[0]}, indent=2) + "\n")
+    args.output.write_text(
+        json.dumps(
+            {
+                "threshold": args.threshold,
+                "quick": args.quick,
+                "methods": METHODS,
+                "summary": summary,
+                "runs": rows,
+                "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                "load_1min": os.getloadavg()[0],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     import pandas as pd
 
     pd.DataFrame(rows).to_csv(args.output.with_suffix(".csv"), index=False)

@@ -49,19 +49,29 @@ QEU_TUNE = [sys.executable, "-m", "qeu_tune.commands.main"]
 
 def start_sweep(tmp: Path, home: Path) -> tuple:
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    args = ["debug=smoke", "experiment=single", f"search.num_seeds={TRIALS}", f"stop.env_steps={BUDGET}",
-            "stop.time_s=null", "checkpoint_every=3", f"tracking.uri={uri}", f"cluster.storage_path={tmp / 'ray'}",
-            "verbose=1"]
+    args = [
+        "debug=smoke",
+        "experiment=single",
+        f"search.num_seeds={TRIALS}",
+        f"stop.env_steps={BUDGET}",
+        "stop.time_s=null",
+        "checkpoint_every=3",
+        f"tracking.uri={uri}",
+        f"cluster.storage_path={tmp / 'ray'}",
+        "verbose=1",
+    ]
     env = {**os.environ, "QEU_TUNE_HOME": str(home)}
-    proc = subprocess.Popen([*QEU_TUNE, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [*QEU_TUNE, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     return proc, uri
 
 
 def resume(uri: str, ref: str, home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "QEU_TUNE_HOME": str(home)}
-    return subprocess.run([*QEU_TUNE, "--tracking-uri", uri, "resume", ref], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [*QEU_TUNE, "--tracking-uri", uri, "resume", ref], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -86,7 +96,9 @@ def wait_for_progress(client: MlflowClient, proc: subprocess.Popen, min_step: in
         if proc.poll() is not None:
             raise RuntimeError(f"the sweep exited ({proc.returncode}) before the kill:\n{proc.stdout.read()[-3000:]}")
         ref = sweep_run_id(client)
-        if ref is not None and any(t.metrics.get(names.ENV_STEPS, 0) >= min_step for t in load_sweep(client, ref).trials):
+        if ref is not None and any(
+            t.metrics.get(names.ENV_STEPS, 0) >= min_step for t in load_sweep(client, ref).trials
+        ):
             return
         time.sleep(0.5)
     raise RuntimeError("the sweep made no progress")
@@ -109,8 +121,13 @@ def one_round(rng: random.Random, workdir: Path, double: bool) -> Dict[str, Any]
         return {**outcome, "result": "finished before the kill"}
     if double:
         env = {**os.environ, "QEU_TUNE_HOME": str(home)}
-        first = subprocess.Popen([*QEU_TUNE, "--tracking-uri", uri, "resume", ref],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        first = subprocess.Popen(
+            [*QEU_TUNE, "--tracking-uri", uri, "resume", ref],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         outcome["resume_killed_after_s"] = round(rng.uniform(8, 16), 2)
         time.sleep(outcome["resume_killed_after_s"])
         kill(first)
@@ -127,8 +144,12 @@ def one_round(rng: random.Random, workdir: Path, double: bool) -> Dict[str, Any]
     if errors:
         (tmp / "resume.out").write_text(done.stdout + done.stderr)
         return {**outcome, "result": "FAILED", "error": "; ".join(errors)[:1000]}
-    return {**outcome, "result": "complete", "resumed": sweep.parent.data.tags.get(TAG_RESUMED),
-            "trials": {t.trial_id: t.status for t in report.trials}}
+    return {
+        **outcome,
+        "result": "complete",
+        "resumed": sweep.parent.data.tags.get(TAG_RESUMED),
+        "trials": {t.trial_id: t.status for t in report.trials},
+    }
 
 
 def main() -> None:
@@ -136,7 +157,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--double", action="store_true", help="also kill the first resume, then resume again")
-    parser.add_argument("--workdir", type=Path, default=None, help="where rounds keep their files (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where rounds keep their files (default: a temp dir)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "results" / "stress_resume.json")
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -147,16 +170,27 @@ def main() -> None:
     for i in range(args.rounds):
         outcome = one_round(rng, workdir, args.double)
         rounds.append(outcome)
-        print(f"round {i}: {outcome['result']} (kill after {outcome['kill_after_env_steps']} env steps "
-              f"+ {outcome['kill_delay_s']} s){': ' + outcome['error'] if 'error' in outcome else ''}", flush=True)
+        print(
+            f"round {i}: {outcome['result']} (kill after {outcome['kill_after_env_steps']} env steps "
+            f"+ {outcome['kill_delay_s']} s){': ' + outcome['error'] if 'error' in outcome else ''}",
+            flush=True,
+        )
     counts = {r: sum(1 for o in rounds if o["result"] == r) for r in sorted({o["result"] for o in rounds})}
     print(f"{args.rounds} rounds in {time.time() - started:.0f} s: {counts}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({
-        "command": "python scripts/stress_resume.py " + " ".join(sys.argv[1:]),
-        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "machine": platform.platform(),
-        "cpus": os.cpu_count(), "counts": counts, "rounds": rounds,
-    }, indent=1))
+    args.output.write_text(
+        json.dumps(
+            {
+                "command": "python scripts/stress_resume.py " + " ".join(sys.argv[1:]),
+                "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "counts": counts,
+                "rounds": rounds,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {args.output}")
     if counts.get("FAILED"):
         raise SystemExit(1)

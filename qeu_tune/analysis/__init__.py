@@ -25,7 +25,21 @@ from qeu_tune.analysis.tables import (
     summary_table,
 )
 
-__all__ = ["DEFAULT_AGG", "DEFAULT_BY", "GRID_POINTS", "REPORT_DIR", "BestConfig", "SweepReport",
-           "best_configuration", "best_configuration_row", "build_report", "experiment_yaml",
-           "log_report", "print_report", "report_sweep_end", "summary_table", "write_plots",
-           "write_report"]
+__all__ = [
+    "DEFAULT_AGG",
+    "DEFAULT_BY",
+    "GRID_POINTS",
+    "REPORT_DIR",
+    "BestConfig",
+    "SweepReport",
+    "best_configuration",
+    "best_configuration_row",
+    "build_report",
+    "experiment_yaml",
+    "log_report",
+    "print_report",
+    "report_sweep_end",
+    "summary_table",
+    "write_plots",
+    "write_report",
+]

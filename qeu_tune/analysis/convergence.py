@@ -13,9 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 import numpy as np
 import yaml
 
-from qeu_tune.core import names
-
 from qeu_tune.analysis import stats
+from qeu_tune.core import names
 
 Curve = Tuple[Sequence[float], Sequence[float]]  # (env steps, values)
 T = TypeVar("T")
@@ -37,13 +36,12 @@ class ConvergenceSettings:
 def settings_from_config(config: Mapping[str, Any]) -> ConvergenceSettings:
     """Settings of a resolved trial config: ``env.return_threshold``, ``convergence.*``."""
     env, conv = config.get("env", {}), config.get("convergence", {}) or {}
-    return _settings(
-        lambda key: env.get(key), lambda key: conv.get(key), config.get("stop", {}).get("env_steps")
-    )
+    return _settings(lambda key: env.get(key), lambda key: conv.get(key), config.get("stop", {}).get("env_steps"))
 
 
 def settings_from_params(params: Mapping[str, str]) -> ConvergenceSettings:
     """The same settings from a child run's flattened MLflow params (strings)."""
+
     def read(prefix: str) -> Any:
         return lambda key: _yaml_value(params.get(f"{prefix}.{key}"))
 
@@ -87,11 +85,17 @@ def trial_statistics(
     """
     steps, values = returns
     out = stats.convergence_stats(
-        steps, values, threshold=settings.threshold, window=settings.window, sustain=settings.sustain,
-        last_k=settings.last_k, budget=settings.budget, value_range=settings.value_range,
+        steps,
+        values,
+        threshold=settings.threshold,
+        window=settings.window,
+        sustain=settings.sustain,
+        last_k=settings.last_k,
+        budget=settings.budget,
+        value_range=settings.value_range,
     )
     for key, (rt_steps, rt_values) in (rt_curves or {}).items():
-        metric = key[len(names.RT_PREFIX):].rsplit("/", 1)[0]
+        metric = key[len(names.RT_PREFIX) :].rsplit("/", 1)[0]
         keep = np.unique(np.linspace(0, len(rt_steps) - 1, MAX_TREND_POINTS).round().astype(int)) if rt_steps else []
         out[f"rt_trend/{metric}"] = stats.metric_trend(np.asarray(rt_steps)[keep], np.asarray(rt_values)[keep])
     return out
@@ -112,8 +116,9 @@ def latest_attempt(points: Sequence[Tuple[float, T]]) -> List[Tuple[float, T]]:
     return kept
 
 
-def curves_from_history(history: Sequence[Mapping[str, float]],
-                        metric: str = names.RETURN_ENV_MEAN) -> Tuple[Curve, Dict[str, Curve]]:
+def curves_from_history(
+    history: Sequence[Mapping[str, float]], metric: str = names.RETURN_ENV_MEAN
+) -> Tuple[Curve, Dict[str, Curve]]:
     """The ``metric`` curve (the return) and RT-metric curves of a trial's reported
     results (latest attempt). Points without ``metric`` (iterations between evaluations,
     for an ``eval/`` curve) are not on its curve."""

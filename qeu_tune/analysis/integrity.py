@@ -58,8 +58,19 @@ WENT_BACK = "went back"  # a step lower than one logged before it, not a repeat
 GAP = "gap"  # an increment larger than an iteration: points are missing
 IRREGULAR_STEP = "irregular step"  # an increment much smaller than an iteration
 SHORT = "short of budget"
-PROBLEM_KINDS = (PARENT_NOT_FINISHED, RUNNING, NOT_FINISHED, ORPHANED, DUPLICATE_RUN, NO_STEPS, REPEATED_STEP,
-                 WENT_BACK, GAP, IRREGULAR_STEP, SHORT)
+PROBLEM_KINDS = (
+    PARENT_NOT_FINISHED,
+    RUNNING,
+    NOT_FINISHED,
+    ORPHANED,
+    DUPLICATE_RUN,
+    NO_STEPS,
+    REPEATED_STEP,
+    WENT_BACK,
+    GAP,
+    IRREGULAR_STEP,
+    SHORT,
+)
 
 _ENDED = (tags.FINISHED, tags.FAILED, tags.KILLED)
 _SHOWN = 12  # steps quoted in a problem's detail
@@ -114,8 +125,10 @@ class SweepIntegrity:
     def describe(self) -> str:
         """A few lines for a message: the sweep, its runs, then one line per problem."""
         finished = sum(1 for t in self.trials if t.status == tags.FINISHED)
-        head = (f"sweep {self.sweep} ({self.parent_run_id}, {self.parent_status}): "
-                f"{finished}/{len(self.trials)} child runs FINISHED, ")
+        head = (
+            f"sweep {self.sweep} ({self.parent_run_id}, {self.parent_status}): "
+            f"{finished}/{len(self.trials)} child runs FINISHED, "
+        )
         if self.ok:
             return head + "complete"
         return head + f"{len(self.problems)} problem(s):\n" + "\n".join(f"  {p}" for p in self.problems)
@@ -150,9 +163,11 @@ def sweep_integrity(
     parent = find_run(client, parent_ref)
     kind = parent.data.tags.get(tags.TAG_KIND)
     if kind != "sweep":
-        hint = (f"pass its parent {parent.data.tags.get(tags.TAG_PARENT, '?')} or its sweep name"
-                if kind == "trial" else "pass a sweep's parent run id or sweep name (a study's sweeps are its "
-                                        "child runs)")
+        hint = (
+            f"pass its parent {parent.data.tags.get(tags.TAG_PARENT, '?')} or its sweep name"
+            if kind == "trial"
+            else "pass a sweep's parent run id or sweep name (a study's sweeps are its child runs)"
+        )
         raise ConfigError(f"run {parent.info.run_id} is a {kind or 'untagged'} run, not a sweep's parent run; {hint}.")
     report = SweepIntegrity(
         parent_run_id=parent.info.run_id,
@@ -161,20 +176,25 @@ def sweep_integrity(
         trials=[],
     )
     if parent.info.status != tags.FINISHED:
-        report.problems.append(IntegrityProblem(PARENT_NOT_FINISHED, parent.info.run_id,
-                                                f"the sweep's parent run is {parent.info.status}"))
+        report.problems.append(
+            IntegrityProblem(PARENT_NOT_FINISHED, parent.info.run_id, f"the sweep's parent run is {parent.info.status}")
+        )
     by_trial: Dict[str, List[str]] = {}
     for run in _children(client, parent):
-        trial, problems = _check_run(client, run, iteration_steps, tolerance, check_budget, metrics,
-                                     tuple(exclude_prefixes))
+        trial, problems = _check_run(
+            client, run, iteration_steps, tolerance, check_budget, metrics, tuple(exclude_prefixes)
+        )
         report.trials.append(trial)
         report.problems.extend(problems)
         if trial.trial_id:
             by_trial.setdefault(trial.trial_id, []).append(trial.run_id)
     for trial_id, run_ids in by_trial.items():
         for run_id in run_ids[1:]:
-            report.problems.append(IntegrityProblem(
-                DUPLICATE_RUN, run_id, f"trial {trial_id} has {len(run_ids)} runs: {', '.join(run_ids)}", trial_id))
+            report.problems.append(
+                IntegrityProblem(
+                    DUPLICATE_RUN, run_id, f"trial {trial_id} has {len(run_ids)} runs: {', '.join(run_ids)}", trial_id
+                )
+            )
     return report
 
 
@@ -182,17 +202,27 @@ def _children(client: Any, parent: Any) -> Iterable[Any]:
     """Every child run of ``parent`` (any kind), page by page."""
     token = None
     while True:
-        page = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`{tags.TAG_PARENT}` = '{parent.info.run_id}'",
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`{tags.TAG_PARENT}` = '{parent.info.run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
         yield from page
         token = getattr(page, "token", None)
         if not token:
             return
 
 
-def _check_run(client: Any, run: Any, iteration_steps: Optional[float], tolerance: float, check_budget: bool,
-               metrics: bool, exclude: tuple) -> tuple:
+def _check_run(
+    client: Any,
+    run: Any,
+    iteration_steps: Optional[float],
+    tolerance: float,
+    check_budget: bool,
+    metrics: bool,
+    exclude: tuple,
+) -> tuple:
     run_id, run_tags = run.info.run_id, run.data.tags
     trial_id = run_tags.get(tags.TAG_TRIAL_ID)
     problems: List[IntegrityProblem] = []
@@ -254,11 +284,17 @@ def _check_env_steps(steps: List[int], iteration_steps: Optional[float], toleran
     gaps = [(a, b) for a, b in zip([0, *distinct], distinct) if b - a > high]
     small = [(a, b) for a, b in zip([0, *distinct], distinct) if b - a < low]
     if gaps:
-        problem(GAP, f"increments above {high:g} (iteration ~{size:g} env steps): "
-                     + _show([f"{a}->{b}" for a, b in gaps]), key)
+        problem(
+            GAP,
+            f"increments above {high:g} (iteration ~{size:g} env steps): " + _show([f"{a}->{b}" for a, b in gaps]),
+            key,
+        )
     if small:
-        problem(IRREGULAR_STEP, f"increments below {low:g} (iteration ~{size:g} env steps): "
-                                + _show([f"{a}->{b}" for a, b in small]), key)
+        problem(
+            IRREGULAR_STEP,
+            f"increments below {low:g} (iteration ~{size:g} env steps): " + _show([f"{a}->{b}" for a, b in small]),
+            key,
+        )
 
 
 def _history(client: Any, run_id: str, key: str) -> List[Any]:

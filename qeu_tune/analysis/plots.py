@@ -7,9 +7,9 @@ from typing import Any, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from qeu_tune.core import names
-from qeu_tune.analysis.tables import SweepReport
 from qeu_tune.analysis.convergence import settings_from_params
+from qeu_tune.analysis.tables import SweepReport
+from qeu_tune.core import names
 
 GRID_POINTS = 60  # common env-step grid for curves with CI bands
 
@@ -61,13 +61,16 @@ def write_plots(report: SweepReport, out_dir: Path) -> List[Path]:
     fig, ax = plt.subplots(figsize=(8, 5))
     for label in order:
         mean, lo, hi = _band(_interp(report.curves[label], grid))
-        line, = ax.plot(grid, mean, label=f"{label} (n={len(report.curves[label])})")
+        (line,) = ax.plot(grid, mean, label=f"{label} (n={len(report.curves[label])})")
         ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
     threshold = settings_from_params(report.sweep.trials[0].params).threshold if report.sweep.trials else None
     if threshold is not None:
         ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="threshold")
-    ax.set(xlabel="environment steps", ylabel=f"{report.metric} (mean, 95% CI over seeds)",
-           title=f"Learning curves: {report.sweep.name}")
+    ax.set(
+        xlabel="environment steps",
+        ylabel=f"{report.metric} (mean, 95% CI over seeds)",
+        title=f"Learning curves: {report.sweep.name}",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     paths.append(out_dir / "learning_curves.png")
@@ -78,14 +81,20 @@ def write_plots(report: SweepReport, out_dir: Path) -> List[Path]:
     if numeric:
         key = next((k for k in numeric if k.endswith("weight")), numeric[0])
         # Performance, then each task statistic (e.g. the greedy route adherence) by weight.
-        panels = ["final_mean", "steps_to_threshold",
-                  *sorted(c for c in report.trials.columns if c.startswith(names.TASK_PREFIX))]
+        panels = [
+            "final_mean",
+            "steps_to_threshold",
+            *sorted(c for c in report.trials.columns if c.startswith(names.TASK_PREFIX)),
+        ]
         fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
         for ax, stat in zip(axes[0], panels):
             xs = [report.values[c].get(key) for c in report.trials["config"]]
             ax.scatter(xs, report.trials[stat], alpha=0.6, label="trials")
-            agg = [(report.values[c].get(key), r[f"{stat}/iqm"]) for c, r in report.ranked.iterrows()
-                   if report.values[c].get(key) is not None]
+            agg = [
+                (report.values[c].get(key), r[f"{stat}/iqm"])
+                for c, r in report.ranked.iterrows()
+                if report.values[c].get(key) is not None
+            ]
             agg.sort(key=lambda p: p[0])
             if agg:
                 ax.plot([a for a, _ in agg], [b for _, b in agg], "o-", color="black", label="IQM over seeds")
@@ -105,7 +114,7 @@ def write_plots(report: SweepReport, out_dir: Path) -> List[Path]:
                 curves = report.rt_curves.get(label, {}).get(metric)
                 if curves:
                     mean, lo, hi = _band(_interp(curves, grid))
-                    line, = ax.plot(grid, mean, label=label)
+                    (line,) = ax.plot(grid, mean, label=label)
                     ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
             ax.set(xlabel="environment steps", ylabel=metric)
             ax.legend(fontsize=8)
@@ -122,6 +131,8 @@ def _numeric_sampled_keys(values: Mapping[str, Mapping[str, Any]]) -> List[str]:
     numeric = []
     for key in keys:
         column = [v.get(key) for v in values.values() if key in v]
-        if len(set(map(str, column))) > 1 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in column):
+        if len(set(map(str, column))) > 1 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in column
+        ):
             numeric.append(key)
     return numeric

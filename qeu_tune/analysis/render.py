@@ -13,8 +13,8 @@ import numpy as np
 
 from qeu_tune.analysis import stats
 from qeu_tune.analysis.plots import write_plots
-from qeu_tune.analysis.tables import SweepReport, build_report, summary_table
 from qeu_tune.analysis.runs import client_for, load_sweep
+from qeu_tune.analysis.tables import SweepReport, build_report, summary_table
 
 REPORT_DIR = "report"  # artifact folder on the parent run
 
@@ -22,11 +22,16 @@ REPORT_DIR = "report"  # artifact folder on the parent run
 def print_report(report: SweepReport, out: Any = None) -> None:
     out = out or sys.stdout
     sweep = report.sweep
-    print(f"Sweep {sweep.name} (parent run {sweep.run_id}): {len(report.trials)} trials with data, "
-          f"{len(report.ranked)} configurations, {report.failed} failed trials.", file=out)
-    print(f"Ranked by IQM over seeds of per-trial {report.by} of {report.metric} "
-          f"({'higher' if stats.STAT_DIRECTIONS[report.by] else 'lower'} is better); 95% stratified-bootstrap CIs.",
-          file=out)
+    print(
+        f"Sweep {sweep.name} (parent run {sweep.run_id}): {len(report.trials)} trials with data, "
+        f"{len(report.ranked)} configurations, {report.failed} failed trials.",
+        file=out,
+    )
+    print(
+        f"Ranked by IQM over seeds of per-trial {report.by} of {report.metric} "
+        f"({'higher' if stats.STAT_DIRECTIONS[report.by] else 'lower'} is better); 95% stratified-bootstrap CIs.",
+        file=out,
+    )
     print(summary_table(report).to_string(index=False), file=out)
     if len(report.ranked) and report.ranked["n_seeds"].min() < 5:
         print("Note: fewer than 5 seeds per configuration; CIs are crude (docs/statistics.md).", file=out)
@@ -42,7 +47,8 @@ def write_report(report: SweepReport, out_dir: Path) -> List[Path]:
         f"<h2>Sweep {report.sweep.name}</h2><p>Ranked by IQM over seeds of {report.by} "
         f"of {report.metric}, 95% stratified-bootstrap CIs.</p>"
         + summary_table(report).to_html(index=False)
-        + "<h3>All aggregates</h3>" + ranking.to_html(float_format=lambda x: f"{x:.4g}")
+        + "<h3>All aggregates</h3>"
+        + ranking.to_html(float_format=lambda x: f"{x:.4g}")
     )
     (out_dir / "ranking.html").write_text(html)
     return [out_dir / "ranking.csv", out_dir / "ranking.html", out_dir / "trials.csv", *write_plots(report, out_dir)]
@@ -55,8 +61,11 @@ def log_report(client: Any, report: SweepReport, out_dir: Path) -> None:
     client.log_artifacts(report.sweep.run_id, str(out_dir), REPORT_DIR)
     best_label, best = next(iter(report.ranked.iterrows()))
     now = int(time.time() * 1000)
-    metrics = [Metric(f"best_config/{col}", float(val), now, 0) for col, val in best.items()
-               if isinstance(val, (int, float, np.floating)) and math.isfinite(float(val))]
+    metrics = [
+        Metric(f"best_config/{col}", float(val), now, 0)
+        for col, val in best.items()
+        if isinstance(val, (int, float, np.floating)) and math.isfinite(float(val))
+    ]
     client.log_batch(report.sweep.run_id, metrics=metrics[:1000])
     client.set_tag(report.sweep.run_id, "qeu.best_config", best_label)
 

@@ -13,9 +13,9 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from qeu_tune.analysis.convergence import latest_attempt
 from qeu_tune.core import tags
 from qeu_tune.core.errors import ConfigError
-from qeu_tune.analysis.convergence import latest_attempt
 
 
 @dataclass
@@ -68,19 +68,35 @@ def find_run(client: Any, ref: str) -> Any:
     except Exception:  # noqa: BLE001 - not an id: look it up by name
         pass
     ids = _experiment_ids(client)
-    for kind, field in (("sweep", tags.TAG_SWEEP), ("sweep", "run_name"), ("study", tags.TAG_STUDY),
-                        ("study", "run_name")):
+    for kind, field in (
+        ("sweep", tags.TAG_SWEEP),
+        ("sweep", "run_name"),
+        ("study", tags.TAG_STUDY),
+        ("study", "run_name"),
+    ):
         name = "attributes.run_name" if field == "run_name" else f"tags.`{field}`"
-        runs = client.search_runs(
-            ids, filter_string=f"{name} = '{ref}' and tags.`{tags.TAG_KIND}` = '{kind}'",
-            order_by=["attributes.start_time DESC"], max_results=1,
-        ) if ids else []
+        runs = (
+            client.search_runs(
+                ids,
+                filter_string=f"{name} = '{ref}' and tags.`{tags.TAG_KIND}` = '{kind}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if ids
+            else []
+        )
         if runs:
             return runs[0]
-    recent = client.search_runs(
-        ids, filter_string=f"tags.`{tags.TAG_KIND}` = 'sweep'",
-        order_by=["attributes.start_time DESC"], max_results=5,
-    ) if ids else []
+    recent = (
+        client.search_runs(
+            ids,
+            filter_string=f"tags.`{tags.TAG_KIND}` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+            max_results=5,
+        )
+        if ids
+        else []
+    )
     listing = ", ".join(f"{r.info.run_id} ({r.info.run_name})" for r in recent) or "none recorded"
     raise ConfigError(
         f"no run or sweep named {ref!r} in {client.tracking_uri}; recent sweeps: {listing}. "

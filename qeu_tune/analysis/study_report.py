@@ -26,7 +26,9 @@ CURVE_POINTS = 50
 Curves = Dict[str, List[Tuple[List[float], List[float]]]]  # design -> per seed (steps, values)
 
 
-def held_out_results(client: Any, test_sweep: str, *, metric: str = names.EVAL_RETURN_ENV_MEAN) -> Tuple[List[dict], list]:
+def held_out_results(
+    client: Any, test_sweep: str, *, metric: str = names.EVAL_RETURN_ENV_MEAN
+) -> Tuple[List[dict], list]:
     """Per test seed: ``{"seed", "final_return", "steps_to_threshold", "reached", "run_id"}``, and curves.
 
     The final return is the last point of ``metric`` (the last greedy evaluation); steps to
@@ -39,16 +41,29 @@ def held_out_results(client: Any, test_sweep: str, *, metric: str = names.EVAL_R
         if not values:
             continue
         reached = bool(trial.reached)
-        rows.append({"seed": int(trial.seed), "final_return": float(values[-1]),
-                     "steps_to_threshold": float(trial.steps_to_threshold) if reached else None,
-                     "reached": reached, "run_id": str(trial.run_id)})
+        rows.append(
+            {
+                "seed": int(trial.seed),
+                "final_return": float(values[-1]),
+                "steps_to_threshold": float(trial.steps_to_threshold) if reached else None,
+                "reached": reached,
+                "run_id": str(trial.run_id),
+            }
+        )
         curves.append((steps, values))
     return rows, curves
 
 
 def build_summary(
-    client: Any, *, study: str, baseline: str, designs: Mapping[str, Mapping[str, Any]], budget_steps: float,
-    min_effect: float, confidence: float = 0.95, reps: int = 2000,
+    client: Any,
+    *,
+    study: str,
+    baseline: str,
+    designs: Mapping[str, Mapping[str, Any]],
+    budget_steps: float,
+    min_effect: float,
+    confidence: float = 0.95,
+    reps: int = 2000,
 ) -> Tuple[Dict[str, Any], Curves]:
     """The study's ``summary.json`` and each design's test curves.
 
@@ -64,28 +79,42 @@ def build_summary(
             raise ConfigError(f"design {name}: {len(rows)} test seeds have results; a comparison needs at least 2.")
         budget = max([budget_steps, *(max(s) for s, _ in design_curves if s)])
         results[name] = verdict.DesignResult(
-            name=name, final_return=np.array([r["final_return"] for r in rows]),
-            steps_to_threshold=np.array([r["steps_to_threshold"] for r in rows], dtype=object), budget_steps=budget,
+            name=name,
+            final_return=np.array([r["final_return"] for r in rows]),
+            steps_to_threshold=np.array([r["steps_to_threshold"] for r in rows], dtype=object),
+            budget_steps=budget,
         )
         tests[name], curves[name] = rows, design_curves
-    table = verdict.study_table(list(results.values()), baseline=baseline, min_effect=min_effect,
-                                confidence=confidence, reps=reps)
-    summary: Dict[str, Any] = {"study": study, "baseline": baseline, "min_effect": min_effect,
-                               "confidence": confidence, "designs": {}}
+    table = verdict.study_table(
+        list(results.values()), baseline=baseline, min_effect=min_effect, confidence=confidence, reps=reps
+    )
+    summary: Dict[str, Any] = {
+        "study": study,
+        "baseline": baseline,
+        "min_effect": min_effect,
+        "confidence": confidence,
+        "designs": {},
+    }
     for row in table:
         name = str(row["design"])
         info = designs[name]
         summary["designs"][name] = {
-            "overrides": list(info["overrides"]), "config": info["config"],
-            "tune_seeds": list(info["tune_seeds"]), "test_seeds": list(info["test_seeds"]),
-            "tune_sweep": info["tune_sweep"], "test_sweep": info["test_sweep"],
+            "overrides": list(info["overrides"]),
+            "config": info["config"],
+            "tune_seeds": list(info["tune_seeds"]),
+            "test_seeds": list(info["test_seeds"]),
+            "tune_sweep": info["tune_sweep"],
+            "test_sweep": info["test_sweep"],
             "test": [{k: r[k] for k in ("seed", "final_return", "steps_to_threshold", "reached")} for r in tests[name]],
-            "iqm": row["final_return_iqm"], "ci": [row["final_return_lo"], row["final_return_hi"]],
+            "iqm": row["final_return_iqm"],
+            "ci": [row["final_return_lo"], row["final_return_hi"]],
             "reached_fraction": row["reached_fraction"],
-            "steps_iqm": row["steps_iqm"], "steps_ci": [row["steps_lo"], row["steps_hi"]],
+            "steps_iqm": row["steps_iqm"],
+            "steps_ci": [row["steps_lo"], row["steps_hi"]],
             "p_improvement": row["p_improvement"],
             "p_ci": None if row["p_improvement"] is None else [row["p_improvement_lo"], row["p_improvement_hi"]],
-            "verdict": row["verdict"], "seeds_needed": row["seeds_needed"],
+            "verdict": row["verdict"],
+            "seeds_needed": row["seeds_needed"],
         }
     return _finite(summary), curves
 
@@ -95,13 +124,24 @@ def table_rows(summary: Mapping[str, Any]) -> List[Dict[str, Any]]:
     rows = []
     for name, d in summary["designs"].items():
         p_ci = d.get("p_ci") or [None, None]
-        rows.append({
-            "design": name, "n_seeds": len(d["test"]), "final_return_iqm": d["iqm"],
-            "final_return_lo": d["ci"][0], "final_return_hi": d["ci"][1], "reached_fraction": d["reached_fraction"],
-            "steps_iqm": d["steps_iqm"], "steps_lo": d["steps_ci"][0], "steps_hi": d["steps_ci"][1],
-            "p_improvement": d["p_improvement"], "p_improvement_lo": p_ci[0], "p_improvement_hi": p_ci[1],
-            "verdict": d["verdict"], "seeds_needed": d["seeds_needed"],
-        })
+        rows.append(
+            {
+                "design": name,
+                "n_seeds": len(d["test"]),
+                "final_return_iqm": d["iqm"],
+                "final_return_lo": d["ci"][0],
+                "final_return_hi": d["ci"][1],
+                "reached_fraction": d["reached_fraction"],
+                "steps_iqm": d["steps_iqm"],
+                "steps_lo": d["steps_ci"][0],
+                "steps_hi": d["steps_ci"][1],
+                "p_improvement": d["p_improvement"],
+                "p_improvement_lo": p_ci[0],
+                "p_improvement_hi": p_ci[1],
+                "verdict": d["verdict"],
+                "seeds_needed": d["seeds_needed"],
+            }
+        )
     return rows
 
 
@@ -109,11 +149,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     """The verdict table with a heading that says what was compared and how."""
     designs = summary["designs"]
     first = next(iter(designs.values()))
-    head = (f"Study {summary['study']}: {len(designs)} designs vs baseline {summary['baseline']}, each tuned on "
-            f"seeds {_seeds(first['tune_seeds'])} and tested on seeds {_seeds(first['test_seeds'])}.\n"
-            f"Final greedy return and steps to threshold (censored at the budget): IQM over test seeds, "
-            f"{summary['confidence']:.0%} bootstrap CIs; P(impr.): probability that a seed of the design beats "
-            f"one of the baseline; seeds needed: to detect a difference of {summary['min_effect']:g} at 80% power.")
+    head = (
+        f"Study {summary['study']}: {len(designs)} designs vs baseline {summary['baseline']}, each tuned on "
+        f"seeds {_seeds(first['tune_seeds'])} and tested on seeds {_seeds(first['test_seeds'])}.\n"
+        f"Final greedy return and steps to threshold (censored at the budget): IQM over test seeds, "
+        f"{summary['confidence']:.0%} bootstrap CIs; P(impr.): probability that a seed of the design beats "
+        f"one of the baseline; seeds needed: to detect a difference of {summary['min_effect']:g} at 80% power."
+    )
     return head + "\n" + verdict.format_study_table(table_rows(summary))
 
 
@@ -126,8 +168,10 @@ def write_study_report(summary: Mapping[str, Any], curves: Curves, out_dir: Path
     paths[0].write_text(json.dumps(summary, indent=1) + "\n")
     table = pd.DataFrame(table_rows(summary))
     table.to_csv(paths[1], index=False)
-    paths[2].write_text(f"<h2>Study {summary['study']}</h2><pre>{format_summary(summary)}</pre>"
-                        + table.to_html(index=False, float_format=lambda x: f"{x:.4g}"))
+    paths[2].write_text(
+        f"<h2>Study {summary['study']}</h2><pre>{format_summary(summary)}</pre>"
+        + table.to_html(index=False, float_format=lambda x: f"{x:.4g}")
+    )
     return [*paths, *_plots(summary, curves, out_dir)]
 
 
@@ -164,9 +208,15 @@ def _plots(summary: Mapping[str, Any], curves: Curves, out_dir: Path) -> List[Pa
     out.append(out_dir / "learning_curves.png")
     fig.savefig(out[-1], dpi=110)
     plt.close(fig)
-    results = {name: verdict.DesignResult(name=name, final_return=np.array([t["final_return"] for t in d["test"]]),
-                                          steps_to_threshold=np.full(len(d["test"]), np.nan), budget_steps=1.0)
-               for name, d in summary["designs"].items()}
+    results = {
+        name: verdict.DesignResult(
+            name=name,
+            final_return=np.array([t["final_return"] for t in d["test"]]),
+            steps_to_threshold=np.full(len(d["test"]), np.nan),
+            budget_steps=1.0,
+        )
+        for name, d in summary["designs"].items()
+    }
     finals = np.concatenate([r.final_return for r in results.values()])
     taus = np.linspace(finals.min(), finals.max(), 60) if finals.max() > finals.min() else finals[:1]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -206,7 +256,8 @@ def study_sweeps(client: Any, study_run: Any, stage: str) -> Dict[str, Any]:
     runs = client.search_runs(
         [study_run.info.experiment_id],
         filter_string=f"tags.`{tags.TAG_PARENT}` = '{study_run.info.run_id}' and tags.`{tags.TAG_STAGE}` = '{stage}'",
-        order_by=["attributes.start_time DESC"], max_results=1000,
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
     )
     out: Dict[str, Any] = {}
     for run in runs:

@@ -16,13 +16,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from qeu_tune.core import names
-
 from qeu_tune.analysis import stats
-from qeu_tune.core.errors import ConfigError
 from qeu_tune.analysis.convergence import settings_from_params, trial_statistics
 from qeu_tune.analysis.runs import SweepRuns, TrialRun, load_config_artifact, metric_history
 from qeu_tune.config.trial import describe
+from qeu_tune.core import names
+from qeu_tune.core.errors import ConfigError
 
 DEFAULT_BY = "final_mean"  # per trial; aggregated across seeds with the IQM
 DEFAULT_AGG = "iqm"
@@ -60,9 +59,16 @@ def _labels(keys: Sequence[str]) -> Dict[str, str]:
     return {k: label(k, True) for k in keys}
 
 
-def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, baseline: Optional[str] = None,
-                 threshold: Optional[float] = None, metric: Optional[str] = None,
-                 reps: int = 2000) -> SweepReport:
+def build_report(
+    client: Any,
+    sweep: SweepRuns,
+    *,
+    by: Optional[str] = None,
+    baseline: Optional[str] = None,
+    threshold: Optional[float] = None,
+    metric: Optional[str] = None,
+    reps: int = 2000,
+) -> SweepReport:
     """Statistics of every trial of a sweep and the ranked configurations.
 
     Args:
@@ -79,9 +85,7 @@ def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, bas
     """
     by = by or DEFAULT_BY
     if by not in stats.STAT_DIRECTIONS:
-        raise ConfigError(
-            f"--by {by!r} is not a statistic; valid choices: {', '.join(stats.STAT_DIRECTIONS)}."
-        )
+        raise ConfigError(f"--by {by!r} is not a statistic; valid choices: {', '.join(stats.STAT_DIRECTIONS)}.")
     keys = sorted({t.config_key for t in sweep.trials})
     labels = _labels(keys)
     rows, curves, rt_curves, failed, curve_names = [], {}, {}, 0, set()
@@ -99,13 +103,22 @@ def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, bas
             continue
         rt = {
             k: metric_history(client, trial.run_id, k)
-            for k in trial.metrics if k.startswith(names.RT_PREFIX) and k.endswith("/mean")
+            for k in trial.metrics
+            if k.startswith(names.RT_PREFIX) and k.endswith("/mean")
         }
         summary = trial_statistics((steps, values), settings, rt)
         summary.update(_final_task_statistics(client, trial, settings))
         label = labels[trial.config_key]
-        rows.append({"config": label, "config_key": trial.config_key, "seed": trial.seed,
-                     "run_id": trial.run_id, "status": trial.status, **summary})
+        rows.append(
+            {
+                "config": label,
+                "config_key": trial.config_key,
+                "seed": trial.seed,
+                "run_id": trial.run_id,
+                "status": trial.status,
+                **summary,
+            }
+        )
         curves.setdefault(label, []).append((np.asarray(steps), np.asarray(values)))
         for key, (s, v) in rt.items():
             rt_curves.setdefault(label, {}).setdefault(key, []).append((np.asarray(s), np.asarray(v)))
@@ -124,9 +137,19 @@ def build_report(client: Any, sweep: SweepRuns, *, by: Optional[str] = None, bas
     ranked = stats.rank_configurations(
         table, by=by, agg=DEFAULT_AGG, stats=stat_cols, baseline=baseline_label, reps=reps
     )
-    return SweepReport(sweep=sweep, trials=table, ranked=ranked, by=by, baseline=baseline_label,
-                       labels=labels, values=values, curves=curves, rt_curves=rt_curves, failed=failed,
-                       metric=" / ".join(sorted(curve_names)))
+    return SweepReport(
+        sweep=sweep,
+        trials=table,
+        ranked=ranked,
+        by=by,
+        baseline=baseline_label,
+        labels=labels,
+        values=values,
+        curves=curves,
+        rt_curves=rt_curves,
+        failed=failed,
+        metric=" / ".join(sorted(curve_names)),
+    )
 
 
 def _final_task_statistics(client: Any, trial: TrialRun, settings: Any) -> Dict[str, float]:
@@ -138,13 +161,17 @@ def _final_task_statistics(client: Any, trial: TrialRun, settings: Any) -> Dict[
     for key in sorted(trial.metrics):
         if key.startswith(family + names.TASK_PREFIX):
             _, values = metric_history(client, trial.run_id, key)
-            tail = [v for v in values if math.isfinite(v)][-settings.last_k:]
-            out[key[len(family):]] = float(np.mean(tail)) if tail else float("nan")
+            tail = [v for v in values if math.isfinite(v)][-settings.last_k :]
+            out[key[len(family) :]] = float(np.mean(tail)) if tail else float("nan")
     return out
 
 
-def _pick_baseline(requested: Optional[str], labels: Mapping[str, str], values: Mapping[str, Dict[str, Any]],
-                   trials: Sequence[TrialRun]) -> Optional[str]:
+def _pick_baseline(
+    requested: Optional[str],
+    labels: Mapping[str, str],
+    values: Mapping[str, Dict[str, Any]],
+    trials: Sequence[TrialRun],
+) -> Optional[str]:
     if requested:
         if requested in labels.values():
             return requested
@@ -178,7 +205,7 @@ def _ci(row: Mapping[str, Any], stat: str, agg: str = DEFAULT_AGG, digits: int =
 
 def _num(value: float, digits: int = 4) -> str:
     """Compact numbers; large ones (env steps, returns) in full, never as 3e+04."""
-    return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+    return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
 
 
 def summary_table(report: SweepReport) -> pd.DataFrame:
@@ -196,10 +223,12 @@ def summary_table(report: SweepReport) -> pd.DataFrame:
         }
         for col in row.index:  # task statistics, e.g. the greedy policy's route adherence
             if col.startswith(names.TASK_PREFIX) and col.endswith("/iqm"):
-                out[f"{col[len(names.TASK_PREFIX):-len('/iqm')]} IQM"] = _num(row[col])
+                out[f"{col[len(names.TASK_PREFIX) : -len('/iqm')]} IQM"] = _num(row[col])
         if report.baseline:
             out[f"P(>{report.baseline}) [CI]"] = (
-                "baseline" if label == report.baseline else f"{row['poi']:.2f} [{row['poi_lo']:.2f}, {row['poi_hi']:.2f}]"
+                "baseline"
+                if label == report.baseline
+                else f"{row['poi']:.2f} [{row['poi_lo']:.2f}, {row['poi_hi']:.2f}]"
             )
         rows.append({k: v for k, v in out.items() if v != ""})
     return pd.DataFrame(rows)
@@ -235,9 +264,14 @@ def best_configuration(client: Any, report: SweepReport) -> BestConfig:
     trials = report.trials[report.trials["config"] == label]
     run_id = str(trials["run_id"].iloc[0])
     config = load_config_artifact(client, run_id)
-    return BestConfig(label=label, sampled=report.values[label], config=config,
-                      seeds=sorted(int(s) for s in trials["seed"].dropna()), run_ids=list(trials["run_id"]),
-                      row=report.ranked.iloc[0].to_dict())
+    return BestConfig(
+        label=label,
+        sampled=report.values[label],
+        config=config,
+        seeds=sorted(int(s) for s in trials["seed"].dropna()),
+        run_ids=list(trials["run_id"]),
+        row=report.ranked.iloc[0].to_dict(),
+    )
 
 
 def best_configuration_row(report: SweepReport) -> Dict[str, Any]:
@@ -251,9 +285,15 @@ def best_configuration_row(report: SweepReport) -> Dict[str, Any]:
     trials = report.trials[report.trials["config"] == label]
     ascending = not stats.STAT_DIRECTIONS.get(report.by, True)  # True: higher is better
     ordered = trials.sort_values(report.by, ascending=ascending, na_position="last") if report.by in trials else trials
-    return {"label": label, "by": report.by, "value": row.get(f"{report.by}/{DEFAULT_AGG}"),
-            "ci": _ci(row, report.by), "seeds": len(trials), "run_id": str(ordered["run_id"].iloc[0]),
-            "run_ids": [str(r) for r in trials["run_id"]]}
+    return {
+        "label": label,
+        "by": report.by,
+        "value": row.get(f"{report.by}/{DEFAULT_AGG}"),
+        "ci": _ci(row, report.by),
+        "seeds": len(trials),
+        "run_id": str(ordered["run_id"].iloc[0]),
+        "run_ids": [str(r) for r in trials["run_id"]],
+    }
 
 
 def experiment_yaml(best: BestConfig, report: SweepReport) -> str:
@@ -266,8 +306,13 @@ def experiment_yaml(best: BestConfig, report: SweepReport) -> str:
         "reward": config["reward"],
         "stop": config["stop"],
         "convergence": config.get("convergence", {}),
-        "search": {"space": {}, "when": {}, "algorithm": "grid", "num_seeds": max(len(best.seeds), 1),
-                   "seed": max(best.seeds, default=0) + 1},
+        "search": {
+            "space": {},
+            "when": {},
+            "algorithm": "grid",
+            "num_seeds": max(len(best.seeds), 1),
+            "seed": max(best.seeds, default=0) + 1,
+        },
         "sweep_name": f"best-{report.sweep.name}",
     }
     header = (

@@ -139,15 +139,23 @@ def summarize(design: DesignResult, *, reps: int = 2000, confidence: float = 0.9
     """
     agg = aggregate_across_seeds(
         {"final_return": design.final_return, "steps": design.censored_steps(), "reached": design.reached},
-        reps=reps, confidence=confidence, seed=seed,
+        reps=reps,
+        confidence=confidence,
+        seed=seed,
     )
     ret, steps = (Interval(agg[k]["iqm"], agg[k]["iqm_lo"], agg[k]["iqm_hi"]) for k in ("final_return", "steps"))
     return DesignSummary(design.name, design.n_seeds, ret, steps, reached_fraction=agg["reached"]["mean"])
 
 
 def compare(
-    design: DesignResult, baseline: DesignResult, *, metric: str = "final_return",
-    higher_is_better: bool | None = None, confidence: float = 0.95, reps: int = 2000, seed: int = 0,
+    design: DesignResult,
+    baseline: DesignResult,
+    *,
+    metric: str = "final_return",
+    higher_is_better: bool | None = None,
+    confidence: float = 0.95,
+    reps: int = 2000,
+    seed: int = 0,
 ) -> Comparison:
     """Probability of improvement of ``design`` over ``baseline``, with a CI and a verdict.
 
@@ -173,15 +181,20 @@ def compare(
     """
     x, y = design.values(metric), baseline.values(metric)  # validates the metric
     direction = METRIC_DIRECTIONS[metric] if higher_is_better is None else higher_is_better
-    p = Interval(*probability_of_improvement(
-        x, y, higher_is_better=direction, reps=reps, confidence=confidence, seed=seed
-    ))
+    p = Interval(
+        *probability_of_improvement(x, y, higher_is_better=direction, reps=reps, confidence=confidence, seed=seed)
+    )
     verdict = BETTER if p.lo > 0.5 else WORSE if p.hi < 0.5 else NO_DIFFERENCE
     return Comparison(metric=metric, p_improvement=p, verdict=verdict)
 
 
 def seeds_needed(
-    design: DesignResult, baseline: DesignResult, *, min_effect: float, power: float = 0.8, alpha: float = 0.05,
+    design: DesignResult,
+    baseline: DesignResult,
+    *,
+    min_effect: float,
+    power: float = 0.8,
+    alpha: float = 0.05,
     metric: str = "final_return",
 ) -> int | None:
     """Test seeds per design to detect a difference of ``min_effect`` at the given power.
@@ -230,7 +243,11 @@ def seeds_needed(
 
 
 def performance_profile(
-    results_by_design: Mapping[str, DesignResult], taus: ArrayLike, *, reps: int = 0, confidence: float = 0.95,
+    results_by_design: Mapping[str, DesignResult],
+    taus: ArrayLike,
+    *,
+    reps: int = 0,
+    confidence: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Band]:
     """Fraction of seeds whose final return exceeds each tau (rliable's score distribution).
@@ -266,8 +283,13 @@ def performance_profile(
 
 
 def learning_curve_band(
-    steps_list: Sequence[ArrayLike], values_list: Sequence[ArrayLike], grid: ArrayLike, *, reps: int = 2000,
-    confidence: float = 0.95, seed: int = 0,
+    steps_list: Sequence[ArrayLike],
+    values_list: Sequence[ArrayLike],
+    grid: ArrayLike,
+    *,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> Band:
     """IQM over seeds of learning curves on a common env-step grid, with a bootstrap band.
 
@@ -298,8 +320,15 @@ def learning_curve_band(
 
 
 def study_table(
-    designs: Sequence[DesignResult], *, baseline: str, metric: str = "final_return", min_effect: float | None = None,
-    power: float = 0.8, confidence: float = 0.95, reps: int = 2000, seed: int = 0,
+    designs: Sequence[DesignResult],
+    *,
+    baseline: str,
+    metric: str = "final_return",
+    min_effect: float | None = None,
+    power: float = 0.8,
+    confidence: float = 0.95,
+    reps: int = 2000,
+    seed: int = 0,
 ) -> list[dict[str, object]]:
     """One row per design: summary, comparison with the baseline on ``metric``, seeds needed.
 
@@ -321,11 +350,14 @@ def study_table(
     for design in designs:
         s = summarize(design, reps=reps, confidence=confidence, seed=seed)
         row: dict[str, object] = {
-            "design": design.name, "n_seeds": s.n_seeds,
-            **_keyed("final_return_iqm", "final_return", s.final_return), "reached_fraction": s.reached_fraction,
+            "design": design.name,
+            "n_seeds": s.n_seeds,
+            **_keyed("final_return_iqm", "final_return", s.final_return),
+            "reached_fraction": s.reached_fraction,
             **_keyed("steps_iqm", "steps", s.steps_to_threshold),
             **_keyed("p_improvement", "p_improvement", Interval(None, None, None)),
-            "verdict": None, "seeds_needed": None,
+            "verdict": None,
+            "seeds_needed": None,
         }
         if design is not base:
             c = compare(design, base, metric=metric, confidence=confidence, reps=reps, seed=seed)
@@ -355,9 +387,16 @@ def format_study_table(rows: Sequence[Mapping[str, object]]) -> str:
 
     header = ("design", "n", "IQM return [CI]", "reached", "IQM steps [CI]", "P(impr.) [CI]", "verdict", "seeds needed")
     body = [
-        (str(r["design"]), str(r["n_seeds"]), ci(r, "final_return_iqm", "final_return", ".4g"),
-         num(r["reached_fraction"], ".0%"), ci(r, "steps_iqm", "steps", ",.0f"),
-         ci(r, "p_improvement", "p_improvement", ".2f"), str(r["verdict"] or "(baseline)"), num(r["seeds_needed"], "d"))
+        (
+            str(r["design"]),
+            str(r["n_seeds"]),
+            ci(r, "final_return_iqm", "final_return", ".4g"),
+            num(r["reached_fraction"], ".0%"),
+            ci(r, "steps_iqm", "steps", ",.0f"),
+            ci(r, "p_improvement", "p_improvement", ".2f"),
+            str(r["verdict"] or "(baseline)"),
+            num(r["seeds_needed"], "d"),
+        )
         for r in rows
     ]
     widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]

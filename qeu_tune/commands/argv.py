@@ -28,8 +28,21 @@ from qeu_tune.core.paths import CONFIG_DIR_ENV_VAR
 
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 # Hydra flags that take a value (the value is not an override).
-_VALUE_FLAGS = {"-cp", "--config-path", "-cn", "--config-name", "-c", "--cfg", "-p", "--package",
-                "--experimental-rerun", "-sc", "--shell-completion", "--info", "-i"}
+_VALUE_FLAGS = {
+    "-cp",
+    "--config-path",
+    "-cn",
+    "--config-name",
+    "-c",
+    "--cfg",
+    "-p",
+    "--package",
+    "--experimental-rerun",
+    "-sc",
+    "--shell-completion",
+    "--info",
+    "-i",
+}
 
 
 @dataclass
@@ -181,9 +194,23 @@ def check_hydra_overrides(argv: Sequence[str]) -> None:
     Raises:
         ConfigError: Hydra could not compose a job's config.
     """
-    skip_flags = {"-h", "--help", "--hydra-help", "--version", "-i", "--info", "-sc",
-                  "--shell-completion", "-cp", "--config-path", "-cn", "--config-name",
-                  "-cd", "--config-dir", "--experimental-rerun"}
+    skip_flags = {
+        "-h",
+        "--help",
+        "--hydra-help",
+        "--version",
+        "-i",
+        "--info",
+        "-sc",
+        "--shell-completion",
+        "-cp",
+        "--config-path",
+        "-cn",
+        "--config-name",
+        "-cd",
+        "--config-dir",
+        "--experimental-rerun",
+    }
     if any(arg.split("=", 1)[0] in skip_flags for arg in argv):
         return
     try:

@@ -17,7 +17,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("best", parents=[common], help="the best configuration of a sweep")
     p.add_argument("sweep", help="parent run id or sweep name")
     p.add_argument("--by", default=None, help="statistic to rank by (default: IQM of final return over seeds)")
-    p.add_argument("--baseline", default=None, help="configuration (reward name or config key) for probability of improvement")
+    p.add_argument(
+        "--baseline", default=None, help="configuration (reward name or config key) for probability of improvement"
+    )
     p.add_argument("--out", default=None, help="the experiment file to write")
 
 

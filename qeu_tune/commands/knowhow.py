@@ -26,19 +26,23 @@ def _fmt(values: Sequence[float]) -> str:
     return "  ".join(f"{v + 0.0:8.4g}" for v in values) if len(values) else "(no data)"
 
 
-def print_summaries(summaries: Sequence[MetricSummary], config: Dict[str, Any], episodes: int,
-                    out: Any = None) -> None:
+def print_summaries(summaries: Sequence[MetricSummary], config: Dict[str, Any], episodes: int, out: Any = None) -> None:
     out = out or sys.stdout
     header = "  ".join(f"{'q' + format(q * 100, 'g'):>8}" for q in QUANTILES)
     env = config["env"]
     for s in summaries:
         model = "unit space" if s.kind == "unit_space" else "reference set"
-        print(f"reward={config['reward']['name']} metric {s.name} ({s.kind}): {model} of n={s.n} "
-              f"samples, k={s.k} features", file=out)
+        print(
+            f"reward={config['reward']['name']} metric {s.name} ({s.kind}): {model} of n={s.n} "
+            f"samples, k={s.k} features",
+            file=out,
+        )
         if s.mean_d2 is not None:
             expected = 1.0 if s.ddof == 0 else (s.n - 1) / s.n
-            print(f"  mean D^2 over the unit space: {s.mean_d2:.6f} (ddof={s.ddof}: {expected:.6f} by "
-                  "construction)", file=out)
+            print(
+                f"  mean D^2 over the unit space: {s.mean_d2:.6f} (ddof={s.ddof}: {expected:.6f} by construction)",
+                file=out,
+            )
         print(f"  {'D quantiles':<34}{header}", file=out)
         print(f"  {'know-how samples':<34}{_fmt(s.quantiles(s.know_how_d))}", file=out)
         label = f"random policy, {episodes} ep. ({s.random_d.size} st.)"
@@ -57,9 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qeu-tune knowhow",
         description="Fit a reward design's unit spaces / reference sets from their know-how "
-                    "sources and describe them, without training.")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides (reward=..., env=..., "
-                        "reward.metrics.M.source.path=...) and metric=NAME")
+        "sources and describe them, without training.",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides (reward=..., env=..., reward.metrics.M.source.path=...) and metric=NAME",
+    )
     parser.add_argument("--metric", default=None, help="only this metric (also metric=NAME)")
     parser.add_argument("--save", default=None, help="write the fitted unit space (JSON)")
     parser.add_argument("--episodes", type=int, default=10, help="random-policy episodes (default 10)")

@@ -26,9 +26,14 @@ SUBCOMMANDS = {"report": "report", "best": "best", "rerun": "rerun", "ui": "ui",
 
 def _subcommand_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--tracking-uri", default=argparse.SUPPRESS,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local SQLite file)")
-    parser = argparse.ArgumentParser(prog="qeu-tune", parents=[common], description="Read recorded sweeps back from MLflow.")
+    common.add_argument(
+        "--tracking-uri",
+        default=argparse.SUPPRESS,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local SQLite file)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="qeu-tune", parents=[common], description="Read recorded sweeps back from MLflow."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS.values():
         importlib.import_module(f"qeu_tune.commands.{module}").add_parser(sub, common)

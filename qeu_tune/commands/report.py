@@ -17,13 +17,22 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("report", parents=[common], help="ranked table and plots of a sweep, or a study's verdicts")
     p.add_argument("sweep", help="parent run id or sweep name, or a study run id or name")
     p.add_argument("--by", default=None, help="statistic to rank by (default: IQM of final return over seeds)")
-    p.add_argument("--baseline", default=None, help="configuration (reward name or config key) for probability of improvement")
+    p.add_argument(
+        "--baseline", default=None, help="configuration (reward name or config key) for probability of improvement"
+    )
     p.add_argument("--out", default=None, help="directory for the tables and plots")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="return threshold for steps_to_threshold (default: env.return_threshold)")
-    p.add_argument("--metric", default=None,
-                   help="curve the statistics use, e.g. eval/return_env/mean or return_env/mean "
-                        "(default: each trial's convergence.metric)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="return threshold for steps_to_threshold (default: env.return_threshold)",
+    )
+    p.add_argument(
+        "--metric",
+        default=None,
+        help="curve the statistics use, e.g. eval/return_env/mean or return_env/mean "
+        "(default: each trial's convergence.metric)",
+    )
     p.add_argument("--log", action="store_true", help="also replace the report/ artifacts of the sweep's parent run")
 
 
@@ -33,22 +42,37 @@ def run(args: argparse.Namespace, uri: str) -> int:
     if is_study(run_):  # a study: its verdict table (summary.json on the study run)
         print(format_summary(load_summary(client, run_.info.run_id)))
         return 0
-    report_command(uri, args.sweep, by=args.by, baseline=args.baseline, threshold=args.threshold,
-                   metric=args.metric, out=args.out, log=args.log)
+    report_command(
+        uri,
+        args.sweep,
+        by=args.by,
+        baseline=args.baseline,
+        threshold=args.threshold,
+        metric=args.metric,
+        out=args.out,
+        log=args.log,
+    )
     return 0
 
 
-def report_command(uri: str, ref: str, *, by: Optional[str] = None, baseline: Optional[str] = None,
-                   threshold: Optional[float] = None, metric: Optional[str] = None, out: Optional[str] = None,
-                   log: bool = False) -> SweepReport:
+def report_command(
+    uri: str,
+    ref: str,
+    *,
+    by: Optional[str] = None,
+    baseline: Optional[str] = None,
+    threshold: Optional[float] = None,
+    metric: Optional[str] = None,
+    out: Optional[str] = None,
+    log: bool = False,
+) -> SweepReport:
     """``qeu-tune report SWEEP``: print the ranked table and write tables and plots.
 
     With ``log`` the files also replace the ``report/`` artifacts of the parent run (the
     sweep logs its default report there itself).
     """
     client = client_for(uri)
-    report = build_report(client, load_sweep(client, ref), by=by, baseline=baseline, threshold=threshold,
-                          metric=metric)
+    report = build_report(client, load_sweep(client, ref), by=by, baseline=baseline, threshold=threshold, metric=metric)
     print_report(report)
     out_dir = Path(out or Path.cwd() / f"report-{report.sweep.name}").resolve()
     paths = write_report(report, out_dir)

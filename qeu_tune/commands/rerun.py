@@ -18,7 +18,9 @@ from qeu_tune.core.errors import ConfigError
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("rerun", parents=[common], help="rerun a sweep's best configuration (or one trial) on fresh seeds")
+    p = sub.add_parser(
+        "rerun", parents=[common], help="rerun a sweep's best configuration (or one trial) on fresh seeds"
+    )
     p.add_argument("ref", help="parent run id / sweep name, or a trial's run id")
     p.add_argument("--seeds", type=int, default=None, help="number of fresh seeds (default: the sweep's num_seeds)")
     p.add_argument("--by", default=None, help="statistic that picks the best configuration")
@@ -52,8 +54,9 @@ def _validated(config: Dict[str, Any]) -> Dict[str, Any]:
     return OmegaConf.to_container(merged, resolve=True)
 
 
-def rerun_command(uri: str, ref: str, *, seeds: Optional[int] = None, by: Optional[str] = None,
-                  overrides: Sequence[str] = ()) -> Dict[str, Any]:
+def rerun_command(
+    uri: str, ref: str, *, seeds: Optional[int] = None, by: Optional[str] = None, overrides: Sequence[str] = ()
+) -> Dict[str, Any]:
     """``qeu-tune rerun SWEEP_OR_RUN``: rerun on fresh seeds and compare with the original."""
     # The engine (Ray, RLlib) loads only when a rerun runs: the CLI imports every command's parser.
     from qeu_tune.engine.plan import plan_sweep
@@ -76,8 +79,16 @@ def rerun_command(uri: str, ref: str, *, seeds: Optional[int] = None, by: Option
         source, label, original = report.sweep.run_id, best.label, (report, best)
     config = copy.deepcopy(config)
     config.pop("seed", None)
-    config["search"].update({"space": {}, "when": {}, "algorithm": "grid", "num_samples": 1,
-                             "num_seeds": len(seed_list), "seed": seed_list[0]})
+    config["search"].update(
+        {
+            "space": {},
+            "when": {},
+            "algorithm": "grid",
+            "num_samples": 1,
+            "num_seeds": len(seed_list),
+            "seed": seed_list[0],
+        }
+    )
     config["tracking"]["uri"] = uri
     config["sweep_name"] = f"rerun-{config.get('sweep_name', 'sweep')}"
     config.setdefault("tags", {}).update({tags.TAG_RERUN_OF: source, tags.TAG_RERUN_CONFIG: label[:4000]})
@@ -96,7 +107,8 @@ def rerun_command(uri: str, ref: str, *, seeds: Optional[int] = None, by: Option
         old = original[1].row
         print(f"  original {by_stat} IQM [95% CI]: {_ci(old, by_stat)}  (n={len(original[1].seeds)}, tuning seeds)")
         held = old[f"{by_stat}/iqm_lo"] <= new[f"{by_stat}/iqm"] <= old[f"{by_stat}/iqm_hi"] or (
-            new[f"{by_stat}/iqm_lo"] <= old[f"{by_stat}/iqm_hi"] and old[f"{by_stat}/iqm_lo"] <= new[f"{by_stat}/iqm_hi"]
+            new[f"{by_stat}/iqm_lo"] <= old[f"{by_stat}/iqm_hi"]
+            and old[f"{by_stat}/iqm_lo"] <= new[f"{by_stat}/iqm_hi"]
         )
         verdict = "held: the CIs overlap" if held else "did NOT hold: the CIs do not overlap"
         print(f"  The tuning result {verdict}.")

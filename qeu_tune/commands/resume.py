@@ -6,12 +6,14 @@ import argparse
 from typing import Any
 
 
-
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("resume", parents=[common], help="continue an interrupted sweep or study into the same MLflow runs")
+    p = sub.add_parser(
+        "resume", parents=[common], help="continue an interrupted sweep or study into the same MLflow runs"
+    )
     p.add_argument("sweep", help="parent run id or sweep name, or a study run id or name")
-    p.add_argument("--restart-errored", action="store_true",
-                   help="also retry trials that had failed, from their last checkpoint")
+    p.add_argument(
+        "--restart-errored", action="store_true", help="also retry trials that had failed, from their last checkpoint"
+    )
 
 
 def run(args: argparse.Namespace, uri: str) -> int:

@@ -154,10 +154,21 @@ class LocalPostgres:
         if self.ids is not None:
             os.chown(pwfile, *self.ids)
         try:
-            out = self._run([
-                str(self.bindir / "initdb"), "-D", str(self.pgdata), "-U", DB_USER, f"--pwfile={pwfile}",
-                "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C",
-            ])
+            out = self._run(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    DB_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         if out.returncode != 0:
@@ -172,10 +183,21 @@ class LocalPostgres:
             print(f"PostgreSQL in {self.pgdata} is already running; using it.", flush=True)
             return
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
-        out = self._run([
-            str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log_file), "-o", options,
-            "-w", "-t", "60", "start",
-        ])
+        out = self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.log_file),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         if out.returncode != 0:
             tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
             raise ServerError(
@@ -193,8 +215,15 @@ class LocalPostgres:
         """Creates database ``name`` on first use; returns True when it was created now."""
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=DB_USER, password=self.password(),
-                             dbname="postgres", autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=DB_USER,
+            password=self.password(),
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=10,
+        ) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if exists:
                 return False
@@ -210,8 +239,20 @@ class LocalPostgres:
 def mlflow_server_command(backend_uri: str, artifacts: Path, host: str, port: int, workers: int) -> List[str]:
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     base = [mlflow] if Path(mlflow).exists() else [sys.executable, "-m", "mlflow"]
-    return [*base, "server", "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
-            "--host", host, "--port", str(port), "--workers", str(workers)]
+    return [
+        *base,
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
 
 
 def wait_http(url: str, timeout: float, process: Optional[subprocess.Popen] = None) -> None:
@@ -274,14 +315,14 @@ class LocalMlflowServer:
         """
         if self.running:
             return self
-        cmd = mlflow_server_command(f"sqlite:///{self.database}", self.root / "artifacts", self.host, self.port,
-                                    self.workers)
+        cmd = mlflow_server_command(
+            f"sqlite:///{self.database}", self.root / "artifacts", self.host, self.port, self.workers
+        )
         # The caller's client-side HTTP retry settings (tests shorten them) are not the server's.
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         with open(self.log_file, "ab") as log:
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             wait_http(f"{self.uri}/health", timeout_s, self.process)
         except ServerError as err:
@@ -329,17 +370,23 @@ def serve(*, data_dir: Path, host: str, port: int, db_port: int, workers: int = 
         db.start()
         if db.ensure_database():
             print(f"Created database '{DB_NAME}'", flush=True)
-        env = {**os.environ, "PGPASSWORD": db.password(),
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+        env = {
+            **os.environ,
+            "PGPASSWORD": db.password(),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+        }
         process = subprocess.Popen(
             mlflow_server_command(db.uri(), artifacts, host, port, workers), env=env, start_new_session=True
         )
         url = f"http://{host}:{port}"
         wait_http(f"{url}/health", timeout=180, process=process)
-        print(f"MLflow tracking server: {url}  (Ctrl-C to stop)\n"
-              f"  backend:   {redact_uri(db.uri(with_password=True))}\n"
-              f"  artifacts: {artifacts}\n"
-              f"  use it:    qeu-tune tracking=server tracking.uri={url}", flush=True)
+        print(
+            f"MLflow tracking server: {url}  (Ctrl-C to stop)\n"
+            f"  backend:   {redact_uri(db.uri(with_password=True))}\n"
+            f"  artifacts: {artifacts}\n"
+            f"  use it:    qeu-tune tracking=server tracking.uri={url}",
+            flush=True,
+        )
         return process.wait()
     except KeyboardInterrupt:
         return 0
@@ -355,13 +402,21 @@ def _parser() -> argparse.ArgumentParser:
         prog="qeu-tune server",
         description="An MLflow tracking server on a local PostgreSQL database (created on first use).",
     )
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="PostgreSQL cluster, password and artifacts (default: $QEU_TUNE_HOME/server)")
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help="bind address of the MLflow server (default 127.0.0.1: reach it through an SSH tunnel)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="PostgreSQL cluster, password and artifacts (default: $QEU_TUNE_HOME/server)",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="bind address of the MLflow server (default 127.0.0.1: reach it through an SSH tunnel)",
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="MLflow server port (default 5000)")
-    parser.add_argument("--db-port", type=int, default=DEFAULT_DB_PORT,
-                        help="PostgreSQL port, on 127.0.0.1 only (default 5433)")
+    parser.add_argument(
+        "--db-port", type=int, default=DEFAULT_DB_PORT, help="PostgreSQL port, on 127.0.0.1 only (default 5433)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="MLflow server workers (default 2)")
     return parser
 
@@ -370,8 +425,13 @@ def main(argv: Sequence[str]) -> int:
     """``qeu-tune server ...``; returns the exit code."""
     args = _parser().parse_args(list(argv))
     try:
-        return serve(data_dir=args.data_dir or default_data_dir(), host=args.host, port=args.port,
-                     db_port=args.db_port, workers=args.workers)
+        return serve(
+            data_dir=args.data_dir or default_data_dir(),
+            host=args.host,
+            port=args.port,
+            db_port=args.db_port,
+            workers=args.workers,
+        )
     except ServerError as err:
         print(f"qeu-tune server: error: {err}", file=sys.stderr)
         return 2

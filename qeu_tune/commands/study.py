@@ -42,11 +42,15 @@ def finish(result: StudyResult) -> None:
     if result.summary is not None:
         print(format_summary(result.summary))
         share = result.train_s / (result.wall_s * _cores()) if result.wall_s else 0.0
-        print(f"\nStudy run: {result.study_run_id}  ({result.wall_s:.0f} s; the trials trained {share:.0%} of "
-              f"cores x wall time). Again: qeu-tune{uri_flag} report {result.study_run_id}")
+        print(
+            f"\nStudy run: {result.study_run_id}  ({result.wall_s:.0f} s; the trials trained {share:.0%} of "
+            f"cores x wall time). Again: qeu-tune{uri_flag} report {result.study_run_id}"
+        )
         return
-    print(f"Study stopped ({result.interrupted or result.status}); finished sweeps are kept. Continue it with: "
-          f"qeu-tune{uri_flag} resume {result.study_run_id}")
+    print(
+        f"Study stopped ({result.interrupted or result.status}); finished sweeps are kept. Continue it with: "
+        f"qeu-tune{uri_flag} resume {result.study_run_id}"
+    )
     raise SystemExit(result.exit_code or 1)
 
 
@@ -73,4 +77,3 @@ def _cores() -> float:
         return float(ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else 1.0
     except Exception:  # noqa: BLE001 - only for the printed share
         return 1.0
-

@@ -57,8 +57,11 @@ def finish(result: SweepResult) -> Optional[float]:
     if result.interrupted:
         raise SystemExit(result.exit_code)
     if result.num_trials and result.num_errors == result.num_trials:
-        print(f"qeu-tune: error: every trial failed ({result.num_errors} of {result.num_trials}); "
-              "see each trial's qeu.error tag or the messages above.", file=sys.stderr)
+        print(
+            f"qeu-tune: error: every trial failed ({result.num_errors} of {result.num_trials}); "
+            "see each trial's qeu.error tag or the messages above.",
+            file=sys.stderr,
+        )
         raise SystemExit(1)
     best = result.best
     return None if not best or best.get("value") is None else float(best["value"])
@@ -69,8 +72,10 @@ def _print_summary(result: SweepResult) -> None:
     sweep_ref = result.parent_run_id or "<sweep name>"
     print()
     if result.interrupted:
-        print(f"Sweep interrupted by {result.interrupted}: {result.num_trials} trials started, "
-              f"{result.num_errors} failed; unfinished trials and the parent run are marked KILLED.")
+        print(
+            f"Sweep interrupted by {result.interrupted}: {result.num_trials} trials started, "
+            f"{result.num_errors} failed; unfinished trials and the parent run are marked KILLED."
+        )
         print(f"Continue it with: qeu-tune{uri_flag} resume {sweep_ref}")
     else:
         failed = f", {result.num_errors} failed" if result.num_errors else ""
@@ -80,20 +85,25 @@ def _print_summary(result: SweepResult) -> None:
         best = result.best
         if best and best.get("by"):
             seeds = f"{best['seeds']} seed{'s' if best['seeds'] != 1 else ''}"
-            print(f"Best configuration (IQM over {seeds} of {best['by']}): {best['label']} = "
-                  f"{best['ci']}; its best seed: MLflow run {best['run_id']}")
+            print(
+                f"Best configuration (IQM over {seeds} of {best['by']}): {best['label']} = "
+                f"{best['ci']}; its best seed: MLflow run {best['run_id']}"
+            )
         if best and best.get("last"):
             last = best["last"]
-            print(f"  (single trial with the best last {last['metric']}, not the ranking rule: "
-                  f"{last['trial_id']} ({last['description'] or 'base config'}) = {last['value']:.4g})")
+            print(
+                f"  (single trial with the best last {last['metric']}, not the ranking rule: "
+                f"{last['trial_id']} ({last['description'] or 'base config'}) = {last['value']:.4g})"
+            )
     if result.spool:
-        print(f"MLflow did not take every point; they are kept in {result.spool}. "
-              f"Upload them with: qeu-tune{uri_flag} sync")
+        print(
+            f"MLflow did not take every point; they are kept in {result.spool}. "
+            f"Upload them with: qeu-tune{uri_flag} sync"
+        )
     print(f"Parent run: {result.parent_run_id}  (experiment id {result.experiment_id})")
     print(f"Tracking URI: {redact(result.tracking_uri)}")
     if not result.interrupted:
-        print(f"Next: qeu-tune{uri_flag} report {sweep_ref} | qeu-tune{uri_flag} best ... | "
-              f"qeu-tune{uri_flag} ui")
+        print(f"Next: qeu-tune{uri_flag} report {sweep_ref} | qeu-tune{uri_flag} best ... | qeu-tune{uri_flag} ui")
 
 
 def default_uri() -> str:

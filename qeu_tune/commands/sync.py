@@ -11,11 +11,19 @@ from qeu_tune.tracking.sync import sync_spool
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    sync = sub.add_parser("sync", parents=[common], help="upload spooled tracking data (offline sweep or MLflow outage)",
-                          description="Upload tracking data kept in a spool (offline sweep, or MLflow was unreachable) "
-                                      "to MLflow. Replays only what was not yet acknowledged; running it twice adds nothing.")
-    sync.add_argument("spool_dir", nargs="?", default=None,
-                      help="a sweep's spool directory (default: every spool under $QEU_TUNE_HOME/spool)")
+    sync = sub.add_parser(
+        "sync",
+        parents=[common],
+        help="upload spooled tracking data (offline sweep or MLflow outage)",
+        description="Upload tracking data kept in a spool (offline sweep, or MLflow was unreachable) "
+        "to MLflow. Replays only what was not yet acknowledged; running it twice adds nothing.",
+    )
+    sync.add_argument(
+        "spool_dir",
+        nargs="?",
+        default=None,
+        help="a sweep's spool directory (default: every spool under $QEU_TUNE_HOME/spool)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,15 +37,21 @@ def run(args: argparse.Namespace) -> int:
 
 def sync(spool_dir: Any, tracking_uri: Any) -> int:
     if spool_dir is not None and not (Path(spool_dir) / META_FILE).exists():
-        print(f"{spool_dir} is not a qeu-tune spool directory (it has no {META_FILE}); spools are under "
-              f"{spool_root()}.")
+        print(
+            f"{spool_dir} is not a qeu-tune spool directory (it has no {META_FILE}); spools are under {spool_root()}."
+        )
         return 2
     summary = sync_spool(spool_dir, tracking_uri)
     if not summary["spools"]:
         print(f"No spools under {spool_root()}: nothing to sync.")
     for s in summary["spools"]:
-        status = f"FAILED ({s['error']}); run sync again when MLflow is reachable" if s["error"] else (
-            f"skipped ({s['skipped']})" if s.get("skipped") else "ok")
-        print(f"{s['spool']} -> {s['tracking_uri']}: {s['entries']} entries, {s['points']} metric points, "
-              f"{s['runs_created']} runs created, {s['rejected']} rejected; {status}")
+        status = (
+            f"FAILED ({s['error']}); run sync again when MLflow is reachable"
+            if s["error"]
+            else (f"skipped ({s['skipped']})" if s.get("skipped") else "ok")
+        )
+        print(
+            f"{s['spool']} -> {s['tracking_uri']}: {s['entries']} entries, {s['points']} metric points, "
+            f"{s['runs_created']} runs created, {s['rejected']} rejected; {status}"
+        )
     return 1 if summary["errors"] else 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 from typing import Any, List, Optional
@@ -28,7 +28,10 @@ def start_ui(*, tracking_uri: str, host: str = DEFAULT_HOST, port: int = DEFAULT
     """Starts the MLflow UI in its own process group (it forks server workers)."""
     # MLflow's server-side job runner (GenAI jobs; ~6 extra processes) is not needed to
     # browse sweeps, and costs a 2-core laptop dearly.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+    }
     return subprocess.Popen(
         ui_command(tracking_uri=tracking_uri, host=host, port=port), start_new_session=True, env=env
     )
@@ -50,7 +53,9 @@ def experiment_url(base: str, tracking_uri: str, experiment: str = "qeu-tune") -
     return f"{base}/#/experiments/{found.experiment_id}/runs" if found else base
 
 
-def run_ui(*, tracking_uri: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, out: Optional[object] = None) -> int:
+def run_ui(
+    *, tracking_uri: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, out: Optional[object] = None
+) -> int:
     """Starts the UI, prints its URL and serves until interrupted; returns the exit code."""
     url = experiment_url(f"http://{host}:{port}", tracking_uri)
     print(f"MLflow UI for {tracking_uri}\n  open {url}  (Ctrl-C to stop)", file=out or sys.stdout, flush=True)

@@ -16,9 +16,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from qeu_tune.core.errors import ConfigError
 from qeu_tune.config.groups import GROUP_NAMES
 from qeu_tune.config.schema import register_schemas
+from qeu_tune.core.errors import ConfigError
 from qeu_tune.core.paths import CONF_DIR, qeu_home, user_config_dir
 from qeu_tune.reward.config import normalize_metric
 
@@ -210,7 +210,7 @@ def hydra_message(err: BaseException) -> str:
     heads = [i for i, line in enumerate(lines) if line.startswith("Available options in")]
     if heads:  # one option per line -> a list; the base_<group> schemas are not options
         i = heads[0]
-        options = [o for o in lines[i + 1:] if not o.startswith("base_")]
+        options = [o for o in lines[i + 1 :] if not o.startswith("base_")]
         lines = lines[:i] + [f"{lines[i]} {', '.join(options)}."]
     if err.__cause__ is not None:
         lines += lines_of(err.__cause__)

@@ -16,9 +16,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from qeu_tune.core.errors import ConfigError
+from qeu_tune.core.paths import qeu_home, resolve_tracking_uri
 from qeu_tune.core.redact import redact_uri
-from qeu_tune.core.paths import qeu_home
-from qeu_tune.core.paths import resolve_tracking_uri
 
 # Connecting to a tracking server, database or Ray cluster: refused at once, or unanswered
 # for this long, means unreachable.
@@ -197,9 +196,11 @@ def check_tracking_uri(uri: str, *, timeout: float = NETWORK_TIMEOUT_S) -> None:
         if module and importlib.util.find_spec(module) is None:
             default = "" if "+" in scheme else f" (SQLAlchemy's default driver for {scheme}://)"
             if dialect == "postgresql":
-                fix = (f"pip install 'qeu-tune[server]' (psycopg 3) and write the URI as "
-                       f"{redact_uri('postgresql+psycopg://' + uri.split('://', 1)[1])}, or "
-                       "pip install psycopg2-binary ('psycopg2') and write postgresql+psycopg2://")
+                fix = (
+                    f"pip install 'qeu-tune[server]' (psycopg 3) and write the URI as "
+                    f"{redact_uri('postgresql+psycopg://' + uri.split('://', 1)[1])}, or "
+                    "pip install psycopg2-binary ('psycopg2') and write postgresql+psycopg2://"
+                )
             else:
                 fix = f"pip install {package}"
             raise ConfigError(
@@ -273,7 +274,7 @@ def check_ray_address(address: Optional[str], *, timeout: float = NETWORK_TIMEOU
         if not target or target in ("auto", "local"):
             return
     if target.startswith("ray://"):
-        hostport, default_port, kind = target[len("ray://"):], _RAY_CLIENT_PORT, "Ray Client server"
+        hostport, default_port, kind = target[len("ray://") :], _RAY_CLIENT_PORT, "Ray Client server"
     elif "://" in target:
         raise ConfigError(
             f"cluster.address={text!r}: unknown address scheme; use 'auto' on a node of a "

@@ -13,7 +13,6 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 from qeu_tune.core.errors import ConfigError
 
-
 # ----------------------------------------------------------------------------- numbers
 
 
@@ -84,8 +83,9 @@ NUMERIC_RULES: Dict[str, Rule] = {
     "stop.time_s": Rule(**_POS, nullable=True, example="stop.time_s=600 (or null: no limit)"),
     "search.num_samples": Rule(low=1, integer=True, example="search.num_samples=4"),
     "search.num_seeds": Rule(low=1, integer=True, example="search.num_seeds=3"),
-    "search.max_concurrent_trials": Rule(low=1, integer=True, nullable=True,
-                                         example="search.max_concurrent_trials=2 (or null: as many as CPUs allow)"),
+    "search.max_concurrent_trials": Rule(
+        low=1, integer=True, nullable=True, example="search.max_concurrent_trials=2 (or null: as many as CPUs allow)"
+    ),
     "checkpoint_every": Rule(**_NONNEG, integer=True, example="checkpoint_every=10 (0: only at the end)"),
     "max_failures": Rule(low=-1, integer=True, example="max_failures=2 (-1: retry forever)"),
     "tracking.flush_every_s": Rule(**_NONNEG, example="tracking.flush_every_s=0 (journal every result at once)"),
@@ -105,8 +105,9 @@ NUMERIC_RULES: Dict[str, Rule] = {
     "algo.params.gamma": Rule(**_UNIT, low_open=True, example="algo.params.gamma=0.99"),
     "algo.params.lambda_": Rule(**_UNIT, example="algo.params.lambda_=0.95"),
     "algo.params.tau": Rule(**_UNIT, low_open=True, example="algo.params.tau=0.005"),
-    "algo.params.train_batch_size_per_learner": Rule(low=1, integer=True,
-                                                     example="algo.params.train_batch_size_per_learner=2000"),
+    "algo.params.train_batch_size_per_learner": Rule(
+        low=1, integer=True, example="algo.params.train_batch_size_per_learner=2000"
+    ),
     "algo.params.minibatch_size": Rule(low=1, integer=True, nullable=True, example="algo.params.minibatch_size=128"),
     "algo.params.num_epochs": Rule(low=1, integer=True, example="algo.params.num_epochs=6"),
     "algo.params.n_step": Rule(low=1, integer=True, example="algo.params.n_step=3"),
@@ -117,10 +118,12 @@ NUMERIC_RULES: Dict[str, Rule] = {
     "algo.params.kl_coeff": Rule(**_NONNEG, example="algo.params.kl_coeff=0.2"),
     "algo.params.kl_target": Rule(**_POS, example="algo.params.kl_target=0.01"),
     "algo.params.grad_clip": Rule(**_POS, nullable=True, example="algo.params.grad_clip=40.0 (or null)"),
-    "algo.params.target_network_update_freq": Rule(**_NONNEG, integer=True,
-                                                   example="algo.params.target_network_update_freq=500"),
+    "algo.params.target_network_update_freq": Rule(
+        **_NONNEG, integer=True, example="algo.params.target_network_update_freq=500"
+    ),
     "algo.params.num_steps_sampled_before_learning_starts": Rule(
-        **_NONNEG, integer=True, example="algo.params.num_steps_sampled_before_learning_starts=1000"),
+        **_NONNEG, integer=True, example="algo.params.num_steps_sampled_before_learning_starts=1000"
+    ),
 }
 
 

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Tuple
 
-from qeu_tune.core.errors import ConfigError
 from qeu_tune.config.groups import GROUP_NAMES
+from qeu_tune.core.errors import ConfigError
 from qeu_tune.core.tags import HPARAM_PREFIX
 
 SEED_KEY = "seed"
@@ -66,8 +66,10 @@ def trained_with(params: Mapping[str, Any]) -> Dict[str, Any]:
     each result even when a scheduler (PBT) changed the trial's config in between.
     Values that are not scalars (a list of layer sizes) are reported as JSON text.
     """
-    return {HPARAM_PREFIX + k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v, default=str)
-            for k, v in sampled_values(params).items()}
+    return {
+        HPARAM_PREFIX + k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v, default=str)
+        for k, v in sampled_values(params).items()
+    }
 
 
 def get_dotted(config: Mapping[str, Any], key: str, default: Any = _MISSING) -> Any:
@@ -94,9 +96,7 @@ def set_dotted(config: Dict[str, Any], key: str, value: Any) -> bool:
     return True
 
 
-def resolve_trial_config(
-    template: TrialTemplate, params: Mapping[str, Any]
-) -> Tuple[Dict[str, Any], List[str]]:
+def resolve_trial_config(template: TrialTemplate, params: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
     """Applies one trial's sampled values to the base config.
 
     Group keys (``algo``, ``env``, ``reward``, ...) swap in the composed option first, then

@@ -82,5 +82,5 @@ def artifact_location_for(tracking_uri: str) -> Optional[str]:
         return (qeu_home() / "mlartifacts").as_uri()
     if urlparse(tracking_uri).scheme != "sqlite":
         return None  # a file store keeps artifacts in its own tree; a server decides
-    db_path = Path(unquote(tracking_uri[len("sqlite:///"):]))
+    db_path = Path(unquote(tracking_uri[len("sqlite:///") :]))
     return (db_path.parent / "mlartifacts").resolve().as_uri()

@@ -70,10 +70,21 @@ class TrialRecord:
 
     def to_state(self) -> Dict[str, Any]:
         """Plain data for Tune's experiment checkpoint (buffered points are flushed first)."""
-        return {k: getattr(self, k) for k in (
-            "run_id", "values", "config", "history", "ended", "status", "last_step", "last_iteration", "retries",
-            "perturbations",
-        )}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "run_id",
+                "values",
+                "config",
+                "history",
+                "ended",
+                "status",
+                "last_step",
+                "last_iteration",
+                "retries",
+                "perturbations",
+            )
+        }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> "TrialRecord":
@@ -127,8 +138,12 @@ class MLflowTrialCallback(Callback):
     # -- driver-process wiring and Tune's experiment checkpoint ------------------
     _RUNTIME = ("tracker", "guard", "on_resume", "on_trial_end_hook")
 
-    def attach(self, tracker: Tracker, guard: Any = None,
-               on_resume: Optional[Callable[["MLflowTrialCallback", list], None]] = None) -> None:
+    def attach(
+        self,
+        tracker: Tracker,
+        guard: Any = None,
+        on_resume: Optional[Callable[["MLflowTrialCallback", list], None]] = None,
+    ) -> None:
         """Connects this callback (new, or unpickled by ``Tuner.restore``) to this process.
 
         ``on_resume(callback, trials)`` runs once, at Tune's first step: after Tune restored
@@ -149,8 +164,7 @@ class MLflowTrialCallback(Callback):
     def get_state(self) -> Optional[Dict]:
         for record in self.records.values():
             self._flush(record)
-        return {"parent_run_id": self.parent_run_id,
-                "records": {tid: r.to_state() for tid, r in self.records.items()}}
+        return {"parent_run_id": self.parent_run_id, "records": {tid: r.to_state() for tid, r in self.records.items()}}
 
     def set_state(self, state: Dict) -> None:
         self.parent_run_id = state.get("parent_run_id", self.parent_run_id)
@@ -269,16 +283,20 @@ class MLflowTrialCallback(Callback):
             return {}
         used = {k: result[HPARAM_PREFIX + k] for k in self.mutable_keys if HPARAM_PREFIX + k in result}
         before = trained_with(record.values)
-        changed = {k: (before.get(HPARAM_PREFIX + k), new) for k, new in used.items()
-                   if before.get(HPARAM_PREFIX + k) != new}
+        changed = {
+            k: (before.get(HPARAM_PREFIX + k), new) for k, new in used.items() if before.get(HPARAM_PREFIX + k) != new
+        }
         if changed:
             record.perturbations += 1
             record.values.update({k: new for k, (_, new) in changed.items()})
             text = ", ".join(f"{k}: {old} -> {new}" for k, (old, new) in changed.items())
-            self.tracker.set_tags(record.run_id, {
-                TAG_PERTURBATIONS: str(record.perturbations),
-                f"{TAG_PERTURBATIONS}.{record.perturbations}": f"from env step {step}: {text}",
-            })
+            self.tracker.set_tags(
+                record.run_id,
+                {
+                    TAG_PERTURBATIONS: str(record.perturbations),
+                    f"{TAG_PERTURBATIONS}.{record.perturbations}": f"from env step {step}: {text}",
+                },
+            )
         return {HPARAM_PREFIX + k: v for k, v in used.items() if _is_number(v)}
 
     def _convergence(self, record: TrialRecord) -> Dict[str, float]:
@@ -298,8 +316,13 @@ class MLflowTrialCallback(Callback):
         record = self.records.get(trial.trial_id) or self._start(trial)
         record.retries += 1
         self._flush(record)
-        self.tracker.set_tags(record.run_id, {TAG_RETRIES: str(record.retries),
-                                              f"{TAG_ERROR}.attempt{record.retries}": redact(_error_text(trial)[:2000])})
+        self.tracker.set_tags(
+            record.run_id,
+            {
+                TAG_RETRIES: str(record.retries),
+                f"{TAG_ERROR}.attempt{record.retries}": redact(_error_text(trial)[:2000]),
+            },
+        )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, FINISHED)
@@ -325,8 +348,18 @@ class MLflowTrialCallback(Callback):
         return sum(1 for r in self.records.values() if r.status == status)
 
 
-_OUR_PREFIXES = ("return/", "return_env/", "episode/", "progress/", "perf/", "learner/", "reward/", "rt/",
-                 names.TASK_PREFIX, names.EVAL_PREFIX)
+_OUR_PREFIXES = (
+    "return/",
+    "return_env/",
+    "episode/",
+    "progress/",
+    "perf/",
+    "learner/",
+    "reward/",
+    "rt/",
+    names.TASK_PREFIX,
+    names.EVAL_PREFIX,
+)
 
 
 def _is_our_metric(key: str, include_rllib: bool) -> bool:
@@ -351,7 +384,7 @@ def _error_text(trial: Any) -> str:
             text = Path(path).read_text(errors="replace")
             causes = _EXCEPTION_LINE.findall(text)
             head = f"{causes[-1][0]}: {causes[-1][1]}\n\n" if causes else ""
-            return head + text[-(3000 - len(head)):]
+            return head + text[-(3000 - len(head)) :]
     except Exception:  # noqa: BLE001 - an unreadable error file: the generic message below
         pass
     return "trial failed (no error file was written)"

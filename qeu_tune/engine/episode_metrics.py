@@ -24,8 +24,9 @@ _RETURN_ENV = "return_env"
 class EpisodeMetricsCallback(RLlibCallback):
     """Logs the reward wrapper's per-episode statistics (unshaped return, components, RT)."""
 
-    def on_episode_end(self, *, episode: Any, env_runner: Any = None, metrics_logger: Any = None,
-                       **kwargs: Any) -> None:
+    def on_episode_end(
+        self, *, episode: Any, env_runner: Any = None, metrics_logger: Any = None, **kwargs: Any
+    ) -> None:
         if metrics_logger is None:
             return
         stats: Mapping[str, float] = {}
@@ -81,7 +82,9 @@ def flatten_result(result: Mapping[str, Any], *, previous_env_steps: float = 0.0
     """
     runners = result.get("env_runners", {}) or {}
     ours = runners.get(RLLIB_NAMESPACE, {}) or {}
-    env_steps = float(result.get("num_env_steps_sampled_lifetime", runners.get("num_env_steps_sampled_lifetime", 0.0)) or 0.0)
+    env_steps = float(
+        result.get("num_env_steps_sampled_lifetime", runners.get("num_env_steps_sampled_lifetime", 0.0)) or 0.0
+    )
     iter_time = float(result.get("time_this_iter_s", 0.0) or 0.0)
     nan = float("nan")
 
@@ -135,7 +138,9 @@ def flatten_evaluation(evaluation: Optional[Mapping[str, Any]], iteration: int) 
         return nan if value is None else value
 
     flat = {
-        names.EVAL_RETURN_ENV_MEAN: get(ours, _RETURN_ENV) if _RETURN_ENV in ours else get(runners, "episode_return_mean"),
+        names.EVAL_RETURN_ENV_MEAN: get(ours, _RETURN_ENV)
+        if _RETURN_ENV in ours
+        else get(runners, "episode_return_mean"),
         names.EVAL_EPISODE_LEN_MEAN: get(runners, "episode_len_mean"),
         names.EVAL_EPISODES: get(runners, "num_episodes"),
         names.EVAL_ITERATION: float(iteration),

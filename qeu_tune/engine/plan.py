@@ -81,7 +81,9 @@ def validate_trial_config(config: Mapping[str, Any]) -> None:
     env = config["env"]
     try:
         instance = make_env(
-            env["id"], dict(env.get("env_config") or {}), config.get("reward"),
+            env["id"],
+            dict(env.get("env_config") or {}),
+            config.get("reward"),
             gamma=float(algo_config.gamma),
         )
     except ConfigError:

@@ -16,15 +16,14 @@ import copy
 import logging
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Sequence, Tuple
 
-from qeu_tune.core.errors import ConfigError
-from qeu_tune.config.rules import check_numeric, dotted_items
-from qeu_tune.engine.trainable import build_algo_config
-from qeu_tune.engine import synthetic
+from qeu_tune.analysis.stats import STAT_DIRECTIONS
 from qeu_tune.config.groups import GROUP_NAMES
+from qeu_tune.config.rules import check_numeric, dotted_items
 from qeu_tune.config.trial import resolve_trial_config, set_dotted
 from qeu_tune.core import names
-from qeu_tune.analysis.stats import STAT_DIRECTIONS
-
+from qeu_tune.core.errors import ConfigError
+from qeu_tune.engine import synthetic
+from qeu_tune.engine.trainable import build_algo_config
 
 # ----------------------------------------------------------------------------- RLlib
 
@@ -146,7 +145,9 @@ def check_search_values(
                 continue  # each option is a representative already
             if dim.condition is not None:
                 cond_key, cond_value = dim.condition
-                if cond_key in GROUP_NAMES and str(params.get(cond_key, _group_name(base, cond_key))) != str(cond_value):
+                if cond_key in GROUP_NAMES and str(params.get(cond_key, _group_name(base, cond_key))) != str(
+                    cond_value
+                ):
                     continue
             for value in _candidates(dim):
                 trial = copy.deepcopy(base)
@@ -179,8 +180,9 @@ def _group_name(config: Mapping[str, Any], group: str) -> Any:
 _TUNE_KEYS = ("training_iteration", "time_total_s", "time_this_iter_s")
 
 
-def reported_metrics(reward_configs: Iterable[Mapping[str, Any]], *,
-                     evaluation: bool = False) -> Tuple[List[str], List[str]]:
+def reported_metrics(
+    reward_configs: Iterable[Mapping[str, Any]], *, evaluation: bool = False
+) -> Tuple[List[str], List[str]]:
     """The metric names a trial reports to Tune: ``(exact names, prefixes)``.
 
     Exact names: the per-iteration names of ``qeu_tune.core.names``, Tune's own keys and, for
@@ -192,8 +194,12 @@ def reported_metrics(reward_configs: Iterable[Mapping[str, Any]], *,
     """
 
     exact = [
-        value for key, value in vars(names).items()
-        if key.isupper() and isinstance(value, str) and "/" in value and not value.endswith("/")
+        value
+        for key, value in vars(names).items()
+        if key.isupper()
+        and isinstance(value, str)
+        and "/" in value
+        and not value.endswith("/")
         and not value.startswith((names.EVAL_PREFIX, names.TASK_PREFIX))
     ]
     episode_stats = []
@@ -207,8 +213,11 @@ def reported_metrics(reward_configs: Iterable[Mapping[str, Any]], *,
     exact += episode_stats
     prefixes = [names.LEARNER_PREFIX, names.RLLIB_PREFIX, names.TASK_PREFIX]
     if evaluation:
-        exact += [value for key, value in vars(names).items()
-                  if key.startswith("EVAL_") and isinstance(value, str) and value != names.EVAL_PREFIX]
+        exact += [
+            value
+            for key, value in vars(names).items()
+            if key.startswith("EVAL_") and isinstance(value, str) and value != names.EVAL_PREFIX
+        ]
         exact += [names.EVAL_PREFIX + k for k in episode_stats]
         prefixes.append(names.EVAL_PREFIX + names.TASK_PREFIX)
     exact += list(_TUNE_KEYS)
@@ -245,8 +254,7 @@ def _check_reported(key: str, metric: str, config: Mapping[str, Any], rewards: L
             "return, e.g. return_env/mean."
         )
     if metric.startswith(names.CONV_PREFIX):
-
-        stat = metric[len(names.CONV_PREFIX):]
+        stat = metric[len(names.CONV_PREFIX) :]
         by = stat if stat in STAT_DIRECTIONS else f"<{'|'.join(STAT_DIRECTIONS)}>"
         raise ConfigError(
             f"{key}={metric!r}: conv/* statistics are computed by the tracker from "
@@ -256,8 +264,10 @@ def _check_reported(key: str, metric: str, config: Mapping[str, Any], rewards: L
             f"`qeu-tune report SWEEP --by {by}`."
         )
     if metric.removeprefix(names.EVAL_PREFIX).startswith((names.RT_PREFIX, names.REWARD_PREFIX)):
-        why = (f" Reward designs of this sweep: {designs}; rt/<metric>/... and "
-               "reward/<metric>/sum exist only for the metrics of a design with mode additive or potential.")
+        why = (
+            f" Reward designs of this sweep: {designs}; rt/<metric>/... and "
+            "reward/<metric>/sum exist only for the metrics of a design with mode additive or potential."
+        )
     else:
         why = ""
     raise ConfigError(

@@ -14,24 +14,20 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from qeu_tune.core import names
+from qeu_tune.analysis.runs import client_for, find_run
+from qeu_tune.core import names, redact, tags
 from qeu_tune.core.errors import ConfigError
-from qeu_tune.core.tags import TAG_CHECKPOINT_LOST, TAG_ORPHANED, TAG_RESUMED, TAG_RUN_KEY
+from qeu_tune.core.tags import HPARAM_PREFIX, TAG_CHECKPOINT_LOST, TAG_ORPHANED, TAG_RESUMED, TAG_RUN_KEY
 from qeu_tune.engine import startup
+from qeu_tune.engine.callback import MLflowTrialCallback
+from qeu_tune.engine.interrupts import InterruptGuard
 from qeu_tune.engine.plan import plan_sweep
 from qeu_tune.engine.run import fit_and_record, trainable_for
 from qeu_tune.engine.sweep_state import read_sweep_state
-from qeu_tune.core import tags
-from qeu_tune.engine.interrupts import InterruptGuard
-from qeu_tune.analysis.runs import client_for, find_run
-from qeu_tune.core import redact
-from qeu_tune.tracking.sync import sync_spool
-from qeu_tune.engine.callback import MLflowTrialCallback
 from qeu_tune.engine.trainable import PROGRESS_FILE
-from qeu_tune.core.tags import HPARAM_PREFIX
+from qeu_tune.tracking.sync import sync_spool
 
 log = logging.getLogger(__name__)
-
 
 
 def resume_sweep(tracking_uri: str, ref: str, *, restart_errored: bool = False) -> Any:
@@ -48,16 +44,18 @@ def resume_sweep(tracking_uri: str, ref: str, *, restart_errored: bool = False) 
     """
     from ray import tune
 
-
-
     client = client_for(tracking_uri)
     parent = find_run(client, ref)
     parent_tags = parent.data.tags
     if parent_tags.get(tags.TAG_KIND) != "sweep":
-        raise ConfigError(f"run {parent.info.run_id} is not a sweep's parent run; pass the parent run id or sweep name.")
+        raise ConfigError(
+            f"run {parent.info.run_id} is not a sweep's parent run; pass the parent run id or sweep name."
+        )
     tune_path = parent_tags.get(tags.TAG_TUNE_PATH)
     if not tune_path:
-        raise ConfigError(f"sweep {ref!r} was recorded without its Tune state path (qeu-tune < 0.2); it cannot be resumed.")
+        raise ConfigError(
+            f"sweep {ref!r} was recorded without its Tune state path (qeu-tune < 0.2); it cannot be resumed."
+        )
     if parent.info.status == tags.FINISHED and not restart_errored:
         raise ConfigError(
             f"sweep {ref!r} (run {parent.info.run_id}) already FINISHED; nothing to resume. "
@@ -80,7 +78,10 @@ def resume_sweep(tracking_uri: str, ref: str, *, restart_errored: bool = False) 
     try:
         # Failed trials go on from their last checkpoint (same run, no repeated steps).
         tuner = tune.Tuner.restore(
-            tune_path, trainable=trainable_for(plan), resume_unfinished=True, resume_errored=restart_errored,
+            tune_path,
+            trainable=trainable_for(plan),
+            resume_unfinished=True,
+            resume_errored=restart_errored,
         )
         callback = _tracking_callback(tuner)
     except BaseException:
@@ -97,7 +98,6 @@ def resume_sweep(tracking_uri: str, ref: str, *, restart_errored: bool = False) 
 
 def _sync_leftovers(spool_dir: Any, tracking_uri: str) -> None:
     from pathlib import Path
-
 
     if spool_dir and Path(spool_dir).exists():
         summary = sync_spool(spool_dir, tracking_uri)
@@ -127,7 +127,8 @@ def reconcile(client: Any, callback: Any, parent_id: str, trials: Sequence[Any])
 
     children = client.search_runs(
         [client.get_run(parent_id).info.experiment_id],
-        filter_string=f"tags.`{tags.TAG_PARENT}` = '{parent_id}'", max_results=10000,
+        filter_string=f"tags.`{tags.TAG_PARENT}` = '{parent_id}'",
+        max_results=10000,
     )
 
     # Records hold the run keys the tracker handed out; MLflow runs carry them as a tag.
@@ -140,7 +141,9 @@ def reconcile(client: Any, callback: Any, parent_id: str, trials: Sequence[Any])
     for run in children:
         if run.info.run_id not in known and run.data.tags.get(TAG_ORPHANED) is None:
             # Started after Tune's last snapshot: Tune runs that trial again under a new run.
-            callback.tracker.set_tags(run.info.run_id, {TAG_ORPHANED: "not in Tune's saved state; rerun as a new trial"})
+            callback.tracker.set_tags(
+                run.info.run_id, {TAG_ORPHANED: "not in Tune's saved state; rerun as a new trial"}
+            )
             callback.tracker.end_run(run.info.run_id, tags.KILLED)
             callback.tracker.delete_run(run.info.run_id)
     for record in callback.records.values():
@@ -227,7 +230,6 @@ def _checkpoint_dirs(fs: Any, trial_dir: str) -> List[Tuple[int, str]]:
 def _progress(fs: Any, checkpoint_dir: str) -> Optional[Dict[str, float]]:
     """The checkpoint's counters (``qeu_tune.engine.trainable``), or None if it is incomplete."""
     import json
-
 
     try:
         with fs.open_input_stream(f"{checkpoint_dir}/{PROGRESS_FILE}") as stream:

@@ -62,10 +62,6 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
     """
     from ray import tune
 
-
-
-
-
     config = plan.config
     verbose = int(config.get("verbose", 1))
     startup.quiet_tune()
@@ -93,15 +89,23 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
     tune_path = f"{plan.storage_path.rstrip('/')}/{run_name}"
     parent = tracker.create_run(
         run_name=redact.redact(run_name),
-        tags=redact.redact({**sweep_tags(sweep_name=sweep_name, command=command, source_dir=CONF_DIR.parent,
-                                                  extra=config.get("tags") or {}),
-                            tags.TAG_TUNE_PATH: tune_path}),
+        tags=redact.redact(
+            {
+                **sweep_tags(
+                    sweep_name=sweep_name, command=command, source_dir=CONF_DIR.parent, extra=config.get("tags") or {}
+                ),
+                tags.TAG_TUNE_PATH: tune_path,
+            }
+        ),
     )
     tracker.log_params(parent, redact.redact(flatten_params(_sweep_params(config))))
     tracker.log_dict_yaml(parent, redact.redact(config), tags.SWEEP_CONFIG_ARTIFACT)
     tracker.log_dict_yaml(parent, redact.redact(_search_spec(plan)), tags.SEARCH_SPEC_ARTIFACT)
     callback = MLflowTrialCallback(
-        tracker=tracker, parent_run_id=parent, template=plan.template, sweep_name=sweep_name,
+        tracker=tracker,
+        parent_run_id=parent,
+        template=plan.template,
+        sweep_name=sweep_name,
         flush_every_s=float(config["tracking"]["flush_every_s"]),
         log_rllib_metrics=bool(config["tracking"]["log_rllib_metrics"]),
         mutable_keys=_mutable_keys(plan),
@@ -143,8 +147,9 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
     return fit_and_record(tuner, plan=plan, tracker=tracker, parent=parent, callback=callback, guard=guard)
 
 
-def fit_and_record(tuner: Any, *, plan: SweepPlan, tracker: Any, parent: Optional[str], callback: Any,
-                   guard: Any) -> SweepResult:
+def fit_and_record(
+    tuner: Any, *, plan: SweepPlan, tracker: Any, parent: Optional[str], callback: Any, guard: Any
+) -> SweepResult:
     """Runs ``tuner.fit()`` and closes every run with what really happened.
 
     Shared by a new sweep and ``qeu-tune resume``. An interrupt leaves the parent and the
@@ -169,19 +174,29 @@ def fit_and_record(tuner: Any, *, plan: SweepPlan, tracker: Any, parent: Optiona
         if best is not None:
             tracker.set_tags(parent, {"qeu.best_run_id": best["run_id"] or "", "qeu.best_config": best["label"]})
         result = SweepResult(
-            parent_run_id=tracker.resolve(parent), tracking_uri=plan.tracking_uri,
-            experiment_id=tracker.experiment_id, num_trials=len(results), num_errors=num_errors,
-            best=best, status=status, report=report,
+            parent_run_id=tracker.resolve(parent),
+            tracking_uri=plan.tracking_uri,
+            experiment_id=tracker.experiment_id,
+            num_trials=len(results),
+            num_errors=num_errors,
+            best=best,
+            status=status,
+            report=report,
         )
     except KeyboardInterrupt:
         status = tags.KILLED
         callback.close_open_runs(tags.KILLED)
         tracker.set_tags(parent, {tags.TAG_INTERRUPTED: guard.signal_name or "SIGINT"})
         result = SweepResult(
-            parent_run_id=tracker.resolve(parent), tracking_uri=plan.tracking_uri,
-            experiment_id=tracker.experiment_id, num_trials=len(callback.records),
-            num_errors=callback.ended_with(tags.FAILED), best=None, status=status,
-            interrupted=guard.signal_name or "SIGINT", exit_code=guard.exit_code or 130,
+            parent_run_id=tracker.resolve(parent),
+            tracking_uri=plan.tracking_uri,
+            experiment_id=tracker.experiment_id,
+            num_trials=len(callback.records),
+            num_errors=callback.ended_with(tags.FAILED),
+            best=None,
+            status=status,
+            interrupted=guard.signal_name or "SIGINT",
+            exit_code=guard.exit_code or 130,
         )
     except BaseException:
         callback.close_open_runs(tags.FAILED)
@@ -232,7 +247,8 @@ def _progress_reporter(plan: SweepPlan) -> Any:
     keys = [d.key for d in plan.search.dimensions if d.kind != "const"]
     return make_progress_reporter(  # Tune's CLIReporter + a trials/env-steps/ETA line
         total=total_trials(plan.search.param_space, plan.search.num_samples),
-        steps_per_trial=int(plan.config["stop"]["env_steps"]), steps_key=names.ENV_STEPS,
+        steps_per_trial=int(plan.config["stop"]["env_steps"]),
+        steps_key=names.ENV_STEPS,
         metric_columns={
             "training_iteration": "iter",
             names.ENV_STEPS: "env_steps",
@@ -249,7 +265,6 @@ def _progress_reporter(plan: SweepPlan) -> Any:
 
 def trainable_for(plan: SweepPlan) -> Any:
     from ray import tune
-
 
     register_env()
     # Each reward metric is fitted once per sweep, here on the driver (plan_sweep fitted
@@ -283,18 +298,26 @@ def _mutable_keys(plan: SweepPlan) -> List[str]:
 
 def _search_spec(plan: SweepPlan) -> Dict[str, Any]:
     config = plan.config
-    return {"space": config["search"].get("space"), "when": config["search"].get("when"),
-            "algorithm": config["search"]["algorithm"], "num_samples": config["search"]["num_samples"],
-            "num_seeds": config["search"]["num_seeds"], "seed": config["search"]["seed"],
-            "scheduler": config["scheduler"], "overrides": plan.overrides}
+    return {
+        "space": config["search"].get("space"),
+        "when": config["search"].get("when"),
+        "algorithm": config["search"]["algorithm"],
+        "num_samples": config["search"]["num_samples"],
+        "num_seeds": config["search"]["num_seeds"],
+        "seed": config["search"]["seed"],
+        "scheduler": config["scheduler"],
+        "overrides": plan.overrides,
+    }
 
 
 def _log_report(tracking_uri: str, tracker: Any, parent_run_id: str) -> Any:
     """The comparison report as artifacts of the parent run; a failure is only a warning."""
 
     if not tracker.flush(timeout_s=60):
-        log.warning("MLflow did not take every point yet; the end-of-sweep report is skipped "
-                    "(run `qeu-tune report` after `qeu-tune sync`).")
+        log.warning(
+            "MLflow did not take every point yet; the end-of-sweep report is skipped "
+            "(run `qeu-tune report` after `qeu-tune sync`)."
+        )
         return None
     run_id = tracker.resolve(parent_run_id)
     try:
@@ -335,10 +358,24 @@ def _best(callback: Any, config: Mapping[str, Any], report: Any) -> Optional[Dic
     last = None
     if last_trial is not None:
         record = callback.records[last_trial]
-        last = {"trial_id": last_trial, "run_id": record.run_id, "metric": metric, "value": last_value,
-                "description": describe(record.values)}
+        last = {
+            "trial_id": last_trial,
+            "run_id": record.run_id,
+            "metric": metric,
+            "value": last_value,
+            "description": describe(record.values),
+        }
     if report is None or report.ranked.empty:
-        return None if last is None else {"label": last["description"] or "base config", "by": None,
-                                          "value": None, "run_id": last["run_id"], "last": last}
+        return (
+            None
+            if last is None
+            else {
+                "label": last["description"] or "base config",
+                "by": None,
+                "value": None,
+                "run_id": last["run_id"],
+                "last": last,
+            }
+        )
 
     return {**best_configuration_row(report), "last": last}

@@ -35,9 +35,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ray.tune.search import Repeater
 
+from qeu_tune.config.trial import SEED_KEY, TRIAL_INDEX_KEY, seeds
 from qeu_tune.core import names
 from qeu_tune.core.errors import ConfigError
-from qeu_tune.config.trial import SEED_KEY, TRIAL_INDEX_KEY, seeds
 
 SEARCH_ALGORITHMS = ("grid", "random", "optuna")
 SCHEDULERS = ("fifo", "asha", "pbt")
@@ -109,9 +109,7 @@ def _parse_expression(key: str, expression: Any) -> Dimension:
     if isinstance(value, IntervalSweep):
         low, high = value.start, value.end
         if not low < high:
-            raise ConfigError(
-                f"search space: {key}: {expression!r} needs lo < hi, got lo={low}, hi={high}."
-            )
+            raise ConfigError(f"search space: {key}: {expression!r} needs lo < hi, got lo={low}, hi={high}.")
         log = "log" in value.tags
         if log and low <= 0:
             raise ConfigError(
@@ -119,14 +117,9 @@ def _parse_expression(key: str, expression: Any) -> Dimension:
                 f"> 0 (got lo={low}); drop tag(log, ...) or use a positive lower bound."
             )
         is_int = isinstance(low, int) and isinstance(high, int)
-        return Dimension(
-            key=key, kind="int" if is_int else "float", low=low, high=high, log=log
-        )
+        return Dimension(key=key, kind="int" if is_int else "float", low=low, high=high, log=log)
     if hasattr(value, "is_sweep") or type(value).__name__ == "Glob":
-        raise ConfigError(
-            f"search space: {key}: {expression!r} is not supported here; use choice, "
-            "range or interval."
-        )
+        raise ConfigError(f"search space: {key}: {expression!r} is not supported here; use choice, range or interval.")
     return Dimension(key=key, kind="const", values=(value,))
 
 
@@ -146,9 +139,7 @@ def _parse_condition(text: str) -> Tuple[str, Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if "=" not in text:
-        raise ConfigError(
-            f"search.when: condition {text!r} must look like key=value, e.g. 'algo=ppo'."
-        )
+        raise ConfigError(f"search.when: condition {text!r} must look like key=value, e.g. 'algo=ppo'.")
     key = text.split("=", 1)[0].strip()
     try:
         value = OverridesParser.create().parse_override(text).value()
@@ -157,9 +148,7 @@ def _parse_condition(text: str) -> Tuple[str, Any]:
     return key, value
 
 
-def parse_space(
-    space: Mapping[str, Any], when: Optional[Mapping[str, Mapping[str, Any]]] = None
-) -> List[Dimension]:
+def parse_space(space: Mapping[str, Any], when: Optional[Mapping[str, Mapping[str, Any]]] = None) -> List[Dimension]:
     """Parses a search spec into dimensions (unconditional first).
 
     Args:
@@ -199,8 +188,13 @@ def parse_space(
             dim = _parse_expression(str(key), expression)
             dims.append(
                 Dimension(
-                    key=dim.key, kind=dim.kind, values=dim.values, low=dim.low,
-                    high=dim.high, log=dim.log, condition=(cond_key, cond_value),
+                    key=dim.key,
+                    kind=dim.kind,
+                    values=dim.values,
+                    low=dim.low,
+                    high=dim.high,
+                    log=dim.log,
+                    condition=(cond_key, cond_value),
                 )
             )
     return dims
@@ -325,14 +319,9 @@ def build_tune_search(
         (1, {'grid_search': [0, 1]})
     """
     if algorithm not in SEARCH_ALGORITHMS:
-        raise ConfigError(
-            f"search.algorithm={algorithm!r} is unknown; valid choices: "
-            f"{', '.join(SEARCH_ALGORITHMS)}."
-        )
+        raise ConfigError(f"search.algorithm={algorithm!r} is unknown; valid choices: {', '.join(SEARCH_ALGORITHMS)}.")
     if scheduler not in SCHEDULERS:
-        raise ConfigError(
-            f"scheduler={scheduler!r} is unknown; valid choices: {', '.join(SCHEDULERS)}."
-        )
+        raise ConfigError(f"scheduler={scheduler!r} is unknown; valid choices: {', '.join(SCHEDULERS)}.")
     if mode not in ("max", "min"):
         raise ConfigError(f"search.mode={mode!r} is unknown; valid choices: max, min.")
     if num_samples < 1:
@@ -349,10 +338,7 @@ def build_tune_search(
         if has_conditions:  # Tune cannot grid over conditional keys: enumerate points here
             param_space: Dict[str, Any] = {"_point": tune.grid_search(points)} if points else {}
         else:
-            param_space = {
-                d.key: tune.grid_search(list(d.values)) if d.kind == "choice" else d.values[0]
-                for d in dims
-            }
+            param_space = {d.key: tune.grid_search(list(d.values)) if d.kind == "choice" else d.values[0] for d in dims}
         param_space[SEED_KEY] = tune.grid_search(seed_list)
         return TuneSearch(param_space, None, sched, 1, dims)
 

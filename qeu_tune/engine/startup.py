@@ -87,8 +87,9 @@ def discard_tracker(opening: Future) -> None:
 def open_tracker(plan: SweepPlan) -> Any:
 
     tracking_cfg = plan.config["tracking"]
-    return Tracker(tracking_uri=plan.tracking_uri, experiment=tracking_cfg["experiment"],
-                            mode=tracking_cfg.get("mode", "online"))
+    return Tracker(
+        tracking_uri=plan.tracking_uri, experiment=tracking_cfg["experiment"], mode=tracking_cfg.get("mode", "online")
+    )
 
 
 def open_tracker_warm_tune(plan: SweepPlan) -> Any:

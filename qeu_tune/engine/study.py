@@ -19,8 +19,8 @@ from qeu_tune.analysis.runs import client_for, find_run, load_sweep
 from qeu_tune.analysis.study_report import build_summary, study_sweeps, write_study_report
 from qeu_tune.analysis.tables import best_configuration, build_report
 from qeu_tune.core import names, redact, tags
-from qeu_tune.core.paths import CONF_DIR
 from qeu_tune.core.errors import ConfigError
+from qeu_tune.core.paths import CONF_DIR
 from qeu_tune.engine.plan import plan_sweep
 from qeu_tune.engine.resume import resume_sweep
 from qeu_tune.engine.run import SweepResult, run_sweep
@@ -52,11 +52,22 @@ def run_study(plan: StudyPlan, *, command: str = "qeu-tune study") -> StudyResul
     tracker = _open_tracker(plan)
     run_name = f"study-{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     state_dir = f"{plan.storage_path.rstrip('/')}/{run_name}"
-    key = tracker.create_run(run_name=run_name, tags=redact.redact({
-        **sweep_tags(sweep_name=plan.name, command=command, source_dir=CONF_DIR.parent,
-                     extra=plan.config.get("tags") or {}),
-        tags.TAG_KIND: "study", tags.TAG_STUDY: plan.name, tags.TAG_TUNE_PATH: state_dir,
-    }))
+    key = tracker.create_run(
+        run_name=run_name,
+        tags=redact.redact(
+            {
+                **sweep_tags(
+                    sweep_name=plan.name,
+                    command=command,
+                    source_dir=CONF_DIR.parent,
+                    extra=plan.config.get("tags") or {},
+                ),
+                tags.TAG_KIND: "study",
+                tags.TAG_STUDY: plan.name,
+                tags.TAG_TUNE_PATH: state_dir,
+            }
+        ),
+    )
     tracker.log_params(key, redact.redact(flatten_params(_study_params(plan))))
     tracker.log_dict_yaml(key, redact.redact(plan.config), tags.STUDY_CONFIG_ARTIFACT)
     study_id = tracker.resolve(key) if tracker.flush(timeout_s=60) else None
@@ -105,18 +116,37 @@ def continue_study(plan: StudyPlan, study_id: str) -> StudyResult:
         for name, design in plan.designs.items():
             if stage == "test" and name not in best_configs:
                 best_configs[name] = _best_config(client, done["tune"][name])
-            result = _stage_sweep(plan, study_id, stage, name, existing.get(name),
-                                  design.tune if stage == "tune" else None, best_configs.get(name))
+            result = _stage_sweep(
+                plan,
+                study_id,
+                stage,
+                name,
+                existing.get(name),
+                design.tune if stage == "tune" else None,
+                best_configs.get(name),
+            )
             if result.interrupted or result.parent_run_id is None:
                 return _stop(plan, study_id, result, started, train_s)
             done[stage][name] = result.parent_run_id
             train_s += _train_seconds(client, result.parent_run_id)
     summary, curves = build_summary(
-        client, study=plan.name, baseline=plan.baseline, budget_steps=float(plan.config["stop"]["env_steps"]),
-        min_effect=plan.min_effect, confidence=plan.confidence,
-        designs={name: {"overrides": d.overrides, "config": best_configs[name], "tune_seeds": plan.tune_seeds,
-                        "test_seeds": plan.test_seeds, "tune_sweep": done["tune"][name],
-                        "test_sweep": done["test"][name]} for name, d in plan.designs.items()},
+        client,
+        study=plan.name,
+        baseline=plan.baseline,
+        budget_steps=float(plan.config["stop"]["env_steps"]),
+        min_effect=plan.min_effect,
+        confidence=plan.confidence,
+        designs={
+            name: {
+                "overrides": d.overrides,
+                "config": best_configs[name],
+                "tune_seeds": plan.tune_seeds,
+                "test_seeds": plan.test_seeds,
+                "tune_sweep": done["tune"][name],
+                "test_sweep": done["test"][name],
+            }
+            for name, d in plan.designs.items()
+        },
     )
     wall_s = time.monotonic() - started
     summary["cost"] = {"wall_s": round(wall_s, 1), "train_s": round(train_s, 1)}
@@ -127,17 +157,36 @@ def continue_study(plan: StudyPlan, study_id: str) -> StudyResult:
         if design["verdict"]:
             client.set_tag(study_id, f"{tags.TAG_DESIGN}.{name}", design["verdict"])
     client.set_terminated(study_id, tags.FINISHED)
-    return StudyResult(study_run_id=study_id, tracking_uri=plan.tracking_uri, status=tags.FINISHED, summary=summary,
-                       wall_s=wall_s, train_s=train_s)
+    return StudyResult(
+        study_run_id=study_id,
+        tracking_uri=plan.tracking_uri,
+        status=tags.FINISHED,
+        summary=summary,
+        wall_s=wall_s,
+        train_s=train_s,
+    )
 
 
-def _stage_sweep(plan: StudyPlan, study_id: str, stage: str, design: str, existing: Any,
-                 tune_plan: Any, best_config: Optional[Dict[str, Any]]) -> SweepResult:
+def _stage_sweep(
+    plan: StudyPlan,
+    study_id: str,
+    stage: str,
+    design: str,
+    existing: Any,
+    tune_plan: Any,
+    best_config: Optional[Dict[str, Any]],
+) -> SweepResult:
     """One stage's sweep of one design: reused when FINISHED, resumed when stopped, else run."""
     if existing is not None and existing.info.status == tags.FINISHED:
-        return SweepResult(parent_run_id=existing.info.run_id, tracking_uri=plan.tracking_uri,
-                           experiment_id=existing.info.experiment_id, num_trials=0, num_errors=0, best=None,
-                           status=tags.FINISHED)
+        return SweepResult(
+            parent_run_id=existing.info.run_id,
+            tracking_uri=plan.tracking_uri,
+            experiment_id=existing.info.experiment_id,
+            num_trials=0,
+            num_errors=0,
+            best=None,
+            status=tags.FINISHED,
+        )
     if existing is not None:
         print(f"Study {plan.name}: resuming the {stage} sweep of design {design} (run {existing.info.run_id})")
         return resume_sweep(plan.tracking_uri, existing.info.run_id, restart_errored=True)
@@ -147,10 +196,17 @@ def _stage_sweep(plan: StudyPlan, study_id: str, stage: str, design: str, existi
         config = held_out_config(best_config, plan, design)
         config["tracking"]["uri"] = plan.tracking_uri  # the recorded copy is redacted
         sweep_plan = plan_sweep(config)
-    sweep_plan.config["tags"] = {**(sweep_plan.config.get("tags") or {}), tags.TAG_PARENT: study_id,
-                                 tags.TAG_STUDY: plan.name, tags.TAG_STAGE: stage, tags.TAG_DESIGN: design}
-    print(f"Study {plan.name}: {stage} stage, design {design} "
-          f"({'seeds ' + ', '.join(map(str, plan.test_seeds)) if stage == 'test' else 'tuning seeds'})")
+    sweep_plan.config["tags"] = {
+        **(sweep_plan.config.get("tags") or {}),
+        tags.TAG_PARENT: study_id,
+        tags.TAG_STUDY: plan.name,
+        tags.TAG_STAGE: stage,
+        tags.TAG_DESIGN: design,
+    }
+    print(
+        f"Study {plan.name}: {stage} stage, design {design} "
+        f"({'seeds ' + ', '.join(map(str, plan.test_seeds)) if stage == 'test' else 'tuning seeds'})"
+    )
     return run_sweep(sweep_plan, command=f"qeu-tune study ({stage} {design})")
 
 
@@ -173,9 +229,15 @@ def _stop(plan: StudyPlan, study_id: str, result: SweepResult, started: float, t
     client.set_tag(study_id, tags.TAG_INTERRUPTED, signal)
     status = tags.KILLED if result.interrupted else tags.FAILED
     client.set_terminated(study_id, status)
-    return StudyResult(study_run_id=study_id, tracking_uri=plan.tracking_uri, status=status,
-                       interrupted=result.interrupted, exit_code=result.exit_code or 1,
-                       wall_s=time.monotonic() - started, train_s=train_s)
+    return StudyResult(
+        study_run_id=study_id,
+        tracking_uri=plan.tracking_uri,
+        status=status,
+        interrupted=result.interrupted,
+        exit_code=result.exit_code or 1,
+        wall_s=time.monotonic() - started,
+        train_s=train_s,
+    )
 
 
 def _open_tracker(plan: StudyPlan) -> Tracker:
@@ -187,9 +249,15 @@ def _open_tracker(plan: StudyPlan) -> Tracker:
 
 def _study_params(plan: StudyPlan) -> Dict[str, Any]:
     study = plan.config["study"]
-    return {"study": {**{k: v for k, v in study.items() if k != "designs"},
-                      "designs": {k: " ".join(v) for k, v in study["designs"].items()}},
-            "algo": plan.config["algo"]["name"], "env": plan.config["env"]["name"], "stop": plan.config["stop"],
-            "search_space": {k: str(v) for k, v in (plan.config["search"].get("space") or {}).items()},
-            "tune_seeds": plan.tune_seeds, "test_seeds": plan.test_seeds}
-
+    return {
+        "study": {
+            **{k: v for k, v in study.items() if k != "designs"},
+            "designs": {k: " ".join(v) for k, v in study["designs"].items()},
+        },
+        "algo": plan.config["algo"]["name"],
+        "env": plan.config["env"]["name"],
+        "stop": plan.config["stop"],
+        "search_space": {k: str(v) for k, v in (plan.config["search"].get("space") or {}).items()},
+        "tune_seeds": plan.tune_seeds,
+        "test_seeds": plan.test_seeds,
+    }

@@ -21,8 +21,23 @@ from qeu_tune.engine.plan import SweepPlan, plan_sweep
 
 # What every design shares: a design that overrides one of these would get another budget,
 # search or record, and its comparison would no longer be fair.
-SHARED_KEYS = ("stop", "search", "scheduler", "study", "seed", "experiment", "tracking", "cluster",
-               "evaluation", "convergence", "debug", "sweep_name", "tags", "checkpoint_every", "max_failures")
+SHARED_KEYS = (
+    "stop",
+    "search",
+    "scheduler",
+    "study",
+    "seed",
+    "experiment",
+    "tracking",
+    "cluster",
+    "evaluation",
+    "convergence",
+    "debug",
+    "sweep_name",
+    "tags",
+    "checkpoint_every",
+    "max_failures",
+)
 
 
 @dataclass
@@ -60,9 +75,13 @@ class StudyPlan:
 def tune_overrides(study: Mapping[str, Any]) -> List[str]:
     """The tuning stage's overrides: the same search and budget for every design."""
     tune = study["tune"]
-    return [f"search={tune['search']}", f"scheduler={tune['scheduler']}",
-            f"search.num_samples={int(tune['num_samples'])}", f"search.num_seeds={int(tune['seeds'])}",
-            f"search.seed={int(tune['first_seed'])}"]
+    return [
+        f"search={tune['search']}",
+        f"scheduler={tune['scheduler']}",
+        f"search.num_samples={int(tune['num_samples'])}",
+        f"search.num_seeds={int(tune['seeds'])}",
+        f"search.seed={int(tune['first_seed'])}",
+    ]
 
 
 def plan_study(config: Dict[str, Any], overrides: Sequence[str] = ()) -> StudyPlan:
@@ -101,9 +120,15 @@ def plan_study(config: Dict[str, Any], overrides: Sequence[str] = ()) -> StudyPl
         except ConfigError as err:
             raise ConfigError(f"study.designs.{name}: {err}") from None
     return StudyPlan(
-        name=_study_name(config), config=config, overrides=list(overrides), designs=plans,
-        baseline=str(study["baseline"]), tune_seeds=tune_seeds, test_seeds=test_seeds,
-        min_effect=_min_effect(study, config), confidence=float(study["confidence"]),
+        name=_study_name(config),
+        config=config,
+        overrides=list(overrides),
+        designs=plans,
+        baseline=str(study["baseline"]),
+        tune_seeds=tune_seeds,
+        test_seeds=test_seeds,
+        min_effect=_min_effect(study, config),
+        confidence=float(study["confidence"]),
     )
 
 
@@ -116,8 +141,16 @@ def held_out_config(best_config: Mapping[str, Any], plan: StudyPlan, design: str
     test = plan.config["study"]["test"]
     config = copy.deepcopy(dict(best_config))
     config.pop("seed", None)
-    config["search"].update({"space": {}, "when": {}, "algorithm": "grid", "num_samples": 1,
-                             "num_seeds": len(plan.test_seeds), "seed": plan.test_seeds[0]})
+    config["search"].update(
+        {
+            "space": {},
+            "when": {},
+            "algorithm": "grid",
+            "num_samples": 1,
+            "num_seeds": len(plan.test_seeds),
+            "seed": plan.test_seeds[0],
+        }
+    )
     config["scheduler"] = {"name": "fifo", "params": {}}
     config["evaluation"] = {"interval": int(test["eval_interval"]), "episodes": int(test["eval_episodes"])}
     config["convergence"] = {**config["convergence"], "metric": names.EVAL_RETURN_ENV_MEAN, "last_k": 1}
@@ -179,8 +212,9 @@ def _checked_seeds(study: Mapping[str, Any]) -> Tuple[List[int], List[int]]:
     return tune_seeds, test_seeds
 
 
-def _check_differs_only_in_its_keys(name: str, design_overrides: Sequence[str], base: Mapping[str, Any],
-                                    design: Mapping[str, Any]) -> None:
+def _check_differs_only_in_its_keys(
+    name: str, design_overrides: Sequence[str], base: Mapping[str, Any], design: Mapping[str, Any]
+) -> None:
     """A design's config differs from the study's only under the keys its overrides name."""
     keys = [_override_key(o) for o in design_overrides]
     ignored = ("sweep_name",)  # derived from the design's names

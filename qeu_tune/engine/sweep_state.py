@@ -15,7 +15,6 @@ from pyarrow import fs
 from qeu_tune.core.errors import ConfigError
 from qeu_tune.engine.plan import SweepPlan
 
-
 SWEEP_STATE_FILE = "qeu_sweep.yaml"  # in Tune's experiment directory: what `resume` re-plans from
 
 
@@ -45,8 +44,9 @@ def write_sweep_state(tune_path: str, plan: SweepPlan, spool_dir: Path) -> None:
 
     ``resume`` re-plans from this file rather than from MLflow, whose copy is redacted.
     """
-    write_state(tune_path, SWEEP_STATE_FILE,
-                {"config": plan.config, "overrides": plan.overrides, "spool_dir": str(spool_dir)})
+    write_state(
+        tune_path, SWEEP_STATE_FILE, {"config": plan.config, "overrides": plan.overrides, "spool_dir": str(spool_dir)}
+    )
 
 
 def read_sweep_state(tune_path: str) -> Dict[str, Any]:

@@ -181,7 +181,8 @@ def parse_params(params: Optional[Mapping[str, Any]]) -> SyntheticParams:
         values[key] = int(value) if integer else float(value)
     effects = params.get("metric_effects") or {}
     if not isinstance(effects, Mapping) or not all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in effects.values()):
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in effects.values()
+    ):
         raise ConfigError(
             f"algo.params.metric_effects={effects!r} must map reward metric names to numbers "
             "(the rate each unit of the metric's weight adds), e.g. {balance: 2.0}."
@@ -261,8 +262,10 @@ def design_weights(config: Mapping[str, Any]) -> Dict[str, float]:
     reward = config.get("reward") or {}
     if reward.get("mode", "none") not in _SHAPING_MODES:
         return {}
-    return {str(name): float((metric or {}).get("weight", 0.0) or 0.0)
-            for name, metric in (reward.get("metrics") or {}).items()}
+    return {
+        str(name): float((metric or {}).get("weight", 0.0) or 0.0)
+        for name, metric in (reward.get("metrics") or {}).items()
+    }
 
 
 def design_shift(config: Mapping[str, Any]) -> float:
@@ -285,8 +288,18 @@ def model(config: Mapping[str, Any]) -> CurveModel:
     rate = max(0.0, params.base_rate * lr_factor(params.lr, params.lr_opt, params.lr_width) + shift)
     reward = config.get("reward") or {}
     gamma = float(reward["gamma"]) if reward.get("gamma") is not None else params.gamma
-    return CurveModel(params=params, floor=floor, ceiling=ceiling, horizon=horizon, budget=budget, rate=rate,
-                      weights=weights, shift=shift, mode=str(reward.get("mode", "none")), gamma=gamma)
+    return CurveModel(
+        params=params,
+        floor=floor,
+        ceiling=ceiling,
+        horizon=horizon,
+        budget=budget,
+        rate=rate,
+        weights=weights,
+        shift=shift,
+        mode=str(reward.get("mode", "none")),
+        gamma=gamma,
+    )
 
 
 def checked_config(config: Mapping[str, Any]) -> CurveModel:
@@ -405,8 +418,7 @@ class SyntheticAlgorithm:
             else:
                 sums[name] = -weight * value * length
         shaped = env_return + sum(sums.values())
-        stats = {"return_env": env_return, "return_shaped": shaped, "reward/env/sum": env_return,
-                 "episode/len": length}
+        stats = {"return_env": env_return, "return_shaped": shaped, "reward/env/sum": env_return, "episode/len": length}
         for name in m.weights:
             stats[f"reward/{name}/sum"] = sums[name]
             stats[f"rt/{name}/mean"] = value
@@ -435,8 +447,11 @@ class SyntheticAlgorithm:
         self.episodes += new_episodes
         runners = self._runners(env_return, new_episodes)
         runners.update(num_episodes_lifetime=self.episodes, num_env_steps_sampled_lifetime=self.env_steps)
-        result: Dict[str, Any] = {"env_runners": runners, "num_env_steps_sampled_lifetime": self.env_steps,
-                                  "training_iteration": self.iteration}
+        result: Dict[str, Any] = {
+            "env_runners": runners,
+            "num_env_steps_sampled_lifetime": self.env_steps,
+            "training_iteration": self.iteration,
+        }
         if self.eval_every and self.iteration % self.eval_every == 0:  # as RLlib's evaluation_interval
             result["evaluation"] = self.evaluate()
         if self.model.params.step_time_s > 0:
@@ -452,9 +467,15 @@ class SyntheticAlgorithm:
         return {"env_runners": self._runners(self.expected_return() + noise, float(self.eval_episodes))}
 
     def get_state(self) -> Dict[str, Any]:
-        return {"iteration": self.iteration, "env_steps": self.env_steps, "progress": self.progress,
-                "episodes": self.episodes, "time_total_s": self.time_total_s,
-                "rng": self._rng.bit_generator.state, "eval_rng": self._eval_rng.bit_generator.state}
+        return {
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "progress": self.progress,
+            "episodes": self.episodes,
+            "time_total_s": self.time_total_s,
+            "rng": self._rng.bit_generator.state,
+            "eval_rng": self._eval_rng.bit_generator.state,
+        }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         self.iteration = int(state["iteration"])

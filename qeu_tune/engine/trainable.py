@@ -13,17 +13,14 @@ import os
 import tempfile
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from qeu_tune.config.trial import TrialTemplate, resolve_trial_config, trained_with
 from qeu_tune.core import names
 from qeu_tune.core.errors import ConfigError
-from qeu_tune.config.trial import TrialTemplate, resolve_trial_config, trained_with
-from qeu_tune.reward import install_fitted, make_env
-from qeu_tune.envs.faults import FaultInjection
-from qeu_tune.envs.faults import fault_settings
-from qeu_tune.engine.episode_metrics import EpisodeMetricsCallback
-from qeu_tune.engine.node import node_info
 from qeu_tune.engine import synthetic
-from qeu_tune.engine.episode_metrics import flatten_result, rllib_metrics
-from qeu_tune.engine.episode_metrics import flatten_evaluation
+from qeu_tune.engine.episode_metrics import EpisodeMetricsCallback, flatten_evaluation, flatten_result, rllib_metrics
+from qeu_tune.engine.node import node_info
+from qeu_tune.envs.faults import FaultInjection, fault_settings
+from qeu_tune.reward import install_fitted, make_env
 
 # name -> (module, AlgorithmConfig class). New API stack only.
 ALGORITHMS: Dict[str, Tuple[str, str]] = {
@@ -42,11 +39,12 @@ def env_creator(env_ctx: Mapping[str, Any]) -> Any:
     install_fitted(env_ctx.get("fitted"))  # remote env runners: the driver's fitted metrics
 
     env = make_env(
-        env_ctx["env_id"], dict(env_ctx.get("env_config") or {}), env_ctx.get("reward"),
+        env_ctx["env_id"],
+        dict(env_ctx.get("env_config") or {}),
+        env_ctx.get("reward"),
         gamma=float(env_ctx["gamma"]),
     )
     if env_ctx.get("fault"):
-
         env = FaultInjection(env, **env_ctx["fault"], seed=getattr(env_ctx, "worker_index", None))
     return env
 
@@ -78,8 +76,9 @@ def _valid_training_keys(config_cls: type) -> list[str]:
     return sorted(keys)
 
 
-def build_algo_config(config: Mapping[str, Any], *, restored: bool = False,
-                      fitted: Optional[Mapping[str, Any]] = None) -> Any:
+def build_algo_config(
+    config: Mapping[str, Any], *, restored: bool = False, fitted: Optional[Mapping[str, Any]] = None
+) -> Any:
     """The RLlib ``AlgorithmConfig`` of a resolved trial config.
 
     Args:
@@ -145,8 +144,11 @@ def build_algo_config(config: Mapping[str, Any], *, restored: bool = False,
             evaluation_duration=episodes,
             evaluation_duration_unit="episodes",
             evaluation_num_env_runners=0,
-            evaluation_config={"explore": False, "num_envs_per_env_runner": 1,
-                               "metrics_num_episodes_for_smoothing": episodes},
+            evaluation_config={
+                "explore": False,
+                "num_envs_per_env_runner": 1,
+                "metrics_num_episodes_for_smoothing": episodes,
+            },
         )
     if algo.get("reporting"):
         algo_config = algo_config.reporting(**dict(algo["reporting"]))
@@ -183,8 +185,7 @@ def _check_finite_losses(metrics: Mapping[str, float]) -> None:
         )
 
 
-def train_trial(params: Dict[str, Any], *, template: TrialTemplate,
-                fitted: Optional[Mapping[str, Any]] = None) -> None:
+def train_trial(params: Dict[str, Any], *, template: TrialTemplate, fitted: Optional[Mapping[str, Any]] = None) -> None:
     """Ray Tune function trainable: trains until a stop condition, reporting each iteration.
 
     Restores from Tune's checkpoint when one exists (retries, PBT exploitation).
@@ -196,8 +197,6 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate,
     import torch
     from ray import tune
     from ray.tune import Checkpoint
-
-
 
     config, _ = resolve_trial_config(template, params)  # skipped keys: tagged by tracking
     install_fitted(fitted)
@@ -229,8 +228,12 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate,
             _check_finite_losses(metrics)
             done = stop_reached(metrics, config["stop"])
             if eval_every:
-                latest_eval = _evaluation(algo, result, int(metrics[names.ITERATION]), eval_every,
-                                          first=not latest_eval, done=done) or latest_eval
+                latest_eval = (
+                    _evaluation(
+                        algo, result, int(metrics[names.ITERATION]), eval_every, first=not latest_eval, done=done
+                    )
+                    or latest_eval
+                )
                 metrics.update(latest_eval)
             report = {**metrics, **rllib_metrics(result), **hyperparameters}
             if not reported_node:  # the node this process runs on: tagged once by the driver
@@ -250,8 +253,9 @@ def train_trial(params: Dict[str, Any], *, template: TrialTemplate,
         algo.stop()
 
 
-def _evaluation(algo: Any, result: Mapping[str, Any], iteration: int, every: int, *, first: bool,
-                done: bool) -> Dict[str, float]:
+def _evaluation(
+    algo: Any, result: Mapping[str, Any], iteration: int, every: int, *, first: bool, done: bool
+) -> Dict[str, float]:
     """This iteration's greedy evaluation, if it has one (``{}`` otherwise).
 
     RLlib evaluates in ``train()`` every ``every`` iterations; the trial adds one at its

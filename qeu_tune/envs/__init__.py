@@ -79,9 +79,7 @@ def make_base_env(env_id: str, env_config: Optional[Dict[str, Any]] = None) -> g
                 f"the constructor of {env_id}."
             ) from None
         if not isinstance(env, gym.Env):
-            raise ValueError(
-                f"{env_id} built a {type(env).__name__}, not a gymnasium.Env. {_FIX}"
-            )
+            raise ValueError(f"{env_id} built a {type(env).__name__}, not a gymnasium.Env. {_FIX}")
         return env
     if attr:
         try:

@@ -10,8 +10,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["CLIFF_WIDTH", "CLIFF_HEIGHT", "CLIFF_START", "CLIFF_GOAL", "CLIFF_CELLS", "CliffSides",
-           "cliff_standard_route", "cliff_side_points"]
+__all__ = [
+    "CLIFF_WIDTH",
+    "CLIFF_HEIGHT",
+    "CLIFF_START",
+    "CLIFF_GOAL",
+    "CLIFF_CELLS",
+    "CliffSides",
+    "cliff_standard_route",
+    "cliff_side_points",
+]
 
 # --------------------------------------------------------------------------- Cliff Walking
 # The grid, as ``(x, y)`` cells with ``y = 0`` the top row. The one definition, also used by

@@ -44,6 +44,8 @@ from typing import Any, Dict, Optional, Tuple
 import gymnasium as gym
 import numpy as np
 
+from qeu_tune.core.names import GOAL_REACHED, ROUTE_ADHERENCE
+
 # The grid is defined once, in qeu_tune.envs.cliff_grid (the know-how loaders use it too).
 from qeu_tune.envs.cliff_grid import (
     CLIFF_CELLS,
@@ -53,7 +55,6 @@ from qeu_tune.envs.cliff_grid import (
     CLIFF_WIDTH,
     cliff_standard_route,
 )
-from qeu_tune.core.names import GOAL_REACHED, ROUTE_ADHERENCE
 from qeu_tune.rt import ReferenceSet
 
 ENV_ID = "QEUCliffWalking-v0"
@@ -111,9 +112,7 @@ def obs_to_xy(obs: np.ndarray) -> np.ndarray:
 
 def _techno_table() -> np.ndarray:
     """``[x, y, minRT route, dist start, dist goal]`` for every cell, shape ``(48, 5)``."""
-    cells = np.array(
-        [(x, y) for y in range(CLIFF_HEIGHT) for x in range(CLIFF_WIDTH)], dtype=np.float64
-    )
+    cells = np.array([(x, y) for y in range(CLIFF_HEIGHT) for x in range(CLIFF_WIDTH)], dtype=np.float64)
     route = ReferenceSet(cliff_standard_route())
     start = ReferenceSet(np.array([CLIFF_START], dtype=np.float64))
     goal = ReferenceSet(np.array([CLIFF_GOAL], dtype=np.float64))
@@ -162,14 +161,10 @@ class QEUCliffWalkingEnv(gym.Env):
             )
         if max_falls is not None and int(max_falls) < 1:
             raise ValueError(
-                f"QEUCliffWalking-v0: max_falls={max_falls!r} must be a positive integer, "
-                "or null for no fall limit."
+                f"QEUCliffWalking-v0: max_falls={max_falls!r} must be a positive integer, or null for no fall limit."
             )
         if render_mode not in (None, "ansi"):
-            raise ValueError(
-                f"QEUCliffWalking-v0: render_mode={render_mode!r} is not supported; use None "
-                "or 'ansi'."
-            )
+            raise ValueError(f"QEUCliffWalking-v0: render_mode={render_mode!r} is not supported; use None or 'ansi'.")
         self.obs_mode = obs
         self.goal_reward = float(goal_reward)
         self.cliff_reward = float(cliff_reward)
@@ -184,9 +179,7 @@ class QEUCliffWalkingEnv(gym.Env):
             self._table = np.eye(N_CELLS, dtype=np.float32)
             self.observation_space = gym.spaces.Box(0.0, 1.0, (N_CELLS,), np.float32)
         elif obs == "xy":
-            self._table = np.array(
-                [(x, y) for y in range(CLIFF_HEIGHT) for x in range(CLIFF_WIDTH)], dtype=np.float32
-            )
+            self._table = np.array([(x, y) for y in range(CLIFF_HEIGHT) for x in range(CLIFF_WIDTH)], dtype=np.float32)
             self.observation_space = gym.spaces.Box(
                 np.zeros(2, np.float32),
                 np.array([CLIFF_WIDTH - 1, CLIFF_HEIGHT - 1], np.float32),

@@ -29,8 +29,9 @@ class FaultInjection(gym.Wrapper):
         seed: Seeds the probability draws.
     """
 
-    def __init__(self, env: gym.Env, *, at_step: Optional[int] = None, probability: float = 0.0,
-                 seed: Optional[int] = None) -> None:
+    def __init__(
+        self, env: gym.Env, *, at_step: Optional[int] = None, probability: float = 0.0, seed: Optional[int] = None
+    ) -> None:
         super().__init__(env)
         self.at_step = at_step
         self.probability = float(probability)
@@ -42,8 +43,9 @@ class FaultInjection(gym.Wrapper):
         if self.at_step is not None and self.steps == self.at_step:
             raise InjectedFault(f"injected environment fault at step {self.steps} (env.fault.at_step)")
         if self.probability > 0 and self._rng.random() < self.probability:
-            raise InjectedFault(f"injected environment fault at step {self.steps} "
-                                f"(env.fault.probability={self.probability})")
+            raise InjectedFault(
+                f"injected environment fault at step {self.steps} (env.fault.probability={self.probability})"
+            )
         return self.env.step(action)
 
 

@@ -23,8 +23,7 @@ class TaskStatisticsWrapper(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         if terminated or truncated:
             info = dict(info)
-            info[EPISODE_INFO_KEY] = {**(info.get(EPISODE_INFO_KEY) or {}),
-                                      **self.env.unwrapped.episode_statistics()}
+            info[EPISODE_INFO_KEY] = {**(info.get(EPISODE_INFO_KEY) or {}), **self.env.unwrapped.episode_statistics()}
         return obs, reward, terminated, truncated, info
 
 

@@ -237,8 +237,7 @@ def _parse(d: Any) -> RewardConfig:
     raw_metrics = d.get("metrics") or {}
     if not isinstance(raw_metrics, Mapping):
         raise ValueError(
-            f"reward.metrics must map metric names to metric configs; got "
-            f"{type(raw_metrics).__name__} {raw_metrics!r}."
+            f"reward.metrics must map metric names to metric configs; got {type(raw_metrics).__name__} {raw_metrics!r}."
         )
     sourceless = [str(k) for k, v in raw_metrics.items() if isinstance(v, Mapping) and not v.get("source")]
     if sourceless:  # typically a misspelt metric name in an override, which added it
@@ -279,9 +278,7 @@ def _plain(value: Any) -> Any:
 def _reject_unknown(where: str, d: Mapping[str, Any], valid: tuple) -> None:
     unknown = sorted(str(k) for k in d if k not in valid)
     if unknown:
-        raise ValueError(
-            f"{where} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}."
-        )
+        raise ValueError(f"{where} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}.")
 
 
 def _metric_name(key: Any) -> str:
@@ -311,8 +308,7 @@ def _parse_metric(name: str, raw: Any) -> MetricConfig:
         raw = dataclasses.asdict(raw)
     if not isinstance(raw, Mapping):
         raise ValueError(
-            f"{where} must be a mapping with keys {', '.join(_METRIC_FIELDS)}; got "
-            f"{type(raw).__name__} {raw!r}."
+            f"{where} must be a mapping with keys {', '.join(_METRIC_FIELDS)}; got {type(raw).__name__} {raw!r}."
         )
     _reject_unknown(where, raw, _METRIC_FIELDS)
     m = MetricConfig(**normalize_metric(raw))
@@ -348,8 +344,7 @@ def _parse_metric(name: str, raw: Any) -> MetricConfig:
         )
     if isinstance(m.ddof, bool) or m.ddof not in (0, 1):
         raise ValueError(
-            f"{where}.ddof={m.ddof!r} must be 0 (unit space averages D^2 = 1) or 1 "
-            "(divisor n-1: averages (n-1)/n)."
+            f"{where}.ddof={m.ddof!r} must be 0 (unit space averages D^2 = 1) or 1 (divisor n-1: averages (n-1)/n)."
         )
     m.ddof = int(m.ddof)
     if m.signed and m.kind != "reference":
@@ -395,6 +390,5 @@ def _check_side_points(where: str, sides: Any) -> None:
         points = sides[side]
         if not isinstance(points, (list, tuple)) or not points:
             raise ValueError(
-                f"{where}.side_points.{side}={points!r} must be a non-empty list of points, "
-                "e.g. [[1, 3], [2, 3]]."
+                f"{where}.side_points.{side}={points!r} must be a non-empty list of points, e.g. [[1, 3], [2, 3]]."
             )

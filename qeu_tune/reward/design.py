@@ -30,11 +30,11 @@ import gymnasium as gym
 import numpy as np
 
 from qeu_tune.envs import make_base_env
+from qeu_tune.envs.cliff_grid import cliff_side_points
 from qeu_tune.envs.task_stats import with_task_statistics
 from qeu_tune.reward.config import MetricConfig, RewardConfig, parse_reward_config
-from qeu_tune.reward.wrapper import RewardDesignWrapper
-from qeu_tune.envs.cliff_grid import cliff_side_points
 from qeu_tune.reward.sources import load_reference_data
+from qeu_tune.reward.wrapper import RewardDesignWrapper
 from qeu_tune.rt import ReferenceSet, UnitSpace, make_feature_map
 
 __all__ = ["FittedMetric", "build_metric", "clear_metric_cache", "fitted_metrics", "install_fitted", "make_env"]

@@ -82,31 +82,38 @@ def random_policy_states(env_cfg: Dict[str, Any], *, episodes: int, seed: int) -
 def _warnings(summary: MetricSummary) -> List[str]:
     out = []
     patterns = summary.patterns
-    scale = float(np.sqrt(np.mean(patterns ** 2))) or 1.0
+    scale = float(np.sqrt(np.mean(patterns**2))) or 1.0
     constant = np.flatnonzero(patterns.std(axis=0) <= 1e-12 * scale)
     if constant.size:
         shown = ", ".join(str(int(i)) for i in constant[:10]) + (" ..." if constant.size > 10 else "")
-        out.append(f"{constant.size} of {summary.k} features are constant over the know-how "
-                   f"(indices {shown}); they carry no information about the state.")
+        out.append(
+            f"{constant.size} of {summary.k} features are constant over the know-how "
+            f"(indices {shown}); they carry no information about the state."
+        )
     if summary.kind == "unit_space":
         V = np.asarray(summary.model.cov)
         cond = float(np.linalg.cond(V))
         corr = float(V[0, 1] / math.sqrt(V[0, 0] * V[1, 1]))
         if cond > COND_WARN or abs(corr) > CORR_WARN:
-            out.append(f"near-singular (Y1, Y2) covariance: condition number {cond:.3g}, "
-                       f"corr(Y1, Y2) = {corr:+.4f}; distances are dominated by a tiny "
-                       "direction. Add varied know-how samples or change the feature map.")
+            out.append(
+                f"near-singular (Y1, Y2) covariance: condition number {cond:.3g}, "
+                f"corr(Y1, Y2) = {corr:+.4f}; distances are dominated by a tiny "
+                "direction. Add varied know-how samples or change the feature map."
+            )
     if summary.kind == "unit_space" and summary.n < MIN_SAMPLES_WARN:
         out.append(f"only {summary.n} know-how samples; the unit space's statistics are crude.")
     if summary.random_d.size and summary.know_how_d.size:
         if np.median(np.abs(summary.random_d)) <= np.median(np.abs(summary.know_how_d)):
-            out.append("the random policy's states are not further away than the know-how "
-                       "(median D not larger): the metric may not reward the expert's behaviour.")
+            out.append(
+                "the random policy's states are not further away than the know-how "
+                "(median D not larger): the metric may not reward the expert's behaviour."
+            )
     return out
 
 
-def summarize(config: Dict[str, Any], *, metric: Optional[str] = None, episodes: int = 10,
-              seed: int = 0) -> List[MetricSummary]:
+def summarize(
+    config: Dict[str, Any], *, metric: Optional[str] = None, episodes: int = 10, seed: int = 0
+) -> List[MetricSummary]:
     """Fits and describes the metrics of a composed config's reward design.
 
     Raises:
@@ -118,8 +125,10 @@ def summarize(config: Dict[str, Any], *, metric: Optional[str] = None, episodes:
     except ValueError as err:
         raise ConfigError(f"reward={config.get('reward', {}).get('name')}: {err}") from None
     if not reward.metrics:
-        raise ConfigError(f"reward={reward.name} has no metrics; pick a design with metrics, "
-                          "e.g. reward=cartpole_rt, or add one with +reward.metrics.NAME={...}.")
+        raise ConfigError(
+            f"reward={reward.name} has no metrics; pick a design with metrics, "
+            "e.g. reward=cartpole_rt, or add one with +reward.metrics.NAME={...}."
+        )
     names = list(reward.metrics)
     if metric is not None:
         if metric not in reward.metrics:
@@ -128,8 +137,9 @@ def summarize(config: Dict[str, Any], *, metric: Optional[str] = None, episodes:
     try:
         states = random_policy_states(config["env"], episodes=episodes, seed=seed)
     except Exception as err:  # noqa: BLE001 - user envs can raise anything
-        raise ConfigError(f"env={config['env'].get('name')}: random-policy rollouts failed: "
-                          f"{type(err).__name__}: {err}") from None
+        raise ConfigError(
+            f"env={config['env'].get('name')}: random-policy rollouts failed: {type(err).__name__}: {err}"
+        ) from None
     out = []
     for name in names:
         spec = reward.metrics[name]
@@ -142,10 +152,16 @@ def summarize(config: Dict[str, Any], *, metric: Optional[str] = None, episodes:
             raise ConfigError(f"reward.metrics.{name} ({spec.kind}, source {spec.source}): {err}") from None
         is_unit = spec.kind == "unit_space"
         summary = MetricSummary(
-            name=name, kind=spec.kind, n=int(patterns.shape[0]), k=int(patterns.shape[1]),
+            name=name,
+            kind=spec.kind,
+            n=int(patterns.shape[0]),
+            k=int(patterns.shape[1]),
             mean_d2=float(np.mean(model.distance(patterns, squared=True))) if is_unit else None,
-            ddof=spec.ddof if is_unit else None, know_how_d=know_how_d, random_d=random_d,
-            patterns=patterns, model=model,
+            ddof=spec.ddof if is_unit else None,
+            know_how_d=know_how_d,
+            random_d=random_d,
+            patterns=patterns,
+            model=model,
         )
         summary.warnings = _warnings(summary)
         out.append(summary)

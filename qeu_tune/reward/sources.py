@@ -191,15 +191,12 @@ def rollout_policy(
         raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}.")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}.")
-    if max_steps is not None and (
-        not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1
-    ):
+    if max_steps is not None and (not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1):
         raise ValueError(f"max_steps must be a positive integer or omitted, got {max_steps!r}.")
     act = import_object(policy, what="policy") if isinstance(policy, str) else policy
     if not callable(act):
         raise ValueError(f"policy {policy!r} is not callable.")
     cap = max_steps if max_steps is not None else _EPISODE_STEP_GUARD
-
 
     rows: list[np.ndarray] = []
     result = Rollouts(observations=np.empty((0, 0)))
@@ -217,8 +214,7 @@ def rollout_policy(
                     break
             if max_steps is None and steps >= _EPISODE_STEP_GUARD:
                 raise ValueError(
-                    f"episode {i} of {env!r} did not end within {_EPISODE_STEP_GUARD} steps; "
-                    f"set max_steps."
+                    f"episode {i} of {env!r} did not end within {_EPISODE_STEP_GUARD} steps; set max_steps."
                 )
             result.episode_lengths.append(steps)
             result.episode_returns.append(ret)
@@ -233,9 +229,7 @@ def rollout_policy(
 
 
 # --------------------------------------------------------------------------- files
-def _load_file(
-    path: str | os.PathLike[str], columns: Sequence[Any] | None, base_dir: Path | None
-) -> np.ndarray:
+def _load_file(path: str | os.PathLike[str], columns: Sequence[Any] | None, base_dir: Path | None) -> np.ndarray:
     p = Path(path).expanduser()
     if not p.is_absolute() and base_dir is not None:
         p = Path(base_dir) / p
@@ -247,8 +241,7 @@ def _load_file(
         )
     if not p.is_file():
         raise ValueError(
-            f"know-how file not found: {str(p)!r} (relative paths resolve against "
-            f"{base_dir or Path.cwd()})."
+            f"know-how file not found: {str(p)!r} (relative paths resolve against {base_dir or Path.cwd()})."
         )
 
     if suffix == ".npy":
@@ -257,9 +250,7 @@ def _load_file(
         except ValueError as exc:  # object arrays need pickle: refuse them
             raise ValueError(f"cannot read {str(p)!r} as a numeric .npy array: {exc}") from None
         if data.dtype.kind not in "iufb":
-            raise ValueError(
-                f"{str(p)!r} holds {data.dtype} data; know-how arrays must be numeric."
-            )
+            raise ValueError(f"{str(p)!r} holds {data.dtype} data; know-how arrays must be numeric.")
         if data.ndim == 0:
             raise ValueError(
                 f"{str(p)!r} holds a single number (a 0-d array, value {data.item()!r}); "
@@ -310,8 +301,7 @@ def _load_file(
     non_numeric = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise ValueError(
-            f"{str(p)!r}: non-numeric columns {non_numeric}; keep only numeric columns (use "
-            f"'columns' to select them)."
+            f"{str(p)!r}: non-numeric columns {non_numeric}; keep only numeric columns (use 'columns' to select them)."
         )
     return frame.to_numpy(dtype=np.float64)
 
@@ -332,9 +322,7 @@ class _Builtin:
     options: frozenset[str]
 
 
-def _rollout_builtin(
-    env: str, policy: Callable[[Any], Any]
-) -> Callable[[dict[str, Any]], np.ndarray]:
+def _rollout_builtin(env: str, policy: Callable[[Any], Any]) -> Callable[[dict[str, Any]], np.ndarray]:
     def load(options: dict[str, Any]) -> np.ndarray:
         return rollout_policy(
             env,
@@ -360,9 +348,7 @@ BUILTINS: dict[str, _Builtin] = {
 }
 
 
-def load_reference_data(
-    source: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None
-) -> np.ndarray:
+def load_reference_data(source: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None) -> np.ndarray:
     """Loads raw reference observations (rows) from a know-how source.
 
     Args:
@@ -416,17 +402,13 @@ def load_reference_data(
     else:
         name = source.get("name")
         if name not in BUILTINS:
-            raise ValueError(
-                f"unknown builtin know-how {name!r}; valid names: {', '.join(BUILTINS)}."
-            )
+            raise ValueError(f"unknown builtin know-how {name!r}; valid names: {', '.join(BUILTINS)}.")
         builtin = BUILTINS[name]
         options = {k: v for k, v in source.items() if k not in ("type", "name")}
         extra = sorted(set(options) - builtin.options)
         if extra:
             allowed = ", ".join(sorted(builtin.options)) or "none"
-            raise ValueError(
-                f"builtin know-how {name!r} does not take {extra}; options: {allowed}."
-            )
+            raise ValueError(f"builtin know-how {name!r} does not take {extra}; options: {allowed}.")
         data = builtin.load(options)
         origin = f"builtin {name!r}"
 
@@ -434,10 +416,7 @@ def load_reference_data(
         raise ValueError(f"know-how from {origin} is empty.")
     bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
     if bad.size:
-        raise ValueError(
-            f"know-how from {origin}: row {int(bad[0])} contains NaN or inf "
-            f"({data[bad[0]].tolist()})."
-        )
+        raise ValueError(f"know-how from {origin}: row {int(bad[0])} contains NaN or inf ({data[bad[0]].tolist()}).")
     return data
 
 
@@ -449,7 +428,5 @@ def _list_points(points: Any) -> np.ndarray:
         rows = [list(p) if isinstance(p, Sequence) and not isinstance(p, str) else p for p in points]
         data = np.array(rows, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"'points' must be a list of numbers or of equal-length numeric lists: {exc}"
-        ) from None
+        raise ValueError(f"'points' must be a list of numbers or of equal-length numeric lists: {exc}") from None
     return data.reshape(-1, 1) if data.ndim == 1 else data

@@ -114,8 +114,7 @@ class RewardDesignWrapper(gym.Wrapper):
             )
         if mode == "potential" and (gamma is None or not 0.0 < float(gamma) <= 1.0):
             raise ValueError(
-                f"potential-based shaping needs the learner's discount gamma in (0, 1]; got "
-                f"gamma={gamma!r}."
+                f"potential-based shaping needs the learner's discount gamma in (0, 1]; got gamma={gamma!r}."
             )
         if not metrics:
             raise ValueError("RewardDesignWrapper needs at least one metric.")

@@ -15,8 +15,9 @@ RESIDUALS = ("sqrt_ve", "mae")  # Y2 of the RT method: textbook sqrt(V_e), or QE
 _F64 = np.dtype(np.float64)
 
 
-def check_saved_format(data: Mapping[str, Any], *, fmt: str, version: int, what: str,
-                       required: Collection[str]) -> None:
+def check_saved_format(
+    data: Mapping[str, Any], *, fmt: str, version: int, what: str, required: Collection[str]
+) -> None:
     """Checks the header and keys of a ``to_dict`` mapping before rebuilding from it.
 
     Raises:
@@ -33,8 +34,9 @@ def check_saved_format(data: Mapping[str, Any], *, fmt: str, version: int, what:
         raise ValueError(f"saved {what} lacks the keys {missing}.")
 
 
-def check_typed_spec(spec: Any, *, what: str, valid_keys: Mapping[str, Collection[str]],
-                     type_order: Optional[Collection[str]] = None) -> str:
+def check_typed_spec(
+    spec: Any, *, what: str, valid_keys: Mapping[str, Collection[str]], type_order: Optional[Collection[str]] = None
+) -> str:
     """Checks a ``{"type": ..., ...}`` spec: a mapping, a known type, no unknown keys.
 
     Args:
@@ -50,14 +52,11 @@ def check_typed_spec(spec: Any, *, what: str, valid_keys: Mapping[str, Collectio
         raise ValueError(f"a {what} must be a mapping with a 'type' key, got {spec!r}.")
     kind = spec.get("type")
     if kind not in valid_keys:
-        raise ValueError(
-            f"unknown {what} type {kind!r}; valid types: {', '.join(type_order or valid_keys)}."
-        )
+        raise ValueError(f"unknown {what} type {kind!r}; valid types: {', '.join(type_order or valid_keys)}.")
     unknown = sorted(set(spec) - set(valid_keys[kind]) - {"type"})
     if unknown:
         raise ValueError(
-            f"unknown keys {unknown} for {what} type {kind!r}; valid keys: "
-            f"{', '.join(sorted(valid_keys[kind]))}."
+            f"unknown keys {unknown} for {what} type {kind!r}; valid keys: {', '.join(sorted(valid_keys[kind]))}."
         )
     return kind
 
@@ -73,10 +72,7 @@ _CORR_ATOL = 1e-10  # 1 - corr^2 below this: Y2 a linear function of Y1
 _SHAPE = "(m, k) or (k,)"  # the shapes UnitSpace accepts, for messages
 
 
-_NEED_FINITE = (
-    "RT needs finite features. Drop or impute the non-finite values before calling the unit "
-    "space."
-)
+_NEED_FINITE = "RT needs finite features. Drop or impute the non-finite values before calling the unit space."
 
 
 _RESCALE_FEATURES = "rescale the features to a moderate range before fitting and scoring."
@@ -91,14 +87,11 @@ def _as_float_array(X: ArrayLike, shape: str) -> np.ndarray:
         return np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(
-            f"X must be a numeric array-like of shape {shape}; converting it to float64 "
-            f"failed: {exc}"
+            f"X must be a numeric array-like of shape {shape}; converting it to float64 failed: {exc}"
         ) from None
 
 
-def _check_samples(
-    X: ArrayLike, k: int, shape: str, mismatch: Callable[[int, int], ValueError]
-) -> np.ndarray:
+def _check_samples(X: ArrayLike, k: int, shape: str, mismatch: Callable[[int, int], ValueError]) -> np.ndarray:
     """``X`` as float64 of shape ``(m, k)`` or ``(k,)``; ``mismatch(k, k_in)`` is the error
     for a wrong last dimension. Finiteness is left to the caller (checked on the output)."""
     if type(X) is not np.ndarray or X.dtype is not _F64:
@@ -131,10 +124,7 @@ def _nonfinite_error(
     bad = ~np.isfinite(X2)
     bad_rows = np.flatnonzero(bad.any(axis=1))
     if not bad_rows.size:
-        return ValueError(
-            f"{rows}: the computation overflowed (largest |value| = {np.abs(X2).max():.3g}); "
-            f"{rescale}"
-        )
+        return ValueError(f"{rows}: the computation overflowed (largest |value| = {np.abs(X2).max():.3g}); {rescale}")
     i = int(bad_rows[0])
     where = one if single else f"{rows} row {i}"
     if item:

@@ -66,8 +66,7 @@ def import_object(path: str, *, what: str = "object") -> Any:
     """
     if not isinstance(path, str) or path.count(":") != 1 or not all(path.partition(":")[::2]):
         raise ValueError(
-            f"{what} path {path!r} must look like 'module:name', e.g. "
-            f"'my_project.features:obs_to_pattern'."
+            f"{what} path {path!r} must look like 'module:name', e.g. 'my_project.features:obs_to_pattern'."
         )
     module_name, _, attr = path.partition(":")
     try:
@@ -81,9 +80,7 @@ def import_object(path: str, *, what: str = "object") -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ValueError(
-                f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}."
-            ) from None
+            raise ValueError(f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}.") from None
     return obj
 
 
@@ -167,9 +164,7 @@ class OneHotMap(FeatureMap):
     def __init__(self, spec: Mapping[str, Any]) -> None:
         n, start = spec.get("n"), spec.get("start", 0)
         if not _is_int(n) or n < 1:
-            raise ValueError(
-                f"onehot feature map needs n (number of categories) >= 1, got n={n!r}."
-            )
+            raise ValueError(f"onehot feature map needs n (number of categories) >= 1, got n={n!r}.")
         if not _is_int(start):
             raise ValueError(f"onehot 'start' must be an integer, got {start!r}.")
         super().__init__(spec, int(n))
@@ -204,9 +199,7 @@ class OneHotMap(FeatureMap):
             v = float(a.reshape(()))
             if v.is_integer():  # also accepts 3.0 from a float observation
                 return int(v)
-        raise ValueError(
-            f"onehot feature map needs one integer category per observation, got {a.tolist()!r}."
-        )
+        raise ValueError(f"onehot feature map needs one integer category per observation, got {a.tolist()!r}.")
 
     def _range_error(self, value: int, row: int | None = None) -> ValueError:
         where = "" if row is None else f" (row {row})"
@@ -228,22 +221,14 @@ class RbfMap(FeatureMap):
         low, high = _float_list(spec["low"], "low"), _float_list(spec["high"], "high")
         D = len(low)
         if len(high) != D:
-            raise ValueError(
-                f"rbf 'low' has {D} entries but 'high' has {len(high)}; give one per "
-                f"observation dim."
-            )
+            raise ValueError(f"rbf 'low' has {D} entries but 'high' has {len(high)}; give one per observation dim.")
         if any(not h > lo for lo, h in zip(low, high)):
             raise ValueError(f"rbf needs high > low in every dim, got low={low}, high={high}.")
         num = _per_dim(spec["num"], D, "num")
         if any(not _is_int(v) or v < 1 for v in num):
-            raise ValueError(
-                f"rbf 'num' (centres per dim) must be integers >= 1, got {spec['num']!r}."
-            )
+            raise ValueError(f"rbf 'num' (centres per dim) must be integers >= 1, got {spec['num']!r}.")
         num = [int(v) for v in num]
-        centres = [
-            np.linspace(lo, h, k) if k > 1 else np.array([(lo + h) / 2.0])
-            for lo, h, k in zip(low, high, num)
-        ]
+        centres = [np.linspace(lo, h, k) if k > 1 else np.array([(lo + h) / 2.0]) for lo, h, k in zip(low, high, num)]
         # Default width = centre spacing: each bump is exp(-1/2) at its neighbours' centres,
         # and neighbouring bumps cross halfway between them (z = 1/2) at exp(-1/8).
         if spec.get("width") is None:
@@ -303,9 +288,7 @@ class RbfMap(FeatureMap):
         return out
 
     def _size_error(self, size: int) -> ValueError:
-        return ValueError(
-            f"rbf feature map expects observations with {self._D} values, got {size}."
-        )
+        return ValueError(f"rbf feature map expects observations with {self._D} values, got {size}.")
 
 
 class CallableMap(FeatureMap):
@@ -316,9 +299,7 @@ class CallableMap(FeatureMap):
     def __init__(self, spec: Mapping[str, Any]) -> None:
         fn = import_object(spec.get("path"), what="feature function")
         if not callable(fn):
-            raise ValueError(
-                f"feature function {spec.get('path')!r} is not callable ({type(fn).__name__})."
-            )
+            raise ValueError(f"feature function {spec.get('path')!r} is not callable ({type(fn).__name__}).")
         kwargs = spec.get("kwargs") or {}
         if not isinstance(kwargs, Mapping):
             raise ValueError(f"callable feature map 'kwargs' must be a mapping, got {kwargs!r}.")
@@ -358,8 +339,9 @@ def make_feature_map(spec: Mapping[str, Any]) -> FeatureMap:
         >>> fm.dim, fm([-0.5, 0.0]).shape
         (25, (25,))
     """
-    kind = check_typed_spec(spec, what="feature map", valid_keys={k: v[1] for k, v in _BUILDERS.items()},
-                            type_order=FEATURE_TYPES)
+    kind = check_typed_spec(
+        spec, what="feature map", valid_keys={k: v[1] for k, v in _BUILDERS.items()}, type_order=FEATURE_TYPES
+    )
     return _BUILDERS[kind][0](spec)
 
 
@@ -380,16 +362,11 @@ def _float_list(v: Any, name: str) -> list[float]:
     try:
         return [float(x) for x in values]
     except (TypeError, ValueError):
-        raise ValueError(
-            f"rbf {name!r} must be a number or a list of numbers, got {v!r}."
-        ) from None
+        raise ValueError(f"rbf {name!r} must be a number or a list of numbers, got {v!r}.") from None
 
 
 def _per_dim(v: Any, D: int, name: str) -> list[Any]:
     values = list(v) if isinstance(v, Sequence) and not isinstance(v, str) else [v] * D
     if len(values) != D:
-        raise ValueError(
-            f"rbf {name!r} has {len(values)} entries; give one per observation dim ({D}) or "
-            f"a scalar."
-        )
+        raise ValueError(f"rbf {name!r} has {len(values)} entries; give one per observation dim ({D}) or a scalar.")
     return values

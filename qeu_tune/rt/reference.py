@@ -48,23 +48,18 @@ def _points_array(points: ArrayLike, name: str) -> np.ndarray:
     try:
         P = np.array(points, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{name} must be a numeric (N, dim) array-like, e.g. [[x, y], ...]: {exc}"
-        ) from None
+        raise ValueError(f"{name} must be a numeric (N, dim) array-like, e.g. [[x, y], ...]: {exc}") from None
     if P.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D (N points x dim coordinates), got shape {P.shape}; write "
             f"one-coordinate points as [[v1], [v2], ...]."
         )
     if P.shape[0] == 0 or P.shape[1] == 0:
-        raise ValueError(
-            f"{name} is empty (shape {P.shape}): give at least one point with >= 1 coordinate."
-        )
+        raise ValueError(f"{name} is empty (shape {P.shape}): give at least one point with >= 1 coordinate.")
     bad = np.flatnonzero(~np.isfinite(P).all(axis=1))
     if bad.size:
         raise ValueError(
-            f"{name} row {int(bad[0])} contains NaN or inf ({P[bad[0]].tolist()}); reference "
-            f"points must be finite."
+            f"{name} row {int(bad[0])} contains NaN or inf ({P[bad[0]].tolist()}); reference points must be finite."
         )
     P.flags.writeable = False
     return P
@@ -145,8 +140,7 @@ class ReferenceSet:
         self._main = _Nearest(P)
         if (negative_side is None) != (positive_side is None):
             raise ValueError(
-                "give both negative_side and positive_side (the sign compares the nearest "
-                "point of each), or neither."
+                "give both negative_side and positive_side (the sign compares the nearest point of each), or neither."
             )
         self._neg = self._pos = None
         self._fused: np.ndarray | None = None
@@ -157,8 +151,7 @@ class ReferenceSet:
             for name, S in (("negative_side", neg), ("positive_side", pos)):
                 if S.shape[1] != self._dim:
                     raise ValueError(
-                        f"{name} points have {S.shape[1]} coordinates but the reference points "
-                        f"have dim={self._dim}."
+                        f"{name} points have {S.shape[1]} coordinates but the reference points have dim={self._dim}."
                     )
             self._neg, self._pos = _Nearest(neg), _Nearest(pos)
             if P.size + neg.size + pos.size <= _FUSED_MAX_ELEMENTS:
@@ -243,9 +236,7 @@ class ReferenceSet:
         if X.ndim == 1:
             if self._fused is not None:
                 diff = self._fused - X
-                d2, d2_neg, d2_pos = np.minimum.reduceat(
-                    np.einsum("ij,ij->i", diff, diff), self._cuts
-                ).tolist()
+                d2, d2_neg, d2_pos = np.minimum.reduceat(np.einsum("ij,ij->i", diff, diff), self._cuts).tolist()
             else:
                 d2, d2_neg, d2_pos = self._main.sq_one(X), self._neg.sq_one(X), self._pos.sq_one(X)
             if not d2 < _INF:
@@ -303,14 +294,17 @@ class ReferenceSet:
 
 def _mismatch(dim: int, dim_in: int) -> ValueError:
     return ValueError(
-        f"dimension mismatch: the states have {dim_in} coordinates but the reference points "
-        f"have dim={dim}."
+        f"dimension mismatch: the states have {dim_in} coordinates but the reference points have dim={dim}."
     )
 
 
 def _states_nonfinite(X: np.ndarray, single: bool) -> ValueError:
     # States are short: the message lists the whole offending row.
     return _nonfinite_error(
-        X, single, one="the state", item="", fix="states must be finite.",
+        X,
+        single,
+        one="the state",
+        item="",
+        fix="states must be finite.",
         rescale="rescale the states to a moderate range.",
     )

@@ -120,9 +120,7 @@ class UnitSpace:
         if m.ndim != 1 or m.size < 2:
             raise ValueError(f"mean_pattern must have shape (k,) with k >= 2, got shape {m.shape}.")
         if ybar.shape != (2,) or V.shape != (2, 2):
-            raise ValueError(
-                f"y_mean must have shape (2,) and cov (2, 2); got {ybar.shape} and {V.shape}."
-            )
+            raise ValueError(f"y_mean must have shape (2,) and cov (2, 2); got {ybar.shape} and {V.shape}.")
         if not (np.isfinite(m).all() and np.isfinite(ybar).all() and np.isfinite(V).all()):
             raise ValueError("unit-space parameters contain NaN or inf.")
         _check_options(residual, ddof)
@@ -132,9 +130,7 @@ class UnitSpace:
         v11, v12, v22 = float(V[0, 0]), float(V[0, 1]), float(V[1, 1])
         det = v11 * v22 - v12 * v12
         if not (v11 > 0.0 and v22 > 0.0 and det > 0.0 and V[1, 0] == V[0, 1]):
-            raise ValueError(
-                f"cov must be a symmetric positive-definite 2x2 matrix, got {V.tolist()}."
-            )
+            raise ValueError(f"cov must be a symmetric positive-definite 2x2 matrix, got {V.tolist()}.")
 
         for a in (m, ybar, V):
             a.flags.writeable = False
@@ -345,8 +341,9 @@ class UnitSpace:
         Raises:
             ValueError: Not a unit space, an unsupported version, or missing keys.
         """
-        check_saved_format(data, fmt=FORMAT, version=FORMAT_VERSION, what="unit space",
-                           required=("mean_pattern", "y_mean", "cov"))
+        check_saved_format(
+            data, fmt=FORMAT, version=FORMAT_VERSION, what="unit space", required=("mean_pattern", "y_mean", "cov")
+        )
         return cls(
             data["mean_pattern"],
             data["y_mean"],
@@ -380,9 +377,7 @@ class UnitSpace:
             try:
                 data = json.load(f)
             except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"{os.fspath(path)} is not a JSON unit-space file: {exc}"
-                ) from None
+                raise ValueError(f"{os.fspath(path)} is not a JSON unit-space file: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{os.fspath(path)} does not hold a JSON object.")
         return cls.from_dict(data)
@@ -476,5 +471,3 @@ def _y_of(X: np.ndarray, m: np.ndarray, r: float, residual: str) -> np.ndarray:
     else:
         y2 = np.abs(X - np.multiply.outer(beta, m)).mean(axis=1)
     return np.stack([beta, y2], axis=1)
-
-

@@ -44,11 +44,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from qeu_tune.core.paths import qeu_home
-
 from qeu_tune.tracking.store import (
+    _OP_NAMES,
     METRIC_BATCH,
     WRITER_HTTP,
-    _OP_NAMES,
     Applier,
     _Unresolved,
     is_permanent,
@@ -225,10 +224,17 @@ class Spool:
         self.tracking_uri = tracking_uri
         self.mode = mode
         self._warn = warn
-        _write_json_atomic(self.dir / META_FILE, {
-            "version": 1, "tracking_uri": tracking_uri, "experiment": experiment, "mode": mode,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
-        })
+        _write_json_atomic(
+            self.dir / META_FILE,
+            {
+                "version": 1,
+                "tracking_uri": tracking_uri,
+                "experiment": experiment,
+                "mode": mode,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "pid": os.getpid(),
+            },
+        )
         self._lock = threading.RLock()  # append side: seq, file position (close re-enters it)
         self._file = open(self.dir / JOURNAL_FILE, "ab")
         self._offset = self._file.tell()
@@ -277,8 +283,11 @@ class Spool:
                 self._wake.set()
             return True
         except Exception as err:  # noqa: BLE001 - tracking must never stop training
-            self._warn("journal", f"could not write the tracking journal in {self.dir} ({type(err).__name__}: "
-                                  f"{err}); this tracking data is lost, training continues.")
+            self._warn(
+                "journal",
+                f"could not write the tracking journal in {self.dir} ({type(err).__name__}: "
+                f"{err}); this tracking data is lost, training continues.",
+            )
             return False
 
     def blob_dir(self) -> Path:
@@ -348,8 +357,11 @@ class Spool:
         try:
             self._loop()
         except Exception as err:  # noqa: BLE001 - a writer bug must not take the sweep down
-            self._warn("writer", f"the MLflow writer thread stopped ({type(err).__name__}: {err}); the data "
-                                 f"stays in {self.dir}: upload it with `qeu-tune sync {self.dir}`.")
+            self._warn(
+                "writer",
+                f"the MLflow writer thread stopped ({type(err).__name__}: {err}); the data "
+                f"stays in {self.dir}: upload it with `qeu-tune sync {self.dir}`.",
+            )
         finally:
             if self._closed:  # close() gave up waiting for a hung request: free the spool now
                 self._spool_lock.release()
@@ -380,8 +392,11 @@ class Spool:
                 else:
                     self.failing = True
                     op = _OP_NAMES.get(unit[0]["op"], unit[0]["op"])
-                    self._warn(op, f"MLflow {op} failed ({type(err).__name__}: {err}); training continues, the "
-                                   f"data is kept in {self.dir} and retried.")
+                    self._warn(
+                        op,
+                        f"MLflow {op} failed ({type(err).__name__}: {err}); training continues, the "
+                        f"data is kept in {self.dir} and retried.",
+                    )
                     if self._stop.wait(backoff):
                         return  # closing: the rest stays in the journal for `qeu-tune sync`
                     backoff = min(backoff * 2, self.max_backoff_s)
@@ -398,8 +413,10 @@ class Spool:
             try:
                 self.state.ack(seq + 1, end)
             except OSError as err:
-                self._warn("state", f"could not record tracking progress in {self.dir} ({err}); "
-                                    "a later sync replays more (harmless).")
+                self._warn(
+                    "state",
+                    f"could not record tracking progress in {self.dir} ({err}); a later sync replays more (harmless).",
+                )
                 self.state.next_seq, self.state.offset = seq + 1, end
             with self._progress:
                 self._progress.notify_all()
@@ -409,8 +426,11 @@ class Spool:
         for item in items:
             _reject(self.dir, item[3], err)
         op = _OP_NAMES.get(items[0][3]["op"], items[0][3]["op"])
-        self._warn(f"rejected-{op}", f"MLflow refused {op} ({type(err).__name__}: {err}); the entry is set aside "
-                                     f"in {self.dir / REJECTED_FILE}, tracking continues.")
+        self._warn(
+            f"rejected-{op}",
+            f"MLflow refused {op} ({type(err).__name__}: {err}); the entry is set aside "
+            f"in {self.dir / REJECTED_FILE}, tracking continues.",
+        )
 
     def _fill(self, pending: list, carry: list, fill_seq: int, fill_off: int, limit: int) -> Tuple[int, int]:
         """Moves entries ``fill_seq...`` into ``pending``: from the queue, or the journal file

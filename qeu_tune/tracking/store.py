@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from qeu_tune.core.tags import TAG_RUN_KEY
 from qeu_tune.core.paths import artifact_location_for
+from qeu_tune.core.tags import TAG_RUN_KEY
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +68,28 @@ WRITER_HTTP = {"max_retries": 0, "timeout_s": 30.0}
 
 
 # Error codes that retrying cannot fix: the entry is set aside in rejected.jsonl.
-_PERMANENT_CODES = frozenset({
-    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "BAD_REQUEST",
-    "RESOURCE_ALREADY_EXISTS", "INVALID_REQUEST",
-})
+_PERMANENT_CODES = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_STATE",
+        "BAD_REQUEST",
+        "RESOURCE_ALREADY_EXISTS",
+        "INVALID_REQUEST",
+    }
+)
 
 
 _OP_NAMES = {  # journal op -> the Tracker method, for messages
-    "create_run": "create_run", "params": "log_params", "tags": "set_tags", "metrics": "log_metrics",
-    "artifact": "log_artifact", "artifacts": "log_artifacts", "end_run": "end_run",
-    "reopen_run": "reopen_run", "delete_run": "delete_run",
+    "create_run": "create_run",
+    "params": "log_params",
+    "tags": "set_tags",
+    "metrics": "log_metrics",
+    "artifact": "log_artifact",
+    "artifacts": "log_artifacts",
+    "end_run": "end_run",
+    "reopen_run": "reopen_run",
+    "delete_run": "delete_run",
 }
 
 
@@ -136,7 +148,8 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
         return found.experiment_id
     # MLflow 3's UI opens GenAI views unless told this is classic model training.
     return client.create_experiment(
-        name, artifact_location=artifact_location_for(tracking_uri),
+        name,
+        artifact_location=artifact_location_for(tracking_uri),
         tags={"mlflow.experimentKind": "custom_model_development"},
     )
 
@@ -233,8 +246,9 @@ class Applier:
             return  # a replay: the run exists already
         tags = {k: self._tag_value(str(v)) for k, v in entry["tags"].items()}
         tags[TAG_RUN_KEY] = key
-        run = self.client.create_run(self.experiment_id, start_time=entry.get("time"), tags=tags,
-                                     run_name=entry.get("name"))
+        run = self.client.create_run(
+            self.experiment_id, start_time=entry.get("time"), tags=tags, run_name=entry.get("name")
+        )
         self.state.runs[key] = run.info.run_id
         self.runs_created += 1
 

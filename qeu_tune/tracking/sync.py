@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-
 from qeu_tune.tracking.journal import (
     JOURNAL_FILE,
     META_FILE,
@@ -20,9 +19,17 @@ from qeu_tune.tracking.journal import (
     read_journal,
     spool_root,
 )
-from qeu_tune.tracking.store import WRITER_HTTP, Applier, _Unresolved, ensure_experiment, is_permanent, short_http_retries
+from qeu_tune.tracking.store import (
+    WRITER_HTTP,
+    Applier,
+    _Unresolved,
+    ensure_experiment,
+    is_permanent,
+    short_http_retries,
+)
 
 log = logging.getLogger(__name__)
+
 
 # -- sync ---------------------------------------------------------------------------------
 def sync_spool(
@@ -44,8 +51,10 @@ def sync_spool(
         A summary: ``{"spools": [per-spool summary], "entries": ..., "points": ..., "runs_created": ...}``;
         per spool also ``spool``, ``tracking_uri``, ``already_acknowledged``, ``rejected``, ``error``.
     """
-    dirs = [Path(spool_dir)] if spool_dir is not None else sorted(
-        p for p in spool_root().glob("*") if (p / META_FILE).exists()
+    dirs = (
+        [Path(spool_dir)]
+        if spool_dir is not None
+        else sorted(p for p in spool_root().glob("*") if (p / META_FILE).exists())
     )
     summaries = [_sync_one(d, tracking_uri, retries, backoff_s) for d in dirs]
     return {
@@ -64,8 +73,16 @@ def _sync_one(spool_dir: Path, tracking_uri: Optional[str], retries: int, backof
     if meta is None:
         raise FileNotFoundError(f"{spool_dir} is not a qeu-tune spool (no {META_FILE})")
     uri = tracking_uri or meta["tracking_uri"]
-    summary: Dict[str, Any] = {"spool": str(spool_dir), "tracking_uri": uri, "entries": 0, "points": 0,
-                               "runs_created": 0, "rejected": 0, "already_acknowledged": 0, "error": None}
+    summary: Dict[str, Any] = {
+        "spool": str(spool_dir),
+        "tracking_uri": uri,
+        "entries": 0,
+        "points": 0,
+        "runs_created": 0,
+        "rejected": 0,
+        "already_acknowledged": 0,
+        "error": None,
+    }
     lock = SpoolLock(spool_dir)
     applier: Optional[Applier] = None
     if not lock.acquire():

@@ -35,7 +35,6 @@ MAX_PARAM_VALUE = 500  # shorter than MLflow's limit keeps the comparison views 
 MAX_KEY = 250
 
 
-
 def flatten_params(config: Mapping[str, Any], prefix: str = "") -> Dict[str, str]:
     """A flat, length-safe ``{dotted.key: str}`` view of a nested config for MLflow params.
 
@@ -59,9 +58,7 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> Dict[str, str
 def git_commit(path: Path) -> Optional[str]:
     """The git commit of the source tree at ``path``, when it is a git checkout."""
     try:
-        out = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -133,8 +130,14 @@ class Tracker:
         self.spool_dir = Path(spool_root or journal.spool_root()) / key
         try:
             self._spool = journal.Spool(
-                self.spool_dir, tracking_uri=tracking_uri, experiment=experiment, mode=mode, client=self.client,
-                experiment_id=self.experiment_id, warn=self.warn_once, queue_size=queue_size,
+                self.spool_dir,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                mode=mode,
+                client=self.client,
+                experiment_id=self.experiment_id,
+                warn=self.warn_once,
+                queue_size=queue_size,
             )
         except OSError as err:
             raise ConfigError(
@@ -165,30 +168,44 @@ class Tracker:
         """
 
         key = new_run_key()
-        self._append("create_run", lambda: {
-            "op": "create_run", "run": key, "name": run_name, "time": int(time.time() * 1000),
-            "tags": {TAG_RUN_NAME: run_name, **{str(k): str(v) for k, v in tags.items()}},
-        })
+        self._append(
+            "create_run",
+            lambda: {
+                "op": "create_run",
+                "run": key,
+                "name": run_name,
+                "time": int(time.time() * 1000),
+                "tags": {TAG_RUN_NAME: run_name, **{str(k): str(v) for k, v in tags.items()}},
+            },
+        )
         return key
 
     def log_params(self, run_id: Optional[str], params: Mapping[str, str]) -> None:
         if run_id is not None and params:
-            self._append("log_params", lambda: {"op": "params", "run": run_id,
-                                                "params": {str(k): str(v) for k, v in params.items()}})
+            self._append(
+                "log_params",
+                lambda: {"op": "params", "run": run_id, "params": {str(k): str(v) for k, v in params.items()}},
+            )
 
     def set_tags(self, run_id: Optional[str], tags: Mapping[str, str]) -> None:
         if run_id is not None and tags:
-            self._append("set_tags", lambda: {"op": "tags", "run": run_id,
-                                              "tags": {str(k): str(v)[:5000] for k, v in tags.items()}})
+            self._append(
+                "set_tags",
+                lambda: {"op": "tags", "run": run_id, "tags": {str(k): str(v)[:5000] for k, v in tags.items()}},
+            )
 
     def log_metrics(self, run_id: Optional[str], metrics: List[Any]) -> None:
         """Journals ``mlflow.entities.Metric`` points; their timestamps are kept as reported, so a
         replayed point is an exact duplicate that MLflow skips."""
         if run_id is not None and metrics:
-            self._append("log_metrics", lambda: {
-                "op": "metrics", "run": run_id,
-                "m": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
-            })
+            self._append(
+                "log_metrics",
+                lambda: {
+                    "op": "metrics",
+                    "run": run_id,
+                    "m": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
+                },
+            )
 
     def log_text(self, run_id: Optional[str], text: str, artifact_file: str) -> None:
         if run_id is None:
@@ -198,8 +215,12 @@ class Tracker:
             blob = self._spool.blob_dir() / Path(artifact_file).name
             blob.write_text(text)
             parent = str(Path(artifact_file).parent)
-            return {"op": "artifact", "run": run_id, "blob": str(blob.relative_to(self.spool_dir)),
-                    "path": None if parent in ("", ".") else parent}
+            return {
+                "op": "artifact",
+                "run": run_id,
+                "blob": str(blob.relative_to(self.spool_dir)),
+                "path": None if parent in ("", ".") else parent,
+            }
 
         self._append("log_artifact", build)
 
@@ -216,15 +237,20 @@ class Tracker:
 
             blob = self._spool.blob_dir()
             shutil.copytree(local_dir, blob, dirs_exist_ok=True)
-            return {"op": "artifacts", "run": run_id, "blob": str(blob.relative_to(self.spool_dir)),
-                    "path": artifact_path}
+            return {
+                "op": "artifacts",
+                "run": run_id,
+                "blob": str(blob.relative_to(self.spool_dir)),
+                "path": artifact_path,
+            }
 
         self._append("log_artifacts", build)
 
     def end_run(self, run_id: Optional[str], status: str) -> None:
         if run_id is not None:
-            self._append("end_run", lambda: {"op": "end_run", "run": run_id, "status": status,
-                                             "time": int(time.time() * 1000)})
+            self._append(
+                "end_run", lambda: {"op": "end_run", "run": run_id, "status": status, "time": int(time.time() * 1000)}
+            )
 
     def reopen_run(self, run_id: Optional[str]) -> None:
         """Marks a KILLED or FAILED run RUNNING again (a resumed or retried trial)."""
@@ -291,4 +317,3 @@ def sweep_tags(*, sweep_name: str, command: str, source_dir: Path, extra: Mappin
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return redact(tags)  # the command line may hold a password or a token
-

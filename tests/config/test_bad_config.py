@@ -68,7 +68,9 @@ def test_cli_prints_one_paragraph_exits_2_and_creates_no_run(tmp_path):
     db = tmp_path / "mlflow.db"
     proc = subprocess.run(
         [sys.executable, "-m", "qeu_tune.commands.main", "algo.name=a2c", f"tracking.uri=sqlite:///{db}"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("qeu-tune: error: algo.name='a2c'")

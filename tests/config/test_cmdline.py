@@ -93,18 +93,37 @@ def test_the_repository_conf_is_not_a_user_config_dir(monkeypatch):
 
 
 def test_sweep_overrides_become_search_dimensions_without_multirun():
-    plain, dims = sweep_dimensions([
-        "algo.params.lr=tag(log,interval(1e-4,1e-2))", "reward.metrics.route.weight=choice(0,0.3,1)",
-        "algo=choice(ppo,dqn)", "env=qeu_cliff", "stop.env_steps=500", "search=ppo,grid",
-    ])
+    plain, dims = sweep_dimensions(
+        [
+            "algo.params.lr=tag(log,interval(1e-4,1e-2))",
+            "reward.metrics.route.weight=choice(0,0.3,1)",
+            "algo=choice(ppo,dqn)",
+            "env=qeu_cliff",
+            "stop.env_steps=500",
+            "search=ppo,grid",
+        ]
+    )
     assert plain == ["env=qeu_cliff", "stop.env_steps=500"]
-    assert dims == {"algo.params.lr": "tag(log,interval(1e-4,1e-2))", "reward.metrics.route.weight": "choice(0,0.3,1)",
-                    "algo": "choice(ppo,dqn)", "search": "ppo,grid"}
-    prepared = prepare_argv(["experiment=qeu_cliff_weight_sweep", "algo.params.lr=tag(log,interval(1e-4,1e-2))",
-                             "reward.metrics.route.weight=choice(0,0.3,1)", "algo=choice(ppo,dqn)"])
+    assert dims == {
+        "algo.params.lr": "tag(log,interval(1e-4,1e-2))",
+        "reward.metrics.route.weight": "choice(0,0.3,1)",
+        "algo": "choice(ppo,dqn)",
+        "search": "ppo,grid",
+    }
+    prepared = prepare_argv(
+        [
+            "experiment=qeu_cliff_weight_sweep",
+            "algo.params.lr=tag(log,interval(1e-4,1e-2))",
+            "reward.metrics.route.weight=choice(0,0.3,1)",
+            "algo=choice(ppo,dqn)",
+        ]
+    )
     space = to_plain(compose(prepared.argv))["search"]["space"]
-    assert space == {"algo.params.lr": "tag(log,interval(1e-4,1e-2))",
-                     "reward.metrics.route.weight": "choice(0,0.3,1)", "algo": "choice(ppo,dqn)"}
+    assert space == {
+        "algo.params.lr": "tag(log,interval(1e-4,1e-2))",
+        "reward.metrics.route.weight": "choice(0,0.3,1)",
+        "algo": "choice(ppo,dqn)",
+    }
     multirun = prepare_argv(["-m", "algo=ppo,dqn"])  # -m keeps Hydra's meaning
     assert "algo=ppo,dqn" in multirun.argv and not multirun.search_space
 
@@ -112,8 +131,17 @@ def test_sweep_overrides_become_search_dimensions_without_multirun():
 def test_a_know_how_source_switches_type_from_the_command_line(tmp_path, monkeypatch):
     csv = cartpole_csv(tmp_path / "demos.csv")
     monkeypatch.chdir(tmp_path)
-    cfg = to_plain(compose(open_overrides(["reward=cartpole_rt", "reward.metrics.balance.source.type=file",
-                                           "reward.metrics.balance.source.path=demos.csv"])))
+    cfg = to_plain(
+        compose(
+            open_overrides(
+                [
+                    "reward=cartpole_rt",
+                    "reward.metrics.balance.source.type=file",
+                    "reward.metrics.balance.source.path=demos.csv",
+                ]
+            )
+        )
+    )
     assert cfg["reward"]["metrics"]["balance"]["source"] == {"type": "file", "path": str(csv.resolve())}
     from qeu_tune.reward import make_env
 
@@ -123,21 +151,44 @@ def test_a_know_how_source_switches_type_from_the_command_line(tmp_path, monkeyp
 def test_a_whole_metric_is_added_or_replaced_with_overrides(tmp_path, monkeypatch):
     cartpole_csv(tmp_path / "demos.csv")
     monkeypatch.chdir(tmp_path)
-    added = to_plain(compose(["reward=cartpole_rt",
-                              "+reward.metrics.extra={kind: unit_space, weight: 0.1, source: {type: file, path: demos.csv},"
-                              " feature: {type: rbf, low: -2.4, high: 2.4, num: 3}}"]))
+    added = to_plain(
+        compose(
+            [
+                "reward=cartpole_rt",
+                "+reward.metrics.extra={kind: unit_space, weight: 0.1, source: {type: file, path: demos.csv},"
+                " feature: {type: rbf, low: -2.4, high: 2.4, num: 3}}",
+            ]
+        )
+    )
     assert set(added["reward"]["metrics"]) == {"balance", "extra"}
-    replaced = to_plain(compose(["reward=cartpole_rt", "~reward.metrics.balance",
-                                 "+reward.metrics.balance={kind: reference, weight: 0.2, source: {type: file, path: demos.csv}}"]))
+    replaced = to_plain(
+        compose(
+            [
+                "reward=cartpole_rt",
+                "~reward.metrics.balance",
+                "+reward.metrics.balance={kind: reference, weight: 0.2, source: {type: file, path: demos.csv}}",
+            ]
+        )
+    )
     assert replaced["reward"]["metrics"]["balance"]["kind"] == "reference"
     assert replaced["reward"]["metrics"]["balance"]["feature"] == {"type": "identity"}
 
 
 def test_a_misspelt_source_field_is_reported_with_the_valid_ones(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "qeu_tune.commands.main", "reward=cartpole_rt", "reward.metrics.balance.source.type=file",
-         "reward.metrics.balance.source.pth=demos.csv", "debug=smoke"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "qeu_tune.commands.main",
+            "reward=cartpole_rt",
+            "reward.metrics.balance.source.type=file",
+            "reward.metrics.balance.source.pth=demos.csv",
+            "debug=smoke",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert re.search(r"unknown keys \['pth'\] for know-how source type 'file'; valid keys: columns, path", proc.stderr)

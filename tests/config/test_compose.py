@@ -41,7 +41,13 @@ def test_every_experiment_composes_with_smoke(experiment):
     assert config["smoke"] is True and config["stop"]["env_steps"] <= 2000
 
 
-ALGO_ENV = [("ppo", "cartpole"), ("dqn", "acrobot"), ("appo", "mountaincar"), ("impala", "cartpole"), ("sac", "pendulum")]
+ALGO_ENV = [
+    ("ppo", "cartpole"),
+    ("dqn", "acrobot"),
+    ("appo", "mountaincar"),
+    ("impala", "cartpole"),
+    ("sac", "pendulum"),
+]
 
 
 @pytest.mark.parametrize("algo, env", ALGO_ENV)
@@ -90,8 +96,11 @@ def test_planning_a_sweep_parses_each_reward_design_once(monkeypatch):
     real = reward_config._parse
     monkeypatch.setattr(reward_config, "_parse", lambda d: parsed.append(d) or real(d))
     reward_config._parse_cached.cache_clear()
-    overrides = ["experiment=single", "reward=cartpole_rt",
-                 "reward.metrics.balance.weight=choice(0.0,0.1,0.2,0.3,0.5,1.0)"]
+    overrides = [
+        "experiment=single",
+        "reward=cartpole_rt",
+        "reward.metrics.balance.weight=choice(0.0,0.1,0.2,0.3,0.5,1.0)",
+    ]
     from qeu_tune.commands.argv import prepare_argv
 
     config = to_plain(compose(prepare_argv(overrides).argv))

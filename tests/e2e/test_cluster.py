@@ -21,9 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray_cluster import VENV_BIN, LocalRayCluster
 
-from qeu_tune.core import names
-
-from qeu_tune.core import tags
+from qeu_tune.core import names, tags
 from qeu_tune.core.tags import TAG_NODE_ID, TAG_NODE_IP
 
 pytestmark = pytest.mark.slow
@@ -86,9 +84,16 @@ def check_trials_ran_on_workers(uri: str, cluster: LocalRayCluster, num_trials: 
 def test_cli_sweep_on_a_multi_node_cluster_runs_trials_on_workers_only(cluster, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = run(
-        [str(VENV_BIN / "qeu-tune"), "debug=smoke", "cluster=remote", f"cluster.address={cluster.address}",
-         f"tracking.uri={uri}", f"cluster.storage_path={tmp_path / 'shared-storage'}", "search.num_samples=2",
-         "++cluster.runtime_env={env_vars: {QEU_CLUSTER_TEST: '1'}}"],  # ray.init(runtime_env=...)
+        [
+            str(VENV_BIN / "qeu-tune"),
+            "debug=smoke",
+            "cluster=remote",
+            f"cluster.address={cluster.address}",
+            f"tracking.uri={uri}",
+            f"cluster.storage_path={tmp_path / 'shared-storage'}",
+            "search.num_samples=2",
+            "++cluster.runtime_env={env_vars: {QEU_CLUSTER_TEST: '1'}}",
+        ],  # ray.init(runtime_env=...)
         cluster,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -114,18 +119,37 @@ def test_ray_job_submit_runs_the_same_sweep_with_user_code_from_the_working_dir(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runtime_env = {"env_vars": {"QEU_TUNE_HOME": str(tmp_path / "job-home")}}
     proc = run(
-        [str(VENV_BIN / "ray"), "job", "submit", "--address", cluster.dashboard_url,
-         "--working-dir", str(workdir), "--runtime-env-json", json.dumps(runtime_env), "--",
-         "qeu-tune", "debug=smoke", "cluster=remote", "env.id=user_envs:UserCartPole",
-         f"tracking.uri={uri}", f"cluster.storage_path={tmp_path / 'shared-storage'}", "search.num_samples=2"],
-        cluster, cwd=tmp_path,
+        [
+            str(VENV_BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            cluster.dashboard_url,
+            "--working-dir",
+            str(workdir),
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--",
+            "qeu-tune",
+            "debug=smoke",
+            "cluster=remote",
+            "env.id=user_envs:UserCartPole",
+            f"tracking.uri={uri}",
+            f"cluster.storage_path={tmp_path / 'shared-storage'}",
+            "search.num_samples=2",
+        ],
+        cluster,
+        cwd=tmp_path,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "succeeded" in output, output[-5000:]
     assert "Parent run:" in output  # the driver's summary, streamed back by ray job submit
     check_trials_ran_on_workers(uri, cluster)
     client = MlflowClient(tracking_uri=uri)
-    trials = [r for r in client.search_runs([client.get_experiment_by_name("qeu-tune").experiment_id])
-              if r.data.tags.get(tags.TAG_KIND) == "trial"]
+    trials = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("qeu-tune").experiment_id])
+        if r.data.tags.get(tags.TAG_KIND) == "trial"
+    ]
     assert {r.data.params["env.id"] for r in trials} == {"user_envs:UserCartPole"}
     assert not (Path(os.getcwd()) / "user_envs.py").exists() and "user_envs" not in sys.modules

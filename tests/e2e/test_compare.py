@@ -5,15 +5,12 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
+from qeu_tune.analysis.runs import load_config_artifact, load_sweep, metric_history
 from qeu_tune.commands.best import best_command
 from qeu_tune.commands.report import report_command
 from qeu_tune.commands.rerun import rerun_command
-
-from qeu_tune.core import names
-
-from qeu_tune.core import tags
 from qeu_tune.config.compose import compose, to_plain
-from qeu_tune.analysis.runs import load_config_artifact, load_sweep, metric_history
+from qeu_tune.core import names, tags
 from qeu_tune.engine.plan import plan_sweep
 from qeu_tune.engine.run import run_sweep
 
@@ -25,9 +22,16 @@ def recorded(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compare")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     overrides = [
-        "debug=smoke", "experiment=single", "search=grid", "search.num_seeds=3", "stop.env_steps=1500",
-        "++search.space={algo.params.lr:'choice(0.0003,0.003)'}", "sweep_name=lr-compare",
-        f"tracking.uri={uri}", f"cluster.storage_path={tmp / 'ray'}", "verbose=0",
+        "debug=smoke",
+        "experiment=single",
+        "search=grid",
+        "search.num_seeds=3",
+        "stop.env_steps=1500",
+        "++search.space={algo.params.lr:'choice(0.0003,0.003)'}",
+        "sweep_name=lr-compare",
+        f"tracking.uri={uri}",
+        f"cluster.storage_path={tmp / 'ray'}",
+        "verbose=0",
     ]
     result = run_sweep(plan_sweep(to_plain(compose(overrides)), overrides))
     assert result.num_trials == 6 and result.num_errors == 0
@@ -79,6 +83,8 @@ def test_rerun_of_one_trial_reproduces_it_exactly(recorded):
     assert copy.seed == original.seed
     assert load_config_artifact(client, copy.run_id)["algo"] == load_config_artifact(client, original.run_id)["algo"]
     # Same seed, same config, one CPU process: the same learning curve.
-    assert metric_history(client, copy.run_id, names.RETURN_MEAN) == metric_history(client, original.run_id, names.RETURN_MEAN)
+    assert metric_history(client, copy.run_id, names.RETURN_MEAN) == metric_history(
+        client, original.run_id, names.RETURN_MEAN
+    )
     assert client.get_run(comparison["rerun_parent"]).data.tags["qeu.rerun_of"] == original.run_id
     assert client.get_run(comparison["rerun_parent"]).data.tags[tags.TAG_KIND] == "sweep"

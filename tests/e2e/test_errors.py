@@ -69,7 +69,11 @@ def test_bad_input_fails_fast_with_one_paragraph(row, tmp_path):
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "qeu_tune.commands.main", *row.args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     elapsed = time.monotonic() - start
     output = proc.stdout + proc.stderr

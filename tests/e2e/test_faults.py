@@ -7,10 +7,8 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qeu_tune.core import names
-
-from qeu_tune.core import tags
 from qeu_tune.config.compose import compose, to_plain
+from qeu_tune.core import names, tags
 from qeu_tune.engine.plan import plan_sweep
 from qeu_tune.engine.run import run_sweep
 
@@ -37,9 +35,17 @@ def test_injected_env_fault_is_retried_from_checkpoint_and_a_persistent_one_fail
     # 500, 1000 (checkpoint), 1500, then crashes; the retry restores 1000 and repeats 1500
     # (not logged again) before finishing at 2500. at_step=300 crashes every attempt.
     result, client, runs = run(
-        ["debug=smoke", "experiment=single", "search=grid", "++search.space={env.fault.at_step:'choice(300,1700)'}",
-         "env.fault.retries_too=true", "checkpoint_every=2", "max_failures=1", "stop.env_steps=2500",
-         "algo.num_envs_per_env_runner=1"],  # one env instance: its step count is the trial's
+        [
+            "debug=smoke",
+            "experiment=single",
+            "search=grid",
+            "++search.space={env.fault.at_step:'choice(300,1700)'}",
+            "env.fault.retries_too=true",
+            "checkpoint_every=2",
+            "max_failures=1",
+            "stop.env_steps=2500",
+            "algo.num_envs_per_env_runner=1",
+        ],  # one env instance: its step count is the trial's
         tmp_path,
     )
     assert result.num_trials == 2 and result.num_errors == 1 and result.status == "FINISHED"
@@ -61,9 +67,17 @@ def test_pbt_perturbations_are_recorded_and_the_optimizer_uses_the_new_learning_
     # perturbed there. Asynchronously, a trial reaching a point first has no partner yet,
     # and whether any perturbation happens in 4000 steps depends on the machine's load.
     result, client, runs = run(
-        ["debug=smoke", "scheduler=pbt", "search=grid", "++search.space={algo.params.lr:'choice(0.0001,0.01)'}",
-         "scheduler.params.perturbation_interval=1000", "scheduler.params.quantile_fraction=0.5",
-         "scheduler.params.resample_probability=0", "scheduler.params.synch=true", "stop.env_steps=4000"],
+        [
+            "debug=smoke",
+            "scheduler=pbt",
+            "search=grid",
+            "++search.space={algo.params.lr:'choice(0.0001,0.01)'}",
+            "scheduler.params.perturbation_interval=1000",
+            "scheduler.params.quantile_fraction=0.5",
+            "scheduler.params.resample_probability=0",
+            "scheduler.params.synch=true",
+            "stop.env_steps=4000",
+        ],
         tmp_path,
     )
     assert result.num_trials == 2 and result.num_errors == 0
@@ -73,11 +87,15 @@ def test_pbt_perturbations_are_recorded_and_the_optimizer_uses_the_new_learning_
     for run_ in perturbed:
         lr_set = {m.step: m.value for m in client.get_metric_history(run_.info.run_id, "hparam/algo.params.lr")}
         assert len(set(lr_set.values())) > 1  # the recorded value changed mid-trial
-        used = {m.step: m.value for m in client.get_metric_history(
-            run_.info.run_id, "learner/default_optimizer_learning_rate")}
+        used = {
+            m.step: m.value
+            for m in client.get_metric_history(run_.info.run_id, "learner/default_optimizer_learning_rate")
+        }
         for step, value in lr_set.items():
             if step in used:  # the learner's reported lr is the one PBT set for that step
                 assert used[step] == pytest.approx(value, rel=1e-6), (step, used[step], value)
                 checked += 1
-        assert any("algo.params.lr" in v for k, v in run_.data.tags.items() if k.startswith(tags.TAG_PERTURBATIONS + "."))
+        assert any(
+            "algo.params.lr" in v for k, v in run_.data.tags.items() if k.startswith(tags.TAG_PERTURBATIONS + ".")
+        )
     assert checked >= 2

@@ -29,11 +29,21 @@ QEU_TUNE = [sys.executable, "-m", "qeu_tune.commands.main"]
 
 def start_sweep(tmp_path: Path, home: Path) -> tuple[subprocess.Popen, str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["debug=smoke", "experiment=single", "search.num_seeds=2", f"stop.env_steps={BUDGET}", "stop.time_s=null",
-            "checkpoint_every=3", f"tracking.uri={uri}", f"cluster.storage_path={tmp_path / 'ray'}", "verbose=1"]
+    args = [
+        "debug=smoke",
+        "experiment=single",
+        "search.num_seeds=2",
+        f"stop.env_steps={BUDGET}",
+        "stop.time_s=null",
+        "checkpoint_every=3",
+        f"tracking.uri={uri}",
+        f"cluster.storage_path={tmp_path / 'ray'}",
+        "verbose=1",
+    ]
     env = {**os.environ, "QEU_TUNE_HOME": str(home)}
-    proc = subprocess.Popen([*QEU_TUNE, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [*QEU_TUNE, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     return proc, uri
 
 
@@ -61,8 +71,9 @@ def sweep_runs(client: MlflowClient):
 
 def resume(uri: str, ref: str, home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "QEU_TUNE_HOME": str(home)}
-    return subprocess.run([*QEU_TUNE, "--tracking-uri", uri, "resume", ref], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [*QEU_TUNE, "--tracking-uri", uri, "resume", ref], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def assert_complete(client: MlflowClient, parent_ref: str, resume_output: str = "") -> None:

@@ -10,10 +10,8 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qeu_tune.core import names
-
-from qeu_tune.core import tags
 from qeu_tune.config.compose import compose, to_plain
+from qeu_tune.core import names, tags
 from qeu_tune.engine.plan import plan_sweep
 from qeu_tune.engine.run import run_sweep
 
@@ -32,11 +30,17 @@ def sweep(tmp_path, name, mode):
 def snapshot(uri):
     """Everything a user compares in the MLflow UI, keyed by trial seed."""
     client = MlflowClient(uri)
-    (parent,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                   f"tags.`{tags.TAG_KIND}` = 'sweep'")
+    (parent,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], f"tags.`{tags.TAG_KIND}` = 'sweep'"
+    )
     children = client.search_runs([parent.info.experiment_id], f"tags.`{tags.TAG_PARENT}` = '{parent.info.run_id}'")
-    out = {"parent": (parent.info.status, {k: v for k, v in parent.data.params.items()}, sorted(
-        a.path for a in client.list_artifacts(parent.info.run_id, "config")))}
+    out = {
+        "parent": (
+            parent.info.status,
+            {k: v for k, v in parent.data.params.items()},
+            sorted(a.path for a in client.list_artifacts(parent.info.run_id, "config")),
+        )
+    }
     for run in children:
         seed = run.data.tags[tags.TAG_SEED]
         out[seed] = {

@@ -18,9 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow_server import MlflowServer
 
-from qeu_tune.core import redact
-
-from qeu_tune.core import tags
+from qeu_tune.core import redact, tags
 
 pytestmark = pytest.mark.slow
 
@@ -41,11 +39,24 @@ def test_secrets_are_masked_in_params_tags_artifacts_command_and_console(ray_ses
         uri = f"http://alice:{PASSWORD}@127.0.0.1:{server.port}"
         env = {**os.environ, "QEU_TEST_TOKEN": TOKEN, "QEU_TEST_TEAM": TEAM, "QEU_TEST_API_KEY": API_KEY}
         proc = subprocess.run(
-            [sys.executable, "-m", "qeu_tune.commands.main", "debug=smoke", "experiment=single", "cluster=remote",
-             f"cluster.address={ray_session.get_runtime_context().gcs_address}", f"tracking.uri={uri}",
-             f"cluster.storage_path={tmp_path / 'ray'}", "+tags.owner=${oc.env:QEU_TEST_TOKEN}",
-             "+tags.team=team:${oc.env:QEU_TEST_TEAM}", f"+tags.note={API_KEY}"],
-            env=env, capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "qeu_tune.commands.main",
+                "debug=smoke",
+                "experiment=single",
+                "cluster=remote",
+                f"cluster.address={ray_session.get_runtime_context().gcs_address}",
+                f"tracking.uri={uri}",
+                f"cluster.storage_path={tmp_path / 'ray'}",
+                "+tags.owner=${oc.env:QEU_TEST_TOKEN}",
+                "+tags.team=team:${oc.env:QEU_TEST_TEAM}",
+                f"+tags.note={API_KEY}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         console = proc.stdout + proc.stderr
         assert proc.returncode == 0, console[-4000:]

@@ -20,15 +20,15 @@ import pytest
 from fake_sweep import record_sweep
 from mlflow.tracking import MlflowClient
 
-from qeu_tune.core import names
-
-from qeu_tune.core import tags
-from qeu_tune.core.processes import free_port, port_open
 from qeu_tune.commands.server import DB_NAME, DB_USER, postgres_bindir
+from qeu_tune.core import names, tags
+from qeu_tune.core.processes import free_port, port_open
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(postgres_bindir() is None, reason="needs PostgreSQL's initdb/pg_ctl: apt-get install postgresql"),
+    pytest.mark.skipif(
+        postgres_bindir() is None, reason="needs PostgreSQL's initdb/pg_ctl: apt-get install postgresql"
+    ),
 ]
 
 STEPS = np.arange(500, 5001, 500)  # 10 points per trial
@@ -39,9 +39,21 @@ def server(tmp_path):
     data_dir, port, db_port = tmp_path / "server", free_port(), free_port()
     log_path = tmp_path / "server.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qeu_tune.commands.main", "server", "--data-dir", str(data_dir), "--port", str(port),
-         "--db-port", str(db_port)],
-        stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "qeu_tune.commands.main",
+            "server",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--db-port",
+            str(db_port),
+        ],
+        stdout=open(log_path, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -64,8 +76,11 @@ def server(tmp_path):
         if link.is_symlink():  # as root the cluster lives in /var/lib/postgresql/qeu-tune/<id>
             bindir = postgres_bindir()
             target = link.resolve()
-            subprocess.run([str(bindir / "pg_ctl"), "-D", str(target), "-m", "immediate", "stop"],
-                           user="postgres", capture_output=True)
+            subprocess.run(
+                [str(bindir / "pg_ctl"), "-D", str(target), "-m", "immediate", "stop"],
+                user="postgres",
+                capture_output=True,
+            )
             shutil.rmtree(target, ignore_errors=True)
 
 
@@ -80,10 +95,16 @@ def test_server_on_postgresql_takes_concurrent_trials_without_losing_a_point(ser
 
     def writer(i: int) -> None:
         try:
-            recorded.append(record_sweep(
-                url, {f"s{i}a": {"algo.params.lr": 0.001 * (i + 1)}, f"s{i}b": {"algo.params.lr": 0.002 * (i + 1)}},
-                curve, seeds=(0, 1), steps=STEPS, sweep_name=f"concurrent-{i}",
-            ))
+            recorded.append(
+                record_sweep(
+                    url,
+                    {f"s{i}a": {"algo.params.lr": 0.001 * (i + 1)}, f"s{i}b": {"algo.params.lr": 0.002 * (i + 1)}},
+                    curve,
+                    seeds=(0, 1),
+                    steps=STEPS,
+                    sweep_name=f"concurrent-{i}",
+                )
+            )
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(repr(err))
 
@@ -97,8 +118,11 @@ def test_server_on_postgresql_takes_concurrent_trials_without_losing_a_point(ser
 
     client = MlflowClient(tracking_uri=url)
     experiment = client.get_experiment_by_name("qeu-tune")
-    trials = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
-              if r.data.tags.get(tags.TAG_KIND) == "trial"]
+    trials = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=1000)
+        if r.data.tags.get(tags.TAG_KIND) == "trial"
+    ]
     assert len(trials) == 16
     for run in trials:
         assert run.info.status == "FINISHED"
@@ -122,16 +146,23 @@ def test_postgresql_uri_works_directly_as_tracking_uri_and_the_server_stops_clea
     assert sqlalchemy.engine.make_url(f"postgresql://u@127.0.0.1:{db_port}/x").get_dialect().driver == "psycopg"
     for scheme in ("postgresql+psycopg", "postgresql"):
         uri = f"{scheme}://{DB_USER}:{password}@127.0.0.1:{db_port}/{DB_NAME}"
-        rec = record_sweep(uri, {"a": {"algo.params.lr": 0.001}}, curve, seeds=(0,), steps=STEPS,
-                           sweep_name=f"direct-{scheme}")
+        rec = record_sweep(
+            uri, {"a": {"algo.params.lr": 0.001}}, curve, seeds=(0,), steps=STEPS, sweep_name=f"direct-{scheme}"
+        )
         client = MlflowClient(tracking_uri=uri)
-        (trial,) = [t for t in client.search_runs(
-            [rec.tracker.experiment_id], filter_string=f"tags.`{tags.TAG_PARENT}` = '{rec.parent_run_id}'")]
+        (trial,) = [
+            t
+            for t in client.search_runs(
+                [rec.tracker.experiment_id], filter_string=f"tags.`{tags.TAG_PARENT}` = '{rec.parent_run_id}'"
+            )
+        ]
         assert len(client.get_metric_history(trial.info.run_id, names.ENV_STEPS)) == len(STEPS)
     # Runs written directly are visible through the server (same database).
     via_server = MlflowClient(tracking_uri=server["url"])
-    names_seen = {r.data.tags.get(tags.TAG_SWEEP) for r in via_server.search_runs(
-        [via_server.get_experiment_by_name("qeu-tune").experiment_id])}
+    names_seen = {
+        r.data.tags.get(tags.TAG_SWEEP)
+        for r in via_server.search_runs([via_server.get_experiment_by_name("qeu-tune").experiment_id])
+    }
     assert {"direct-postgresql+psycopg", "direct-postgresql"} <= names_seen
 
     proc = server["proc"]

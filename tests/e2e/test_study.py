@@ -21,11 +21,17 @@ pytestmark = pytest.mark.slow
 # of the curve (qeu_tune/engine/synthetic.py), so it ends near the ceiling while the baseline
 # (base rate 0.5) is still far below it.
 OVERRIDES = [
-    "experiment=single", "algo=synthetic", "algo.params.base_rate=0.5", "stop.env_steps=20000",
+    "experiment=single",
+    "algo=synthetic",
+    "algo.params.base_rate=0.5",
+    "stop.env_steps=20000",
     "algo.params.lr=tag(log,interval(3e-4,3e-3))",
     'study.designs.none=["reward=none"]',
     'study.designs.fast=["reward=cartpole_rt","reward.metrics.balance.weight=20.0"]',
-    "study.baseline=none", "study.tune.num_samples=3", "study.test.seeds=5", "study.min_effect=25",
+    "study.baseline=none",
+    "study.tune.num_samples=3",
+    "study.test.seeds=5",
+    "study.min_effect=25",
     "verbose=0",
 ]
 
@@ -36,14 +42,16 @@ def _plan(uri):
 
 
 def _sweeps(client, study_id):
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              filter_string=f"tags.`{tags.TAG_PARENT}` = '{study_id}'")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], filter_string=f"tags.`{tags.TAG_PARENT}` = '{study_id}'"
+    )
     return {(r.data.tags[tags.TAG_STAGE], r.data.tags[tags.TAG_DESIGN]): r for r in runs}
 
 
 def _trial_seeds(client, sweep_id):
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              filter_string=f"tags.`{tags.TAG_PARENT}` = '{sweep_id}'")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], filter_string=f"tags.`{tags.TAG_PARENT}` = '{sweep_id}'"
+    )
     return sorted(int(r.data.tags[tags.TAG_SEED]) for r in runs)
 
 
@@ -57,8 +65,19 @@ def test_study_tunes_tests_on_held_out_seeds_and_finds_the_positive_control(ray_
     assert fast["verdict"] == "better" and fast["p_ci"][0] > 0.5, fast
     assert none["p_improvement"] is None and none["verdict"] is None
     for design in (fast, none):
-        assert set(design) >= {"overrides", "config", "tune_seeds", "test_seeds", "test", "iqm", "ci",
-                               "p_improvement", "p_ci", "verdict", "seeds_needed"}
+        assert set(design) >= {
+            "overrides",
+            "config",
+            "tune_seeds",
+            "test_seeds",
+            "test",
+            "iqm",
+            "ci",
+            "p_improvement",
+            "p_ci",
+            "verdict",
+            "seeds_needed",
+        }
         assert [t["seed"] for t in design["test"]] == design["test_seeds"] == [1000, 1001, 1002, 1003, 1004]
         assert all((t["steps_to_threshold"] is None) != t["reached"] for t in design["test"])
 
@@ -74,8 +93,12 @@ def test_study_tunes_tests_on_held_out_seeds_and_finds_the_positive_control(ray_
     for d in ("none", "fast"):
         assert not set(tune_seeds[d]) & set(_trial_seeds(client, sweeps[("test", d)].info.run_id))
 
-    printed = subprocess.run([sys.executable, "-m", "qeu_tune.commands.main", "--tracking-uri", uri, "report",
-                              result.study_run_id], capture_output=True, text=True, timeout=300)
+    printed = subprocess.run(
+        [sys.executable, "-m", "qeu_tune.commands.main", "--tracking-uri", uri, "report", result.study_run_id],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert printed.returncode == 0, printed.stderr
     assert "better" in printed.stdout and "(baseline)" in printed.stdout
 

@@ -9,11 +9,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from qeu_tune.core import names
-
 from qeu_tune.commands.best import best_command
-from qeu_tune.core import tags
 from qeu_tune.config.compose import compose, to_plain
+from qeu_tune.core import names, tags
 from qeu_tune.engine.plan import plan_sweep
 from qeu_tune.engine.run import run_sweep
 
@@ -103,10 +101,20 @@ def test_crashed_trial_is_failed_with_its_error_and_the_sweep_goes_on(ray_sessio
 def test_cli_runs_a_smoke_sweep_on_an_existing_ray_cluster(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.run(
-        [sys.executable, "-m", "qeu_tune.commands.main", "debug=smoke", "cluster=remote",
-         f"cluster.address={ray_session.get_runtime_context().gcs_address}", f"tracking.uri={uri}",
-         f"cluster.storage_path={tmp_path / 'ray'}", "search.num_samples=2"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "qeu_tune.commands.main",
+            "debug=smoke",
+            "cluster=remote",
+            f"cluster.address={ray_session.get_runtime_context().gcs_address}",
+            f"tracking.uri={uri}",
+            f"cluster.storage_path={tmp_path / 'ray'}",
+            "search.num_samples=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Best configuration (IQM over 1 seed of final_mean)" in proc.stdout and "Parent run:" in proc.stdout
@@ -124,9 +132,7 @@ def test_cli_runs_a_smoke_sweep_on_an_existing_ray_cluster(ray_session, tmp_path
     ["scheduler=asha scheduler.params.grace_period=500", "scheduler=pbt scheduler.params.perturbation_interval=500"],
 )
 def test_asha_and_pbt_sweeps_finish_with_every_run_closed(ray_session, tmp_path, scheduler):
-    result, client = run(
-        ["debug=smoke", *scheduler.split(), "search.num_samples=2", "stop.env_steps=2000"], tmp_path
-    )
+    result, client = run(["debug=smoke", *scheduler.split(), "search.num_samples=2", "stop.env_steps=2000"], tmp_path)
     assert result.num_trials == 2 and result.num_errors == 0
     runs = children(client, result)
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
@@ -142,8 +148,16 @@ def test_reward_design_metrics_reach_mlflow_through_the_real_rllib_path(ray_sess
     assert result.num_trials == 1 and result.num_errors == 0  # no search dimensions: one configuration
     (trial,) = children(client, result)
     metrics = trial.data.metrics
-    for key in ("rt/route/mean", "rt/route/min", "rt/route/max", "reward/route/sum", "reward/env/sum",
-                "conv/rt_trend/route", names.RETURN_ENV_MEAN, names.RETURN_MEAN):
+    for key in (
+        "rt/route/mean",
+        "rt/route/min",
+        "rt/route/max",
+        "reward/route/sum",
+        "reward/env/sum",
+        "conv/rt_trend/route",
+        names.RETURN_ENV_MEAN,
+        names.RETURN_MEAN,
+    ):
         assert key in metrics, key
     assert client.get_metric_history(trial.info.run_id, "rt/route/mean")
     # The shaped return is the env's return plus the route feedback (per-episode means).
@@ -158,9 +172,18 @@ def test_greedy_evaluation_is_logged_at_its_iterations_and_ranks_the_sweep(ray_s
     from qeu_tune.analysis.runs import load_sweep
 
     result, client = run(
-        ["debug=smoke", "experiment=single", "env=qeu_cliff", "stop.env_steps=2500", "evaluation.interval=2",
-         "evaluation.episodes=1", "search.metric=eval/return_env/mean", "convergence.metric=eval/return_env/mean",
-         "convergence.last_k=2"], tmp_path
+        [
+            "debug=smoke",
+            "experiment=single",
+            "env=qeu_cliff",
+            "stop.env_steps=2500",
+            "evaluation.interval=2",
+            "evaluation.episodes=1",
+            "search.metric=eval/return_env/mean",
+            "convergence.metric=eval/return_env/mean",
+            "convergence.last_k=2",
+        ],
+        tmp_path,
     )
     assert result.num_errors == 0
     (trial,) = children(client, result)
@@ -172,7 +195,8 @@ def test_greedy_evaluation_is_logged_at_its_iterations_and_ranks_the_sweep(ray_s
     # The first iteration, every second one, and the last: never a repeat in between.
     assert sorted(m.step for m in evaluated) == [step_of[i] for i in (1, 2, 4, 5)]
     assert sorted(m.step for m in client.get_metric_history(run_id, "eval/task/route_adherence")) == [
-        step_of[i] for i in (1, 2, 4, 5)]
+        step_of[i] for i in (1, 2, 4, 5)
+    ]
     last_two = [m.value for m in sorted(evaluated, key=lambda m: m.step)][-2:]
     assert trial.data.metrics["conv/final_mean"] == pytest.approx(sum(last_two) / 2)
     assert trial.data.params["convergence.metric"] == names.EVAL_RETURN_ENV_MEAN

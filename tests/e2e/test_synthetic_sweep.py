@@ -34,8 +34,13 @@ def children(client, result):
 
 def test_a_synthetic_sweep_reports_through_the_trial_path_on_the_env_step_axis(ray_session, tmp_path):
     result, client = run(
-        ["algo=synthetic", "search.num_samples=4", f"stop.env_steps={ITERATIONS * 1000}",
-         "evaluation.interval=5", "evaluation.episodes=2"],
+        [
+            "algo=synthetic",
+            "search.num_samples=4",
+            f"stop.env_steps={ITERATIONS * 1000}",
+            "evaluation.interval=5",
+            "evaluation.episodes=2",
+        ],
         tmp_path,
     )
     assert result.num_trials == 4 and result.num_errors == 0
@@ -49,8 +54,13 @@ def test_a_synthetic_sweep_reports_through_the_trial_path_on_the_env_step_axis(r
         assert run_.data.tags[tags.TAG_ALGO] == "synthetic"
         steps, values = metric_history(client, run_id, names.ENV_STEPS)
         assert steps == expected_steps and values == expected_steps  # the step axis is env steps
-        for key in (names.RETURN_ENV_MEAN, names.RETURN_MEAN, names.EPISODE_LEN_MEAN, names.ITERATION,
-                    names.ENV_STEPS_PER_S):
+        for key in (
+            names.RETURN_ENV_MEAN,
+            names.RETURN_MEAN,
+            names.EPISODE_LEN_MEAN,
+            names.ITERATION,
+            names.ENV_STEPS_PER_S,
+        ):
             assert metric_history(client, run_id, key)[0] == expected_steps, key
         # Evaluations: the first iteration, every 5th (the last is one of them).
         eval_steps, _ = metric_history(client, run_id, names.EVAL_RETURN_ENV_MEAN)

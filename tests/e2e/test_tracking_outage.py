@@ -19,12 +19,10 @@ from mlflow.entities import Metric
 from mlflow_server import MlflowServer
 
 from qeu_tune.commands import sync as sync_command
-from qeu_tune.tracking import journal
-from qeu_tune.tracking.sync import sync_spool
-
 from qeu_tune.core import tags
-
+from qeu_tune.tracking import journal
 from qeu_tune.tracking import tracker as tracking
+from qeu_tune.tracking.sync import sync_spool
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +46,12 @@ def running(server):
 def simulate_sweep(tracker, trials, iterations, *, pause_s=0.0, times=None, progress=None):
     """``trials`` x ``iterations`` results x 40 metrics, interleaved like Tune's driver loop."""
     parent = tracker.create_run(run_name="sweep", tags={tags.TAG_KIND: "sweep"})
-    runs = [tracker.create_run(run_name=f"t{i}", tags={tags.TAG_PARENT: parent, tags.TAG_KIND: "trial",
-                                                       tags.TAG_TRIAL_ID: f"t{i}"}) for i in range(trials)]
+    runs = [
+        tracker.create_run(
+            run_name=f"t{i}", tags={tags.TAG_PARENT: parent, tags.TAG_KIND: "trial", tags.TAG_TRIAL_ID: f"t{i}"}
+        )
+        for i in range(trials)
+    ]
     for run in runs:
         tracker.log_params(run, {"seed": "0"})
     base = int(time.time() * 1000)
@@ -72,11 +74,14 @@ def simulate_sweep(tracker, trials, iterations, *, pause_s=0.0, times=None, prog
 def counts(server: MlflowServer, experiment: str):
     """{(run name, key): (points, distinct steps)} and {run name: status}, from the server's database."""
     with sqlite3.connect(server.root / "mlflow.db") as con:
-        runs = "SELECT r.run_uuid, r.name, r.status FROM runs r JOIN experiments e ON e.experiment_id = " \
-               "r.experiment_id WHERE e.name = ?"
+        runs = (
+            "SELECT r.run_uuid, r.name, r.status FROM runs r JOIN experiments e ON e.experiment_id = "
+            "r.experiment_id WHERE e.name = ?"
+        )
         rows = con.execute(
             f"SELECT r.name, m.key, COUNT(*), COUNT(DISTINCT m.step) FROM metrics m "
-            f"JOIN ({runs}) r ON r.run_uuid = m.run_uuid GROUP BY r.name, m.key", (experiment,)
+            f"JOIN ({runs}) r ON r.run_uuid = m.run_uuid GROUP BY r.name, m.key",
+            (experiment,),
         ).fetchall()
         statuses = [(name, status) for _, name, status in con.execute(runs, (experiment,)).fetchall()]
     return {(name, key): (n, distinct) for name, key, n, distinct in rows}, statuses
@@ -95,8 +100,11 @@ def test_server_outage_mid_sweep_loses_and_duplicates_nothing(running, caplog):
     server, trials, iterations = running, 16, 12
     tracker = tracking.Tracker(tracking_uri=server.uri, experiment="outage")
     times, progress = [], []
-    driver = threading.Thread(target=simulate_sweep, args=(tracker, trials, iterations),
-                              kwargs={"pause_s": 0.5, "times": times, "progress": progress})
+    driver = threading.Thread(
+        target=simulate_sweep,
+        args=(tracker, trials, iterations),
+        kwargs={"pause_s": 0.5, "times": times, "progress": progress},
+    )
     with caplog.at_level(logging.WARNING):
         driver.start()
         while len(progress) < 4:

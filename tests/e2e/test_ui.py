@@ -36,13 +36,19 @@ pytestmark = [
 @pytest.fixture
 def ui(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rec = record_sweep(uri, {"w0": {"algo.params.lr": 0.001}, "w1": {"algo.params.lr": 0.003}},
-                       lambda v, seed, steps: steps / 100 * v["algo.params.lr"] * 1000 + seed, seeds=(0, 1))
+    rec = record_sweep(
+        uri,
+        {"w0": {"algo.params.lr": 0.001}, "w1": {"algo.params.lr": 0.003}},
+        lambda v, seed, steps: steps / 100 * v["algo.params.lr"] * 1000 + seed,
+        seeds=(0, 1),
+    )
     report_sweep_end(uri, rec.parent_run_id)
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "qeu_tune.commands.main", "--tracking-uri", uri, "ui", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/health")
@@ -62,9 +68,17 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,900",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 

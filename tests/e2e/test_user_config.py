@@ -21,9 +21,20 @@ pytestmark = pytest.mark.slow
 def qeu_tune(args, cwd, ray_session, uri, timeout=400):
     address = ray_session.get_runtime_context().gcs_address
     proc = subprocess.run(
-        [sys.executable, "-m", "qeu_tune.commands.main", *args, "cluster=remote", f"cluster.address={address}",
-         f"tracking.uri={uri}", f"cluster.storage_path={cwd / 'ray'}"],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        [
+            sys.executable,
+            "-m",
+            "qeu_tune.commands.main",
+            *args,
+            "cluster=remote",
+            f"cluster.address={address}",
+            f"tracking.uri={uri}",
+            f"cluster.storage_path={cwd / 'ray'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
@@ -41,9 +52,19 @@ def test_user_experiment_and_reward_design_with_a_two_dimension_command_line_swe
     work.mkdir()
     conf = write_user_conf(work, cartpole_csv(work / "demos.csv"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = qeu_tune(["experiment=my_study", "debug=smoke", "stop.env_steps=500", "search.num_samples=2",
-                     "algo.params.lr=tag(log,interval(1e-4,1e-2))", "reward.metrics.balance.weight=choice(0.0,0.2)"],
-                    work, ray_session, uri)
+    proc = qeu_tune(
+        [
+            "experiment=my_study",
+            "debug=smoke",
+            "stop.env_steps=500",
+            "search.num_samples=2",
+            "algo.params.lr=tag(log,interval(1e-4,1e-2))",
+            "reward.metrics.balance.weight=choice(0.0,0.2)",
+        ],
+        work,
+        ray_session,
+        uri,
+    )
     assert "Progress: 2/2 trials done" in proc.stdout  # the line above Tune's table
     assert "Token authentication is enabled" not in proc.stderr
     assert "Creating initial MLflow database tables" not in proc.stderr
@@ -61,8 +82,13 @@ def test_user_experiment_and_reward_design_with_a_two_dimension_command_line_swe
         assert child.data.params["reward.metrics.balance.source.path"] == str(work / "demos.csv")
     assert "search_space.algo.params.lr" in parent.data.params
 
-    best = subprocess.run([sys.executable, "-m", "qeu_tune.commands.main", "best", parent.info.run_id, "--tracking-uri", uri],
-                          capture_output=True, text=True, timeout=200, cwd=work)
+    best = subprocess.run(
+        [sys.executable, "-m", "qeu_tune.commands.main", "best", parent.info.run_id, "--tracking-uri", uri],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        cwd=work,
+    )
     assert best.returncode == 0, best.stderr[-2000:]
     written = list((conf / "experiment").glob("best_*.yaml"))
     assert len(written) == 1 and "rerun it: qeu-tune experiment=best_my_study" in best.stdout
@@ -71,9 +97,19 @@ def test_user_experiment_and_reward_design_with_a_two_dimension_command_line_swe
 def test_know_how_file_from_the_command_line(ray_session, tmp_path):
     cartpole_csv(tmp_path / "demos.csv")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    qeu_tune(["reward=cartpole_rt", "reward.metrics.balance.source.type=file",
-              "reward.metrics.balance.source.path=demos.csv", "experiment=single", "debug=smoke",
-              "stop.env_steps=500"], tmp_path, ray_session, uri)
+    qeu_tune(
+        [
+            "reward=cartpole_rt",
+            "reward.metrics.balance.source.type=file",
+            "reward.metrics.balance.source.path=demos.csv",
+            "experiment=single",
+            "debug=smoke",
+            "stop.env_steps=500",
+        ],
+        tmp_path,
+        ray_session,
+        uri,
+    )
     parents, runs = sweeps(MlflowClient(uri))
     (trial,) = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "trial"]
     assert trial.info.status == "FINISHED"

@@ -44,30 +44,55 @@ def _copy_sources(dest: Path) -> Path:
 def test_wheel_installs_and_runs_a_sweep_outside_the_repository(tmp_path):
     src = _copy_sources(tmp_path / "src")
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
-                    "-w", str(wheels), "-q"], check=True, timeout=300, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(wheels), "-q"],
+        check=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     (wheel,) = wheels.glob("qeu_tune-*.whl")
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     (site / "qeu_tune_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        timeout=300,
+    )
 
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI", "QEU_TUNE_CONFIG_DIR")}
     env["QEU_TUNE_HOME"] = str(tmp_path / "home")
-    where = subprocess.run([str(python), "-c", "import qeu_tune, qeu_tune.core.paths as p; print(qeu_tune.__file__); print(p.CONF_DIR)"],
-                           capture_output=True, text=True, check=True, env=env, cwd=run_dir).stdout.split()
+    where = subprocess.run(
+        [str(python), "-c", "import qeu_tune, qeu_tune.core.paths as p; print(qeu_tune.__file__); print(p.CONF_DIR)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=run_dir,
+    ).stdout.split()
     assert Path(where[0]).is_relative_to(env_dir) and not Path(where[0]).is_relative_to(REPO)
     assert Path(where[1]) == site / "qeu_tune" / "conf" and (Path(where[1]) / "config.yaml").is_file()
 
-    proc = subprocess.run([str(env_dir / "bin" / "qeu-tune"), "debug=smoke", "experiment=single", "stop.env_steps=500"],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=run_dir)
+    proc = subprocess.run(
+        [str(env_dir / "bin" / "qeu-tune"), "debug=smoke", "experiment=single", "stop.env_steps=500"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=run_dir,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "qeu-tune"]

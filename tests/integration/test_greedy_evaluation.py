@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qeu_tune.core import names
 from qeu_tune.config.compose import compose, to_plain
+from qeu_tune.core import names
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*Overriding environment:UserWarning")]
 
@@ -38,8 +38,11 @@ def test_greedy_evaluation_of_a_hand_made_policy(ray_session):
     from qeu_tune.engine.trainable import build_algo_config, register_env
 
     torch.set_num_threads(1)
-    config = to_plain(compose(["env=qeu_cliff", "algo=dqn", "reward=cliff_absolute",
-                               "evaluation.interval=1", "evaluation.episodes=2"]))
+    config = to_plain(
+        compose(
+            ["env=qeu_cliff", "algo=dqn", "reward=cliff_absolute", "evaluation.interval=1", "evaluation.episodes=2"]
+        )
+    )
     config["seed"] = 0
     register_env()
     algo = build_algo_config(config).build_algo()
@@ -59,7 +62,8 @@ def test_greedy_evaluation_of_a_hand_made_policy(ray_session):
     # The design's statistics come along: the shaped return has the feedback in it.
     assert metrics["eval/reward/route/sum"] < 0
     assert metrics["eval/return_shaped"] == pytest.approx(
-        metrics[names.EVAL_RETURN_ENV_MEAN] + metrics["eval/reward/route/sum"])
+        metrics[names.EVAL_RETURN_ENV_MEAN] + metrics["eval/reward/route/sum"]
+    )
 
 
 def test_a_trial_evaluates_at_its_first_every_nth_and_last_iteration(ray_session, monkeypatch):
@@ -73,8 +77,7 @@ def test_a_trial_evaluates_at_its_first_every_nth_and_last_iteration(ray_session
             calls.append("evaluate")
             return {"env_runners": {"episode_return_mean": -5.0, "episode_len_mean": 5.0, "num_episodes": 1}}
 
-    in_train = {"evaluation": {"env_runners": {"episode_return_mean": 3.0, "episode_len_mean": 3.0,
-                                               "num_episodes": 1}}}
+    in_train = {"evaluation": {"env_runners": {"episode_return_mean": 3.0, "episode_len_mean": 3.0, "num_episodes": 1}}}
     seen = {}
     for iteration in range(1, 8):
         done = iteration == 7

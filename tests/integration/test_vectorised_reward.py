@@ -25,17 +25,22 @@ def test_reward_metrics_reach_results_with_several_envs_per_runner(ray_session):
     import torch
 
     from qeu_tune.engine.episode_metrics import flatten_result
+    from qeu_tune.engine.trainable import build_algo_config, register_env
     from qeu_tune.reward import clear_metric_cache, fitted_metrics
     from qeu_tune.reward.design import _CACHE
-    from qeu_tune.engine.trainable import build_algo_config, register_env
 
     torch.set_num_threads(1)
     fitted = fitted_metrics([REWARD])  # what a sweep ships from the driver
     assert len(fitted) == 1
     config = {
-        "algo": {"name": "ppo", "num_env_runners": 0, "num_envs_per_env_runner": 4, "rollout_fragment_length": "auto",
-                 "params": {"train_batch_size_per_learner": 400, "minibatch_size": 100, "num_epochs": 1},
-                 "model": {"fcnet_hiddens": [16]}},
+        "algo": {
+            "name": "ppo",
+            "num_env_runners": 0,
+            "num_envs_per_env_runner": 4,
+            "rollout_fragment_length": "auto",
+            "params": {"train_batch_size_per_learner": 400, "minibatch_size": 100, "num_epochs": 1},
+            "model": {"fcnet_hiddens": [16]},
+        },
         "env": {"id": "QEUCliffWalking-v0", "env_config": {"obs": "techno", "max_falls": 3, "max_episode_steps": 40}},
         "reward": REWARD,
         "seed": 0,
@@ -77,9 +82,9 @@ def test_the_shipped_vectorised_defaults_train_with_a_reward_design(ray_session,
     import torch
 
     from qeu_tune.config.compose import compose, to_plain
+    from qeu_tune.config.trial import TrialTemplate, resolve_trial_config
     from qeu_tune.engine.episode_metrics import flatten_result
     from qeu_tune.engine.trainable import build_algo_config, register_env
-    from qeu_tune.config.trial import TrialTemplate, resolve_trial_config
 
     torch.set_num_threads(1)
     base = to_plain(compose([f"algo={algo}", "reward=cartpole_rt", "algo.reporting.min_time_s_per_iteration=0"]))

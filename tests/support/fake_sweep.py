@@ -11,15 +11,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from qeu_tune.core import names
-
-from qeu_tune.engine.callback import MLflowTrialCallback
-
-from qeu_tune.core import tags
-
-from qeu_tune.tracking import tracker as tracking
 from qeu_tune.config.compose import compose, to_plain
 from qeu_tune.config.trial import TrialTemplate
+from qeu_tune.core import names, tags
+from qeu_tune.engine.callback import MLflowTrialCallback
+from qeu_tune.tracking import tracker as tracking
 
 
 def make_template(overrides: Sequence[str] = ()) -> TrialTemplate:
@@ -59,8 +55,13 @@ def record_sweep(
             callback.on_trial_start(0, [], trial)
             ys = curve(values, seed, steps)
             for i, (s, y) in enumerate(zip(steps, ys)):
-                result = {names.ENV_STEPS: float(s), names.RETURN_ENV_MEAN: float(y), names.RETURN_MEAN: float(y),
-                          "rt/route/mean": float(1.0 / (1 + i)), names.ITERATION: float(i + 1)}
+                result = {
+                    names.ENV_STEPS: float(s),
+                    names.RETURN_ENV_MEAN: float(y),
+                    names.RETURN_MEAN: float(y),
+                    "rt/route/mean": float(1.0 / (1 + i)),
+                    names.ITERATION: float(i + 1),
+                }
                 callback.on_trial_result(0, [], trial, result)
             if label in fail:
                 callback.on_trial_error(0, [], trial)

@@ -35,9 +35,14 @@ def free_port() -> int:
 
 def _agent_ports() -> List[str]:
     """Per-node ports that default to fixed numbers (two nodes on one machine would clash)."""
-    return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+    return [
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+    ]
 
 
 class LocalRayCluster:
@@ -72,16 +77,29 @@ class LocalRayCluster:
     def _start(self, script: str, extra: List[str], env: Dict[str, str], name: str) -> None:
         log = Path(self.temp_dir) / f"{name}.log"
         self.logs.append(log)
-        self.nodes.append(subprocess.Popen(
-            ["bash", str(ROOT / "scripts" / script), "--block", *extra], env={**self.env, **env},
-            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        ))
+        self.nodes.append(
+            subprocess.Popen(
+                ["bash", str(ROOT / "scripts" / script), "--block", *extra],
+                env={**self.env, **env},
+                stdout=open(log, "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     def start_head(self) -> None:
-        self._start("ray_head.sh", [f"--temp-dir={self.temp_dir}", *_agent_ports()], {
-            "QEU_RAY_HEAD_IP": "127.0.0.1", "QEU_RAY_HEAD_PORT": str(self.gcs_port), "QEU_RAY_HEAD_CPUS": "0",
-            "QEU_RAY_DASHBOARD_PORT": str(self.dashboard_port), "QEU_RAY_CLIENT_PORT": str(self.client_port),
-        }, "head")
+        self._start(
+            "ray_head.sh",
+            [f"--temp-dir={self.temp_dir}", *_agent_ports()],
+            {
+                "QEU_RAY_HEAD_IP": "127.0.0.1",
+                "QEU_RAY_HEAD_PORT": str(self.gcs_port),
+                "QEU_RAY_HEAD_CPUS": "0",
+                "QEU_RAY_DASHBOARD_PORT": str(self.dashboard_port),
+                "QEU_RAY_CLIENT_PORT": str(self.client_port),
+            },
+            "head",
+        )
 
     def add_worker(self, num_cpus: int, attempts: int = 3) -> None:
         """Starts a worker node and waits until it has joined (one node at a time: on a busy
@@ -91,10 +109,16 @@ class LocalRayCluster:
             # Its own temp dir: nodes sharing one would clean up each other's runtime_env
             # files (e.g. the job's --working-dir, under the driver's feet).
             temp_dir = Path(self.temp_dir) / f"w{len(self.nodes)}"
-            self._start("ray_worker.sh", [f"--temp-dir={temp_dir}", *_agent_ports()], {
-                "QEU_RAY_HEAD_ADDRESS": self.address, "QEU_RAY_WORKER_CPUS": str(num_cpus),
-                "QEU_RAY_WORKER_IP": "127.0.0.1",
-            }, f"worker{len(self.nodes)}")
+            self._start(
+                "ray_worker.sh",
+                [f"--temp-dir={temp_dir}", *_agent_ports()],
+                {
+                    "QEU_RAY_HEAD_ADDRESS": self.address,
+                    "QEU_RAY_WORKER_CPUS": str(num_cpus),
+                    "QEU_RAY_WORKER_IP": "127.0.0.1",
+                },
+                f"worker{len(self.nodes)}",
+            )
             try:
                 self.wait_for(expected)
                 return
@@ -109,13 +133,15 @@ class LocalRayCluster:
 
     def nodes_info(self) -> List[Dict]:
         """``ray.nodes()`` of the cluster, read in a separate driver process."""
-        code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
-                "print('NODES=' + json.dumps([{k: n[k] for k in ('NodeID', 'Alive', 'Resources')} "
-                "for n in ray.nodes()]))" % self.address)
+        code = (
+            "import json, ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
+            "print('NODES=' + json.dumps([{k: n[k] for k in ('NodeID', 'Alive', 'Resources')} "
+            "for n in ray.nodes()]))" % self.address
+        )
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
         for line in out.stdout.splitlines():
             if line.startswith("NODES="):
-                return json.loads(line[len("NODES="):])
+                return json.loads(line[len("NODES=") :])
         raise RuntimeError(f"could not list the cluster's nodes:\n{out.stderr[-3000:]}\n{self.tail_logs()}")
 
     def wait_for(self, num_nodes: int, timeout: float = 150.0) -> List[Dict]:
@@ -135,7 +161,9 @@ class LocalRayCluster:
         raise TimeoutError(f"{len(nodes)} of {num_nodes} Ray nodes up after {timeout:.0f} s:\n{self.tail_logs()}")
 
     def tail_logs(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}" for log in self.logs if log.exists())
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}" for log in self.logs if log.exists()
+        )
 
     def stop(self) -> None:
         """Workers first (they drain through the head), then the head; then anything left."""

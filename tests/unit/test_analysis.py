@@ -7,15 +7,14 @@ import pytest
 from fake_sweep import record_sweep
 from mlflow.tracking import MlflowClient
 
+from qeu_tune import analysis
+from qeu_tune.analysis.runs import load_config_artifact, load_sweep, safe_load_yaml
 from qeu_tune.commands.best import best_command
 from qeu_tune.commands.report import report_command
 from qeu_tune.commands.rerun import _validated, fresh_seeds
-from qeu_tune import analysis
-
-from qeu_tune.core import tags
 from qeu_tune.config.compose import compose, to_plain
+from qeu_tune.core import tags
 from qeu_tune.core.errors import ConfigError
-from qeu_tune.analysis.runs import load_config_artifact, load_sweep, safe_load_yaml
 
 CONFIGS = {"good": {"algo.params.lr": 0.002}, "bad": {"algo.params.lr": 0.0005}}
 
@@ -55,8 +54,14 @@ def test_report_command_prints_writes_and_logs_to_the_parent(sweep, tmp_path, ca
     report_command(uri, "fake-sweep", out=str(tmp_path / "rep"), log=True)
     printed = capsys.readouterr().out
     assert "lr=0.002" in printed.splitlines()[3] and "[" in printed  # ranked first, with CIs
-    for name in ("ranking.csv", "ranking.html", "trials.csv", "learning_curves.png",
-                 "weight_vs_performance.png", "rt_metrics.png"):
+    for name in (
+        "ranking.csv",
+        "ranking.html",
+        "trials.csv",
+        "learning_curves.png",
+        "weight_vs_performance.png",
+        "rt_metrics.png",
+    ):
         assert (tmp_path / "rep" / name).stat().st_size > 0
     logged = {a.path for a in MlflowClient(uri).list_artifacts(rec.parent_run_id, "report")}
     assert "report/ranking.html" in logged and "report/learning_curves.png" in logged

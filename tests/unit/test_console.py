@@ -14,8 +14,13 @@ def trial(status, steps=None):
 
 
 def test_progress_line_counts_finished_trials_with_their_budget_and_estimates_time_left():
-    line = progress_line([trial("TERMINATED", 900), trial("RUNNING", 250), trial("PENDING")], total_trials=4,
-                         steps_per_trial=1000, elapsed_s=50, steps_key="progress/env_steps")
+    line = progress_line(
+        [trial("TERMINATED", 900), trial("RUNNING", 250), trial("PENDING")],
+        total_trials=4,
+        steps_per_trial=1000,
+        elapsed_s=50,
+        steps_key="progress/env_steps",
+    )
     assert line.startswith("Progress: 1/4 trials done | 1,250/4,000 env steps (31%) | elapsed 0:00:50")
     assert line.endswith("~0:01:50 left")  # 50 s for 1250 steps -> 110 s for the other 2750
     assert progress_line([], total_trials=2, steps_per_trial=10, elapsed_s=0, steps_key="x").endswith("n/a")
@@ -32,8 +37,11 @@ def test_known_noise_is_filtered_and_other_lines_pass(caplog):
         with caplog.at_level(logging.INFO):
             logging.getLogger("mlflow.store.db.utils").info("Creating initial MLflow database tables...")
             logging.getLogger("ray._private.authentication.authentication_token_setup").warning(
-                "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.")
-            logging.getLogger("matplotlib.font_manager").warning("Matplotlib is building the font cache; this may take a moment.")
+                "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out."
+            )
+            logging.getLogger("matplotlib.font_manager").warning(
+                "Matplotlib is building the font cache; this may take a moment."
+            )
             logging.getLogger("mlflow.store.db.utils").info("something else")
         assert [r.getMessage() for r in caplog.records] == ["something else"]
     finally:

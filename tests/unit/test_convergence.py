@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from qeu_tune.core import names
 from qeu_tune.analysis.convergence import (
     MAX_TREND_POINTS,
     ConvergenceSettings,
@@ -14,6 +13,7 @@ from qeu_tune.analysis.convergence import (
     settings_from_params,
     trial_statistics,
 )
+from qeu_tune.core import names
 from qeu_tune.tracking.tracker import flatten_params
 
 
@@ -35,23 +35,35 @@ def test_curves_from_history_use_the_latest_attempt():
 
 
 def test_an_evaluation_curve_has_only_the_evaluated_points():
-    history = [{names.ENV_STEPS: 1000.0, names.EVAL_RETURN_ENV_MEAN: -5.0},
-               {names.ENV_STEPS: 2000.0},
-               {names.ENV_STEPS: 3000.0, names.EVAL_RETURN_ENV_MEAN: 7.0}]
+    history = [
+        {names.ENV_STEPS: 1000.0, names.EVAL_RETURN_ENV_MEAN: -5.0},
+        {names.ENV_STEPS: 2000.0},
+        {names.ENV_STEPS: 3000.0, names.EVAL_RETURN_ENV_MEAN: 7.0},
+    ]
     (steps, values), _ = curves_from_history(history, names.EVAL_RETURN_ENV_MEAN)
     assert steps == [1000.0, 3000.0] and values == [-5.0, 7.0]
-    settings = ConvergenceSettings(threshold=5.0, budget=3000.0, last_k=1, window=1, sustain=1,
-                                   metric=names.EVAL_RETURN_ENV_MEAN)
+    settings = ConvergenceSettings(
+        threshold=5.0, budget=3000.0, last_k=1, window=1, sustain=1, metric=names.EVAL_RETURN_ENV_MEAN
+    )
     summary = trial_statistics((steps, values), settings)
     assert summary["final_mean"] == 7.0 and summary["steps_to_threshold"] == 3000.0
 
 
 def test_settings_agree_from_config_and_from_mlflow_params():
-    config = {"env": {"return_threshold": 475.0, "return_range": [0.0, 500.0]},
-              "convergence": {"window": 4, "sustain": 2, "last_k": 3, "metric": "eval/return_env/mean"},
-              "stop": {"env_steps": 20000}}
-    expected = ConvergenceSettings(threshold=475.0, budget=20000.0, window=4, sustain=2, last_k=3,
-                                   value_range=(0.0, 500.0), metric="eval/return_env/mean")
+    config = {
+        "env": {"return_threshold": 475.0, "return_range": [0.0, 500.0]},
+        "convergence": {"window": 4, "sustain": 2, "last_k": 3, "metric": "eval/return_env/mean"},
+        "stop": {"env_steps": 20000},
+    }
+    expected = ConvergenceSettings(
+        threshold=475.0,
+        budget=20000.0,
+        window=4,
+        sustain=2,
+        last_k=3,
+        value_range=(0.0, 500.0),
+        metric="eval/return_env/mean",
+    )
     assert settings_from_config(config) == expected
     assert settings_from_params(flatten_params(config)) == expected
     bare = settings_from_params({})

@@ -58,6 +58,7 @@ def test_rbf_values_in_one_dimension():
     # Centres 0, 0.5, 1; default width = spacing 0.5.
     fm = make_feature_map({"type": "rbf", "low": [0.0], "high": [1.0], "num": 3})
     assert fm.dim == 3
+
     def z(d):
         return math.exp(-0.5 * (d / 0.5) ** 2)
 
@@ -129,9 +130,7 @@ def test_rbf_matches_the_reference_formula(low, high, num, width):
             assert out.shape == (fm.dim,) and out.dtype == np.float64
             np.testing.assert_allclose(out, row, rtol=1e-12, atol=1e-12)
     for obs in (X[5].astype(np.float32), np.round(X[6]).astype(np.int64)):
-        np.testing.assert_allclose(
-            fm(obs), _rbf_reference(obs.tolist(), low, high, num, width), rtol=1e-12, atol=1e-12
-        )
+        np.testing.assert_allclose(fm(obs), _rbf_reference(obs.tolist(), low, high, num, width), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(fm.map_batch(X), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(fm.map_batch(X), np.stack([fm(x) for x in X]))
     assert fm.map_batch(np.empty((0, len(low)))).shape == (0, fm.dim)

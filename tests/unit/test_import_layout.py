@@ -71,7 +71,7 @@ def find_cycle(graph: Dict[str, Set[str]]) -> List[str]:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -115,8 +115,9 @@ def test_every_module_lives_in_a_layer():
 
 def test_imports_go_downwards_only():
     graph = import_graph()
-    wrong = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
-                   if b != "qeu_tune" and layer_of(b) > layer_of(a))
+    wrong = sorted(
+        f"{a} -> {b}" for a, targets in graph.items() for b in targets if b != "qeu_tune" and layer_of(b) > layer_of(a)
+    )
     assert not wrong, "imports that go up the layers:\n" + "\n".join(wrong)
 
 
@@ -142,8 +143,12 @@ def test_the_read_path_works_where_ray_cannot_be_imported(tmp_path, isolated_hom
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     configs = {"low": {"algo.params.lr": 1e-4}, "high": {"algo.params.lr": 1e-3}}
-    record_sweep(uri, configs, lambda values, seed, steps: steps / 100.0 * (2 if values["algo.params.lr"] > 5e-4 else 1),
-                 seeds=(0, 1))
+    record_sweep(
+        uri,
+        configs,
+        lambda values, seed, steps: steps / 100.0 * (2 if values["algo.params.lr"] > 5e-4 else 1),
+        seeds=(0, 1),
+    )
     blocker = tmp_path / "blocked" / "ray"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('ray is blocked: the read path must not need it')\n")

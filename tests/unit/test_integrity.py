@@ -25,13 +25,22 @@ def make_sweep(client, trials, *, parent_status="FINISHED", name="sweep-a"):
     exp = client.create_experiment(f"exp-{name}")
     parent = client.create_run(exp, tags={tags.TAG_KIND: "sweep", tags.TAG_SWEEP: name}).info.run_id
     for trial_id, (steps, status) in trials.items():
-        run = client.create_run(exp, tags={tags.TAG_PARENT: parent, tags.TAG_KIND: "trial",
-                                           tags.TAG_TRIAL_ID: trial_id.split("#")[0]}).info.run_id
+        run = client.create_run(
+            exp, tags={tags.TAG_PARENT: parent, tags.TAG_KIND: "trial", tags.TAG_TRIAL_ID: trial_id.split("#")[0]}
+        ).info.run_id
         client.log_param(run, "stop.env_steps", str(BUDGET))
-        client.log_batch(run, metrics=[m for i, s in enumerate(steps)
-                                       for m in (Metric(names.ENV_STEPS, float(s), 1000 + i, s),
-                                                 Metric(names.RETURN_MEAN, 1.0, 1000 + i, s),
-                                                 Metric(names.CONV_PREFIX + "auc", 1.0, 1000 + i, s))])
+        client.log_batch(
+            run,
+            metrics=[
+                m
+                for i, s in enumerate(steps)
+                for m in (
+                    Metric(names.ENV_STEPS, float(s), 1000 + i, s),
+                    Metric(names.RETURN_MEAN, 1.0, 1000 + i, s),
+                    Metric(names.CONV_PREFIX + "auc", 1.0, 1000 + i, s),
+                )
+            ],
+        )
         if status:
             client.set_terminated(run, status)
     if parent_status:
@@ -53,17 +62,21 @@ def test_a_complete_sweep_has_no_problem(client):
 
 
 def test_each_defect_is_listed_by_kind(client):
-    parent = make_sweep(client, {
-        "running": (FULL[:2], None),
-        "killed": (FULL, "KILLED"),
-        "gap": ([500, 1000, 2000], "FINISHED"),
-        "repeat": ([500, 1000, 1000, 1500, 2000], "FINISHED"),
-        "back": ([500, 1500, 1000, 2000], "FINISHED"),
-        "short": (FULL[:3], "FINISHED"),
-        "empty": ([], "FINISHED"),
-        "dup#1": (FULL, "FINISHED"),
-        "dup#2": (FULL, "FINISHED"),
-    }, parent_status=None)
+    parent = make_sweep(
+        client,
+        {
+            "running": (FULL[:2], None),
+            "killed": (FULL, "KILLED"),
+            "gap": ([500, 1000, 2000], "FINISHED"),
+            "repeat": ([500, 1000, 1000, 1500, 2000], "FINISHED"),
+            "back": ([500, 1500, 1000, 2000], "FINISHED"),
+            "short": (FULL[:3], "FINISHED"),
+            "empty": ([], "FINISHED"),
+            "dup#1": (FULL, "FINISHED"),
+            "dup#2": (FULL, "FINISHED"),
+        },
+        parent_status=None,
+    )
     report = sweep_integrity(client, parent, iteration_steps=STEP, tolerance=0.2, check_budget=True)
     kinds = {}
     for problem in report.problems:

@@ -56,8 +56,19 @@ def test_signal_outside_tune_raises_keyboard_interrupt(guard):
 
 
 def result(**kw):
-    base = dict(interrupted=None, exit_code=0, num_trials=2, num_errors=0, best=None, report=None, spool=None,
-                status="FINISHED", parent_run_id="p", experiment_id="1", tracking_uri="sqlite:///x.db")
+    base = dict(
+        interrupted=None,
+        exit_code=0,
+        num_trials=2,
+        num_errors=0,
+        best=None,
+        report=None,
+        spool=None,
+        status="FINISHED",
+        parent_run_id="p",
+        experiment_id="1",
+        tracking_uri="sqlite:///x.db",
+    )
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -78,8 +89,15 @@ def test_finish_exits_1_with_one_line_when_every_trial_failed(capsys):
 
 
 def test_finish_states_partial_failure_and_returns_the_best_value(capsys):
-    best = {"label": "lr=0.01", "by": "final_mean", "value": 12.5, "ci": "12.5 [10, 15]", "seeds": 2,
-            "run_id": "r", "last": None}
+    best = {
+        "label": "lr=0.01",
+        "by": "final_mean",
+        "value": 12.5,
+        "ci": "12.5 [10, 15]",
+        "seeds": 2,
+        "run_id": "r",
+        "last": None,
+    }
     assert finish(result(num_errors=1, best=best)) == 12.5
     out = capsys.readouterr().out
     assert "2 trials, 1 failed" in out and "Best configuration (IQM over 2 seeds of final_mean): lr=0.01" in out

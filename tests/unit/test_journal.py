@@ -16,14 +16,12 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from qeu_tune.commands import sync as sync_command
-from qeu_tune.tracking import journal
-from qeu_tune.tracking.sync import sync_spool
-
 from qeu_tune.core import tags
-
-from qeu_tune.tracking import tracker as tracking
 from qeu_tune.core.errors import ConfigError
 from qeu_tune.core.tags import TAG_RUN_KEY
+from qeu_tune.tracking import journal
+from qeu_tune.tracking import tracker as tracking
+from qeu_tune.tracking.sync import sync_spool
 
 KEYS = [f"perf/m{i:02d}" for i in range(40)]
 

@@ -168,8 +168,11 @@ def test_policy_rollouts_are_reproducible_from_the_seed():
 
 def test_rollout_records_episodes_and_accepts_module_class_envs():
     r = rollout_policy(
-        "gymnasium.envs.classic_control.cartpole:CartPoleEnv", cartpole_balance_policy,
-        episodes=2, seed=0, max_steps=25,
+        "gymnasium.envs.classic_control.cartpole:CartPoleEnv",
+        cartpole_balance_policy,
+        episodes=2,
+        seed=0,
+        max_steps=25,
     )
     assert r.seeds == [0, 1] and r.episode_lengths == [25, 25] and r.observations.shape == (50, 4)
     assert r.episode_returns == [25.0, 25.0]

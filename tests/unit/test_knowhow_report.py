@@ -10,8 +10,8 @@ import pytest
 
 from qeu_tune.commands import main as cli
 from qeu_tune.config.compose import compose, to_plain
-from qeu_tune.reward.sources import cartpole_balance_policy, rollout_policy
 from qeu_tune.reward.diagnostics import QUANTILES, summarize
+from qeu_tune.reward.sources import cartpole_balance_policy, rollout_policy
 from qeu_tune.rt import UnitSpace, make_feature_map
 
 OVERRIDES = ["reward=cartpole_rt", "reward.metrics.balance.source.episodes=3"]

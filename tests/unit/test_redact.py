@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
+from qeu_tune.config.compose import compose
 from qeu_tune.core import redact
 from qeu_tune.core.tags import TAG_NODE_ID, TAG_NODE_IP
 from qeu_tune.engine.node import node_tags
-from qeu_tune.config.compose import compose
 
 
 @pytest.fixture(autouse=True)
@@ -19,14 +19,17 @@ def clean_registry():
     redact.clear_registered()
 
 
-@pytest.mark.parametrize("uri, expected", [
-    ("http://alice:pw123@mlflow:5000", "http://alice:***@mlflow:5000"),
-    ("postgresql+psycopg://u:p%40ss@db:5432/mlflow", "postgresql+psycopg://u:***@db:5432/mlflow"),
-    ("https://token@host/x", "https://token@host/x"),  # no password: nothing to hide
-    ("sqlite:////home/me/mlflow.db", "sqlite:////home/me/mlflow.db"),
-    ("s3://bucket/path?access_key=AKIA123&region=eu", "s3://bucket/path?access_key=***&region=eu"),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("http://alice:pw123@mlflow:5000", "http://alice:***@mlflow:5000"),
+        ("postgresql+psycopg://u:p%40ss@db:5432/mlflow", "postgresql+psycopg://u:***@db:5432/mlflow"),
+        ("https://token@host/x", "https://token@host/x"),  # no password: nothing to hide
+        ("sqlite:////home/me/mlflow.db", "sqlite:////home/me/mlflow.db"),
+        ("s3://bucket/path?access_key=AKIA123&region=eu", "s3://bucket/path?access_key=***&region=eu"),
+        (None, None),
+    ],
+)
 def test_redact_uri(uri, expected):
     assert redact.redact_uri(uri) == expected
 
@@ -43,16 +46,28 @@ def test_redact_text_masks_uri_passwords_query_secrets_and_listed_values():
 
 
 def test_secrets_from_environment_by_name_and_uri_passwords():
-    env = {"HF_TOKEN": "hf_abcdef", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI", "DB_PASSWORD": "1",
-           "HOME": "/root", "MLFLOW_TRACKING_URI": "http://u:pw-in-uri@h", "SOME_FLAG": "true"}
+    env = {
+        "HF_TOKEN": "hf_abcdef",
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI",
+        "DB_PASSWORD": "1",
+        "HOME": "/root",
+        "MLFLOW_TRACKING_URI": "http://u:pw-in-uri@h",
+        "SOME_FLAG": "true",
+    }
     assert redact.secrets_from_environment(env) == {"hf_abcdef", "wJalrXUtnFEMI", "pw-in-uri"}
 
 
 def test_find_env_interpolations_reads_the_unresolved_config(monkeypatch):
     monkeypatch.setenv("QEU_T_OWNER", "own-ABC987")
     monkeypatch.setenv("QEU_T_PLAIN", "plain-DEF654")
-    cfg = compose(["+tags.owner=${oc.env:QEU_T_OWNER}", "+tags.team=team-${oc.env:QEU_T_PLAIN}",
-                   "+tags.fallback=${oc.env:QEU_T_UNSET,dflt-GHI321}", "+tags.constant=abc"])
+    cfg = compose(
+        [
+            "+tags.owner=${oc.env:QEU_T_OWNER}",
+            "+tags.team=team-${oc.env:QEU_T_PLAIN}",
+            "+tags.fallback=${oc.env:QEU_T_UNSET,dflt-GHI321}",
+            "+tags.constant=abc",
+        ]
+    )
     found = redact.find_env_interpolations(cfg)
     assert found == {"tags.owner": "own-ABC987", "tags.team": "plain-DEF654", "tags.fallback": "dflt-GHI321"}
 
@@ -61,8 +76,11 @@ def test_redact_masks_registered_and_environment_secrets_without_touching_the_in
     monkeypatch.setenv("MY_API_KEY", "key-LMN789")
     redact.register_secrets(["reg-OPQ000"])
     redact.register_config({"tracking": {"uri": "http://a:cfg-pw-1@h"}})
-    config = {"tags": {"a": "key-LMN789", "b": "x reg-OPQ000 y"}, "tracking": {"uri": "http://a:cfg-pw-1@h"},
-              "list": ["cfg-pw-1", 3]}
+    config = {
+        "tags": {"a": "key-LMN789", "b": "x reg-OPQ000 y"},
+        "tracking": {"uri": "http://a:cfg-pw-1@h"},
+        "list": ["cfg-pw-1", 3],
+    }
     masked = redact.redact(config)
     assert masked == {"tags": {"a": "***", "b": "x *** y"}, "tracking": {"uri": "http://a:***@h"}, "list": ["***", 3]}
     assert config["tracking"]["uri"] == "http://a:cfg-pw-1@h"  # the trial still gets the real value
@@ -70,7 +88,9 @@ def test_redact_masks_registered_and_environment_secrets_without_touching_the_in
 
 def test_log_filter_masks_known_secrets(monkeypatch, caplog):
     monkeypatch.setenv("QEU_TEST_TOKEN", "tok-LOGGED1")
-    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "failed for %s at %s", ("tok-LOGGED1", "http://u:pw9999@h"), None)
+    record = logging.LogRecord(
+        "x", logging.WARNING, __file__, 1, "failed for %s at %s", ("tok-LOGGED1", "http://u:pw9999@h"), None
+    )
     assert redact.RedactingFilter().filter(record)
     assert record.getMessage() == "failed for *** at http://u:***@h"
 

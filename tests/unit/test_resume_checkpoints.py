@@ -38,7 +38,8 @@ class FakeTrial(SimpleNamespace):
         named = Checkpoint(str(trial_dir / f"checkpoint_{named_index:06d}"), filesystem=fs)
         manager.register_checkpoint(_TrainingResult(checkpoint=named, metrics={"training_iteration": 3}))
         super().__init__(
-            trial_id="t1", status=status,
+            trial_id="t1",
+            status=status,
             storage=SimpleNamespace(storage_filesystem=fs, trial_fs_path=str(trial_dir), current_checkpoint_index=1),
             run_metadata=SimpleNamespace(checkpoint_manager=manager, invalidate_cache=lambda: None),
             invalidate_json_state=lambda: None,

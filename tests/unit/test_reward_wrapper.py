@@ -11,8 +11,8 @@ import pytest
 import yaml
 from gymnasium.wrappers.vector import DictInfoToList
 
-from qeu_tune.envs import CLIFF_ENV_ID, make_base_env
 from qeu_tune.core.names import EPISODE_INFO_KEY
+from qeu_tune.envs import CLIFF_ENV_ID, make_base_env
 from qeu_tune.reward import (
     RewardConfig,
     RewardDesignWrapper,
@@ -183,8 +183,13 @@ def test_the_appended_value_is_the_metric_of_the_new_state(mode):
 
 def test_augmenting_a_discrete_observation_one_hot_encodes_it():
     base = gym.make("CliffWalking-v1")
-    env = RewardDesignWrapper(base, {"col": lambda s: float(s % 12)}, {"col": 0.1}, augment_observation=True,
-                              metric_bounds={"col": (0.0, 11.0)})
+    env = RewardDesignWrapper(
+        base,
+        {"col": lambda s: float(s % 12)},
+        {"col": 0.1},
+        augment_observation=True,
+        metric_bounds={"col": (0.0, 11.0)},
+    )
     assert env.observation_space == gym.spaces.Box(
         np.zeros(49, np.float32), np.r_[np.ones(48), 11.0].astype(np.float32), dtype=np.float32
     )
@@ -284,7 +289,9 @@ def test_fitted_metrics_are_cached_across_weights_and_envs():
     # absolute is a label: an unsigned metric is a distance >= 0 with or without it.
     cell = np.array([4.0, 0.0])
     assert a(cell) == b(cell) == pytest.approx(row2_distance(0)) and a.bounds == b.bounds == (0.0, math.inf)
-    c = build_metric("row2", {**design("additive")["metrics"]["row2"], "source": {"type": "list", "points": [[0, 0], [1, 0]]}})
+    c = build_metric(
+        "row2", {**design("additive")["metrics"]["row2"], "source": {"type": "list", "points": [[0, 0], [1, 0]]}}
+    )
     assert c.model is not a.model
 
 
@@ -355,7 +362,10 @@ def _metric(**changes):
         (_metric(signed=True, kind="unit_space", side_points={"builtin": "cliff"}), "needs kind: reference"),
         (_metric(signed=True, absolute=True, side_points={"builtin": "cliff"}), "both signed and absolute"),
         (_metric(side_points={"builtin": "lava"}), r"builtin side points are cliff"),
-        (_metric(side_points={"negative": [], "positive": [[0, 0]]}), r"side_points\.negative=\[\] must be a non-empty list"),
+        (
+            _metric(side_points={"negative": [], "positive": [[0, 0]]}),
+            r"side_points\.negative=\[\] must be a non-empty list",
+        ),
         (_metric(source={"type": "web"}), r"source\.type='web'.*file, policy, list, builtin"),
         (_metric(feature={"kind": "rbf"}), r"feature=.*needs a 'type'"),
         (_metric(signed="yes"), r"signed='yes' must be true or false"),

@@ -11,9 +11,17 @@ from qeu_tune.reward import make_env
 UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
 ROUTE_WALK = [UP, UP] + [RIGHT] * 11 + [DOWN, DOWN]  # the standard route, 15 moves
 EDGE_WALK = [UP] + [RIGHT] * 11 + [DOWN]  # the shortest path, along the cliff's edge
-ABSOLUTE = {"mode": "additive", "metrics": {"route": {
-    "kind": "reference", "weight": 0.5, "source": {"type": "builtin", "name": "cliff_standard_route"},
-    "feature": {"type": "callable", "path": "qeu_tune.envs.cliff_walking:obs_to_xy"}}}}
+ABSOLUTE = {
+    "mode": "additive",
+    "metrics": {
+        "route": {
+            "kind": "reference",
+            "weight": 0.5,
+            "source": {"type": "builtin", "name": "cliff_standard_route"},
+            "feature": {"type": "callable", "path": "qeu_tune.envs.cliff_walking:obs_to_xy"},
+        }
+    },
+}
 
 
 def episode_end(actions, reward=None, **env_config):

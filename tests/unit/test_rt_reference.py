@@ -15,10 +15,12 @@ from qeu_tune.rt import ReferenceSet
 
 def brute_force(points, states):
     """min over points of sqrt(mean over coordinates of (p - c)^2), with explicit loops."""
-    return np.array([
-        min(math.sqrt(sum((p - c) ** 2 for p, c in zip(state, point)) / len(point)) for point in points)
-        for state in states
-    ])
+    return np.array(
+        [
+            min(math.sqrt(sum((p - c) ** 2 for p, c in zip(state, point)) / len(point)) for point in points)
+            for state in states
+        ]
+    )
 
 
 def brute_force_sign(negative, positive, states):

@@ -210,9 +210,7 @@ def test_from_dict_and_load_reject_other_data(tmp_path):
 
 
 # --------------------------------------------------------------------------- errors
-@pytest.mark.parametrize(
-    "X", [[[1, 2, 3]], [[1], [2], [3]], [1, 2, 3], np.ones((0, 4)), [[1, 2, 3], [4, 4, 1]]]
-)
+@pytest.mark.parametrize("X", [[[1, 2, 3]], [[1], [2], [3]], [1, 2, 3], np.ones((0, 4)), [[1, 2, 3], [4, 4, 1]]])
 def test_too_few_samples_or_features(X):
     with pytest.raises(ValueError, match=r"at least 3 samples .* and 2 features") as err:
         UnitSpace.fit(X)

@@ -8,6 +8,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 from ray.tune.search import Repeater
 from ray.tune.search.optuna import OptunaSearch
 
+from qeu_tune.config.trial import seeds, trial_seed
 from qeu_tune.core.errors import ConfigError
 from qeu_tune.engine.search_space import (
     Dimension,
@@ -15,7 +16,6 @@ from qeu_tune.engine.search_space import (
     grid_points,
     parse_space,
 )
-from qeu_tune.config.trial import seeds, trial_seed
 
 
 def one(expression):
@@ -80,8 +80,10 @@ def test_seed_is_not_a_space_key():
 def test_conditional_dimensions_carry_their_condition():
     dims = parse_space(
         {"algo": "choice(ppo, dqn)", "algo.params.lr": "interval(1e-4, 1e-3)"},
-        {"algo=ppo": {"algo.params.clip_param": "interval(0.1, 0.3)"},
-         "algo=dqn": {"algo.params.n_step": "choice(1, 3)"}},
+        {
+            "algo=ppo": {"algo.params.clip_param": "interval(0.1, 0.3)"},
+            "algo=dqn": {"algo.params.n_step": "choice(1, 3)"},
+        },
     )
     by_key = {d.key: d for d in dims}
     assert by_key["algo.params.clip_param"].condition == ("algo", "ppo")
@@ -134,8 +136,16 @@ COMMON = dict(metric="return_env/mean", mode="max", first_seed=0)
 
 def test_grid_becomes_native_grid_search_times_seeds():
     s = build_tune_search(
-        space={"algo": "choice(ppo, dqn)", "reward.metrics.route.weight": "choice(0.1, 0.5)", "algo.params.gamma": "0.9"},
-        algorithm="grid", num_samples=99, num_seeds=3, scheduler="fifo", **COMMON,
+        space={
+            "algo": "choice(ppo, dqn)",
+            "reward.metrics.route.weight": "choice(0.1, 0.5)",
+            "algo.params.gamma": "0.9",
+        },
+        algorithm="grid",
+        num_samples=99,
+        num_seeds=3,
+        scheduler="fifo",
+        **COMMON,
     )
     assert s.param_space["algo"] == tune.grid_search(["ppo", "dqn"])
     assert s.param_space["algo.params.gamma"] == 0.9
@@ -146,8 +156,13 @@ def test_grid_becomes_native_grid_search_times_seeds():
 
 def test_grid_with_conditions_enumerates_points():
     s = build_tune_search(
-        space={"algo": "choice(ppo, dqn)"}, when={"algo=ppo": {"algo.params.clip_param": "choice(0.1, 0.2)"}},
-        algorithm="grid", num_samples=1, num_seeds=1, scheduler="fifo", **COMMON,
+        space={"algo": "choice(ppo, dqn)"},
+        when={"algo=ppo": {"algo.params.clip_param": "choice(0.1, 0.2)"}},
+        algorithm="grid",
+        num_samples=1,
+        num_seeds=1,
+        scheduler="fifo",
+        **COMMON,
     )
     assert len(s.param_space["_point"]["grid_search"]) == 3
 
@@ -156,7 +171,12 @@ def test_grid_with_conditions_enumerates_points():
 def test_random_and_optuna_repeat_each_configuration_per_seed(algorithm, sampler):
     s = build_tune_search(
         space={"algo.params.lr": "tag(log, interval(1e-4, 1e-2))"},
-        algorithm=algorithm, num_samples=4, num_seeds=3, scheduler="asha", max_env_steps=5000, **COMMON,
+        algorithm=algorithm,
+        num_samples=4,
+        num_seeds=3,
+        scheduler="asha",
+        max_env_steps=5000,
+        **COMMON,
     )
     assert isinstance(s.search_alg, Repeater) and s.num_samples == 12
     assert isinstance(s.search_alg.searcher, OptunaSearch)
@@ -168,8 +188,9 @@ def test_random_and_optuna_repeat_each_configuration_per_seed(algorithm, sampler
 
 
 def test_an_empty_space_is_one_configuration_on_every_seed():
-    s = build_tune_search(space={"algo.params.gamma": "0.9"}, algorithm="random", num_samples=8, num_seeds=3,
-                          scheduler="fifo", **COMMON)
+    s = build_tune_search(
+        space={"algo.params.gamma": "0.9"}, algorithm="random", num_samples=8, num_seeds=3, scheduler="fifo", **COMMON
+    )
     assert s.num_samples == 3
 
 
@@ -177,10 +198,17 @@ def test_optuna_define_by_run_samples_conditional_keys_only_when_active():
     import optuna
 
     s = build_tune_search(
-        space={"algo": "choice(ppo, dqn)", "algo.params.lr": "tag(log, interval(1e-4, 1e-2))",
-               "algo.model.fcnet_hiddens": "choice([32], [64, 64])"},
+        space={
+            "algo": "choice(ppo, dqn)",
+            "algo.params.lr": "tag(log, interval(1e-4, 1e-2))",
+            "algo.model.fcnet_hiddens": "choice([32], [64, 64])",
+        },
         when={"algo=ppo": {"algo.params.clip_param": "interval(0.1, 0.3)"}},
-        algorithm="optuna", num_samples=1, num_seeds=1, scheduler="fifo", **COMMON,
+        algorithm="optuna",
+        num_samples=1,
+        num_seeds=1,
+        scheduler="fifo",
+        **COMMON,
     )
     define = s.search_alg.searcher._space
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -199,8 +227,12 @@ def test_optuna_define_by_run_samples_conditional_keys_only_when_active():
 def test_pbt_mutates_every_dimension_and_uses_seed_grid():
     s = build_tune_search(
         space={"algo.params.lr": "interval(1e-4, 1e-2)", "algo.params.num_epochs": "choice(2, 4)"},
-        algorithm="random", num_samples=2, num_seeds=2, scheduler="pbt",
-        scheduler_params={"perturbation_interval": 1000}, **COMMON,
+        algorithm="random",
+        num_samples=2,
+        num_seeds=2,
+        scheduler="pbt",
+        scheduler_params={"perturbation_interval": 1000},
+        **COMMON,
     )
     assert isinstance(s.scheduler, PopulationBasedTraining)
     assert set(s.scheduler._hyperparam_mutations) == {"algo.params.lr", "algo.params.num_epochs"}
@@ -209,8 +241,15 @@ def test_pbt_mutates_every_dimension_and_uses_seed_grid():
 
 def test_pbt_refuses_conditions_and_empty_spaces():
     with pytest.raises(ConfigError, match="pbt cannot follow conditional"):
-        build_tune_search(space={"algo": "choice(ppo, dqn)"}, when={"algo=ppo": {"x": "interval(0.1, 1)"}},
-                          algorithm="random", num_samples=1, num_seeds=1, scheduler="pbt", **COMMON)
+        build_tune_search(
+            space={"algo": "choice(ppo, dqn)"},
+            when={"algo=ppo": {"x": "interval(0.1, 1)"}},
+            algorithm="random",
+            num_samples=1,
+            num_seeds=1,
+            scheduler="pbt",
+            **COMMON,
+        )
     with pytest.raises(ConfigError, match="no choice/interval"):
         build_tune_search(space={}, algorithm="random", num_samples=1, num_seeds=1, scheduler="pbt", **COMMON)
 
@@ -226,8 +265,14 @@ def test_pbt_refuses_conditions_and_empty_spaces():
     ],
 )
 def test_bad_search_settings_name_value_and_choices(kwargs, fragment):
-    args = dict(space={"algo.params.lr": "choice(0.1, 0.2)"}, algorithm="grid", num_samples=1,
-                num_seeds=1, scheduler="fifo", **COMMON)
+    args = dict(
+        space={"algo.params.lr": "choice(0.1, 0.2)"},
+        algorithm="grid",
+        num_samples=1,
+        num_seeds=1,
+        scheduler="fifo",
+        **COMMON,
+    )
     args.update(kwargs)
     with pytest.raises(ConfigError) as info:
         build_tune_search(**args)

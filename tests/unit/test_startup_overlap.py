@@ -72,7 +72,10 @@ class _FakeTracker:
 def _plan():
     return SweepPlan(
         config={"cluster": {"num_cpus": 1}, "verbose": 0, "tracking": {"experiment": "x"}},
-        template=None, search=None, tracking_uri="sqlite:///unused.db", storage_path="/tmp/unused",
+        template=None,
+        search=None,
+        tracking_uri="sqlite:///unused.db",
+        storage_path="/tmp/unused",
     )
 
 
@@ -114,8 +117,7 @@ def test_tracker_failure_restores_signal_handlers(monkeypatch):
 def test_ray_init_runs_in_the_main_thread(monkeypatch):
     """ray.init installs its SIGTERM handler only from the main thread (InterruptGuard goes after it)."""
     threads = []
-    monkeypatch.setattr(startup, "open_tracker_warm_tune",
-                        lambda plan: (_ for _ in ()).throw(ConfigError("stop here")))
+    monkeypatch.setattr(startup, "open_tracker_warm_tune", lambda plan: (_ for _ in ()).throw(ConfigError("stop here")))
     monkeypatch.setattr(startup, "init_ray", lambda cluster, verbose: threads.append(threading.current_thread()))
     with pytest.raises(ConfigError):
         run.run_sweep(_plan())
@@ -127,8 +129,10 @@ def _search_plan(*, searcher, num_env_runners=0, max_concurrent=None):
 
     return SweepPlan(
         config={"algo": {"num_env_runners": num_env_runners}, "search": {"max_concurrent_trials": max_concurrent}},
-        template=None, search=SimpleNamespace(search_alg=object() if searcher else None),
-        tracking_uri="sqlite:///unused.db", storage_path="/tmp/unused",
+        template=None,
+        search=SimpleNamespace(search_alg=object() if searcher else None),
+        tracking_uri="sqlite:///unused.db",
+        storage_path="/tmp/unused",
     )
 
 
@@ -140,8 +144,9 @@ def test_a_searcher_sweep_may_start_a_trial_per_free_slot_at_once(monkeypatch, c
     """Tune keeps one trial pending for a searcher (its first wave then starts one actor at a
     time); the limit becomes the trial slots of the cluster, or max_concurrent_trials."""
     monkeypatch.delenv(run.PENDING_TRIALS_ENV, raising=False)
-    with run.pending_trials_limit(_search_plan(searcher=True, num_env_runners=runners, max_concurrent=cap),
-                                    cpus) as limit:
+    with run.pending_trials_limit(
+        _search_plan(searcher=True, num_env_runners=runners, max_concurrent=cap), cpus
+    ) as limit:
         assert limit == expected
         assert run.os.environ[run.PENDING_TRIALS_ENV] == str(expected)
     assert run.PENDING_TRIALS_ENV not in run.os.environ  # scoped to the one fit()

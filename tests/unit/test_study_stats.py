@@ -102,10 +102,9 @@ def test_seeds_needed_has_the_promised_power_in_simulation():
         n = seeds_needed(a, b, min_effect=effect)
         x, y = rng.normal(effect, 1.0, (2000, n)), rng.normal(0.0, 1.0, (2000, n))
         t_power = np.mean(sps.ttest_ind(x, y, axis=1).pvalue < 0.05)
-        rule_power = np.mean([
-            compare(design("x", x[i]), design("y", y[i]), reps=400, seed=i).verdict == "better"
-            for i in range(150)
-        ])
+        rule_power = np.mean(
+            [compare(design("x", x[i]), design("y", y[i]), reps=400, seed=i).verdict == "better" for i in range(150)]
+        )
         assert 0.65 <= t_power <= 0.95, (effect, n, t_power)
         assert 0.65 <= rule_power <= 0.95, (effect, n, rule_power)
 

@@ -30,8 +30,12 @@ def with_params(base, seed=0, **params):
 
 def with_design(base, mode="additive", **weights):
     config = copy.deepcopy(base)
-    config["reward"] = {"name": "d", "mode": mode, "gamma": None,
-                        "metrics": {m: {"kind": "unit_space", "weight": w} for m, w in weights.items()}}
+    config["reward"] = {
+        "name": "d",
+        "mode": mode,
+        "gamma": None,
+        "metrics": {m: {"kind": "unit_space", "weight": w} for m, w in weights.items()},
+    }
     return config
 
 
@@ -75,7 +79,7 @@ def test_lr_opt_is_the_known_optimum_of_the_true_final_return(base):
     best = synthetic.true_final_return(with_params(base, lr=1e-3))
     assert best == pytest.approx(max(finals))
     # One lr_width (decades) away, the rate is exp(-1/2) of the peak.
-    ratio = synthetic.true_rate(with_params(base, lr=10 ** -2.5)) / synthetic.true_rate(with_params(base, lr=1e-3))
+    ratio = synthetic.true_rate(with_params(base, lr=10**-2.5)) / synthetic.true_rate(with_params(base, lr=1e-3))
     assert ratio == pytest.approx(math.exp(-0.5))
 
 
@@ -185,15 +189,18 @@ def test_the_range_falls_back_to_the_threshold_then_to_0_1(base):
     assert synthetic.model(with_params(base, floor=10, ceiling=20)).ceiling == 20.0
 
 
-@pytest.mark.parametrize("params, fragment", [
-    ({"foo": 1}, "unknown key(s) foo"),
-    ({"lr_width": 0}, "lr_width must be a number > 0"),
-    ({"steps_per_iteration": 2.5}, "steps_per_iteration must be an integer >= 1"),
-    ({"noise_sd": -1}, "noise_sd must be a number >= 0"),
-    ({"gamma": 1.5}, "gamma must be a number > 0 and <= 1"),
-    ({"metric_effects": {"a": "x"}}, "metric_effects"),
-    ({"floor": 5, "ceiling": 5}, "must be greater than"),
-])
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"foo": 1}, "unknown key(s) foo"),
+        ({"lr_width": 0}, "lr_width must be a number > 0"),
+        ({"steps_per_iteration": 2.5}, "steps_per_iteration must be an integer >= 1"),
+        ({"noise_sd": -1}, "noise_sd must be a number >= 0"),
+        ({"gamma": 1.5}, "gamma must be a number > 0 and <= 1"),
+        ({"metric_effects": {"a": "x"}}, "metric_effects"),
+        ({"floor": 5, "ceiling": 5}, "must be greater than"),
+    ],
+)
 def test_bad_params_are_config_errors(base, params, fragment):
     with pytest.raises(ConfigError) as info:
         synthetic.model(with_params(base, **params))

@@ -11,13 +11,9 @@ import yaml
 from fake_sweep import make_template, record_sweep
 from mlflow.tracking import MlflowClient
 
-from qeu_tune.core import names
-
-from qeu_tune.engine.callback import MLflowTrialCallback
-
-from qeu_tune.core import tags
+from qeu_tune.core import names, tags
 from qeu_tune.core.paths import artifact_location_for
-
+from qeu_tune.engine.callback import MLflowTrialCallback
 from qeu_tune.tracking import tracker as tracking
 
 
@@ -70,8 +66,9 @@ def test_failed_trial_is_failed_with_error_and_open_runs_end_killed(uri, tmp_pat
 
 def test_tracker_errors_become_one_warning_never_raise_and_are_kept(uri, monkeypatch, caplog):
     tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
-    callback = MLflowTrialCallback(tracker=tracker, parent_run_id=None, template=make_template(),
-                                            sweep_name="s", flush_every_s=0.0)
+    callback = MLflowTrialCallback(
+        tracker=tracker, parent_run_id=None, template=make_template(), sweep_name="s", flush_every_s=0.0
+    )
     trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, error_file=None)
     callback.on_trial_start(0, [], trial)
     assert tracker.flush(timeout_s=30)

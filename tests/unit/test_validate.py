@@ -38,12 +38,24 @@ def listening_port():
 @pytest.mark.parametrize(
     "key, value",
     [
-        ("algo.params.lr", -1), ("algo.params.lr", 0), ("algo.params.lr", "abc"), ("algo.params.lr", True),
-        ("algo.params.lr", float("nan")), ("algo.params.lr", [[0, 0.001], [1000, -0.1]]),
-        ("algo.params.gamma", 0), ("algo.params.gamma", 1.5), ("algo.params.lambda_", -0.1),
-        ("algo.params.num_epochs", 0), ("algo.params.num_epochs", 2.5), ("algo.params.n_step", 0),
-        ("algo.params.train_batch_size_per_learner", 0), ("stop.env_steps", -5), ("stop.time_s", 0),
-        ("search.num_samples", 0), ("search.num_seeds", 0), ("algo.num_envs_per_env_runner", 0),
+        ("algo.params.lr", -1),
+        ("algo.params.lr", 0),
+        ("algo.params.lr", "abc"),
+        ("algo.params.lr", True),
+        ("algo.params.lr", float("nan")),
+        ("algo.params.lr", [[0, 0.001], [1000, -0.1]]),
+        ("algo.params.gamma", 0),
+        ("algo.params.gamma", 1.5),
+        ("algo.params.lambda_", -0.1),
+        ("algo.params.num_epochs", 0),
+        ("algo.params.num_epochs", 2.5),
+        ("algo.params.n_step", 0),
+        ("algo.params.train_batch_size_per_learner", 0),
+        ("stop.env_steps", -5),
+        ("stop.time_s", 0),
+        ("search.num_samples", 0),
+        ("search.num_seeds", 0),
+        ("algo.num_envs_per_env_runner", 0),
     ],
 )
 def test_out_of_range_values_name_the_key_range_and_an_example(key, value):
@@ -58,9 +70,16 @@ def test_out_of_range_values_name_the_key_range_and_an_example(key, value):
 @pytest.mark.parametrize(
     "key, value",
     [
-        ("algo.params.lr", 0.0003), ("algo.params.lr", None), ("algo.params.lr", [[0, 1e-3], [1000, 1e-4]]),
-        ("algo.params.gamma", 1), ("algo.params.gamma", 0.99), ("algo.params.lambda_", 0),
-        ("algo.params.num_epochs", 1), ("stop.env_steps", 1), ("stop.time_s", None), ("max_failures", -1),
+        ("algo.params.lr", 0.0003),
+        ("algo.params.lr", None),
+        ("algo.params.lr", [[0, 1e-3], [1000, 1e-4]]),
+        ("algo.params.gamma", 1),
+        ("algo.params.gamma", 0.99),
+        ("algo.params.lambda_", 0),
+        ("algo.params.num_epochs", 1),
+        ("stop.env_steps", 1),
+        ("stop.time_s", None),
+        ("max_failures", -1),
         ("algo.params.not_in_the_table", -123),
     ],
 )
@@ -82,10 +101,10 @@ def test_origin_is_named_in_the_message():
 def test_candidates_keep_first_and_last_and_thin_long_choices():
     from qeu_tune.engine.search_space import parse_space
 
-    dim, = parse_space({"a": "range(0, 100)"})
+    (dim,) = parse_space({"a": "range(0, 100)"})
     values = preflight._candidates(dim)
     assert len(values) == 8 and values[0] == 0 and values[-1] == 99
-    dim, = parse_space({"a": "interval(0.1, 0.5)"})
+    (dim,) = parse_space({"a": "interval(0.1, 0.5)"})
     assert preflight._candidates(dim) == [0.1, 0.5]
 
 
@@ -110,6 +129,7 @@ def test_unreachable_http_server_fails_fast_and_suggests_offline():
 
 def test_silent_server_times_out(monkeypatch, listening_port):
     """A port that accepts nothing within the timeout counts as unreachable."""
+
     def silent(*args, **kwargs):
         time.sleep(1)
         raise OSError("too late")
@@ -127,8 +147,9 @@ def test_reachable_http_server_passes(listening_port):
 
 def test_database_uri_without_its_driver_names_driver_and_extra_and_redacts(monkeypatch):
     real = reachability.importlib.util.find_spec
-    monkeypatch.setattr(reachability.importlib.util, "find_spec",
-                        lambda name: None if name in ("psycopg2", "psycopg") else real(name))
+    monkeypatch.setattr(
+        reachability.importlib.util, "find_spec", lambda name: None if name in ("psycopg2", "psycopg") else real(name)
+    )
     with pytest.raises(ConfigError) as info:
         check_tracking_uri("postgresql://u:p@127.0.0.1:1/db")
     message = str(info.value)
@@ -221,9 +242,19 @@ CLIFF = {"name": "cliff_signed", "mode": "additive", "metrics": {"route": {}}}
 NONE = {"name": "none", "mode": "none", "metrics": {}}
 
 
-@pytest.mark.parametrize("metric", ["return_env/mean", "return/mean", "progress/env_steps", "learner/total_loss",
-                                    "rllib/env_runners/episode_return_mean", "rt/route/mean", "reward/route/sum",
-                                    "training_iteration"])
+@pytest.mark.parametrize(
+    "metric",
+    [
+        "return_env/mean",
+        "return/mean",
+        "progress/env_steps",
+        "learner/total_loss",
+        "rllib/env_runners/episode_return_mean",
+        "rt/route/mean",
+        "reward/route/sum",
+        "training_iteration",
+    ],
+)
 def test_reported_metrics_pass(metric):
     check_search_metric(_config(metric), [NONE, CLIFF])
 
