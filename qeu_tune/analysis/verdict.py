@@ -6,6 +6,9 @@ design (IQM with bootstrap CIs, fraction reached), compares it with the baseline
 probability of improvement and, where no difference is detected, estimates how many
 seeds would detect a given effect. Aggregates and intervals reuse
 :mod:`qeu_tune.analysis.stats`, so the definitions are those of ``docs/statistics.md``.
+
+The module stays whole: the summaries, the comparison, the power estimate and the table
+share one verdict rule and one bootstrap convention.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ user cannot reach ``DATA_DIR`` (e.g. under ``/root``), the cluster lives in
 ``/var/lib/postgresql/qeu-tune/<id>`` and ``DATA_DIR/pgdata`` is a symlink to it.
 The password never appears on a command line or in printed output (``PGPASSWORD`` is
 passed in the environment of the MLflow server only).
+
+The module stays whole: the PostgreSQL cluster, the MLflow server in front of it and the
+helper that starts one for tests are one service's start and stop.
 """
 
 from __future__ import annotations

@@ -84,7 +84,8 @@ class SearchConfig:
     when: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     num_samples: int = 2  # configurations to sample (ignored by grid: it enumerates)
     num_seeds: int = 1  # every configuration runs with this many distinct seeds
-    seed: int = 0  # first trial seed; also seeds the search algorithm
+    seed: int = 0  # first trial seed; also seeds the search algorithm unless searcher_seed is set
+    searcher_seed: Optional[int] = None  # the search algorithm's own seed (a study's designs: one each)
     metric: str = "return_env/mean"  # unshaped return: fair across reward designs
     mode: str = "max"
     max_concurrent_trials: Optional[int] = None  # None: as many as the CPUs allow

@@ -136,6 +136,7 @@ def plan_sweep(config: Dict[str, Any], overrides: Sequence[str] = ()) -> SweepPl
         num_samples=int(search_cfg["num_samples"]),
         num_seeds=int(search_cfg["num_seeds"]),
         first_seed=int(search_cfg["seed"]),
+        searcher_seed=search_cfg.get("searcher_seed"),
         metric=search_cfg["metric"],
         mode=search_cfg["mode"],
         scheduler=config["scheduler"]["name"],

@@ -289,6 +289,7 @@ def build_tune_search(
     metric: str,
     mode: str,
     scheduler: str,
+    searcher_seed: Optional[int] = None,
     scheduler_params: Optional[Mapping[str, Any]] = None,
     max_env_steps: Optional[int] = None,
 ) -> TuneSearch:
@@ -301,7 +302,8 @@ def build_tune_search(
             ``optuna`` (TPE).
         num_samples: Configurations to sample (grid: ignored, it enumerates).
         num_seeds: Runs per configuration, with seeds ``first_seed + i``.
-        first_seed: The first seed; also seeds the search algorithm.
+        first_seed: The first seed; also seeds the search algorithm unless ``searcher_seed``.
+        searcher_seed: The search algorithm's own seed (independent searches on the same trial seeds).
         metric: Metric the searcher and scheduler optimise.
         mode: ``max`` or ``min``.
         scheduler: ``fifo``, ``asha`` or ``pbt``.
@@ -356,10 +358,11 @@ def build_tune_search(
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    sampler_seed = first_seed if searcher_seed is None else int(searcher_seed)
     sampler = (
-        optuna.samplers.RandomSampler(seed=first_seed)
+        optuna.samplers.RandomSampler(seed=sampler_seed)
         if algorithm == "random"
-        else optuna.samplers.TPESampler(seed=first_seed)
+        else optuna.samplers.TPESampler(seed=sampler_seed)
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = OptunaSearch(space=OptunaSpace(dims), metric=metric, mode=mode, sampler=sampler)

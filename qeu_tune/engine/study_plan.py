@@ -10,6 +10,7 @@ that no tuning trial used, then a comparison. ``plan_study`` composes each desig
 from __future__ import annotations
 
 import copy
+import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
@@ -84,6 +85,12 @@ def tune_overrides(study: Mapping[str, Any]) -> List[str]:
     ]
 
 
+def searcher_seed(design: str, study: Mapping[str, Any]) -> int:
+    """Each design's search runs on its own sampler seed ("tuned separately": an A/A control
+    explores other configurations than its baseline), stable under adding or renaming others."""
+    return (int(study["tune"]["first_seed"]) + zlib.crc32(design.encode())) % 2**31
+
+
 def plan_study(config: Dict[str, Any], overrides: Sequence[str] = ()) -> StudyPlan:
     """Checks a composed study config and plans the tuning sweep of each design.
 
@@ -108,7 +115,7 @@ def plan_study(config: Dict[str, Any], overrides: Sequence[str] = ()) -> StudyPl
     base = to_plain(compose([*overrides, *stage]))
     plans = {}
     for name, design_overrides in designs.items():
-        composed = [*overrides, *design_overrides, *stage]
+        composed = [*overrides, *design_overrides, *stage, f"search.searcher_seed={searcher_seed(name, study)}"]
         try:
             design_config = to_plain(compose(composed))
         except Exception as err:  # noqa: BLE001 - Hydra's errors: one paragraph naming the design
@@ -217,7 +224,7 @@ def _check_differs_only_in_its_keys(
 ) -> None:
     """A design's config differs from the study's only under the keys its overrides name."""
     keys = [_override_key(o) for o in design_overrides]
-    ignored = ("sweep_name",)  # derived from the design's names
+    ignored = ("sweep_name", "search.searcher_seed")  # derived from the design's name
     for key in _differing_keys(base, design):
         if key.startswith(ignored):
             continue

@@ -32,13 +32,11 @@ After ``t`` env steps the expected unshaped return of a seed is::
   puts ``return_threshold`` at 95% of the way up (steps-to-threshold then works); without
   either, ``(0, 1)``. With the shipped envs the threshold lies at 90-99% of the range, so
   the best configurations cross it within the budget and the worst do not.
-* ``horizon`` defaults to ``stop.env_steps``: the curve's time scale is the trial's budget
-  (set it to keep the curve fixed while budgets change).
+* ``horizon`` defaults to ``stop.env_steps``, the trial's budget (set it to fix the curve).
 
-The progress ``p`` is the learner's state: each iteration does
-``p <- 1 - (1 - p) * exp(-rate_seed * steps / horizon)``, which with a constant rate is the
-closed form above; when PBT changes ``lr`` mid-trial, the curve continues from the
-exploited checkpoint's progress at the new rate, as a real learner would.
+The progress ``p`` is the learner's state: each iteration does ``p <- 1 - (1 - p) *
+exp(-rate_seed * steps / horizon)`` (the closed form above at a constant rate); when PBT
+changes ``lr`` mid-trial, the curve goes on from the exploited progress at the new rate.
 
 Ground truth
 ------------
@@ -76,6 +74,8 @@ Iterations take microseconds; ``step_time_s`` sleeps that long per iteration to 
 slower trials. ``save_to_path``/``restore_from_path`` keep the iteration, env steps,
 progress, episode count, time and both random streams, so retries, ``qeu-tune resume`` and
 PBT continue where the checkpoint left off, exactly.
+
+Whole on purpose: model, truth and reporting must agree exactly (tests check to 1e-9).
 """
 
 from __future__ import annotations

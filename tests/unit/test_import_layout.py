@@ -121,6 +121,20 @@ def test_imports_go_downwards_only():
     assert not wrong, "imports that go up the layers:\n" + "\n".join(wrong)
 
 
+MAX_LINES, WHOLE_LINES = 500, 400
+
+
+def test_modules_are_small_or_say_why_they_stay_whole():
+    """No module over 500 lines; one over ~400 says in its docstring why it stays whole."""
+    for name, path in modules().items():
+        text = path.read_text(encoding="utf-8")
+        lines = len(text.splitlines())
+        assert lines <= MAX_LINES, f"{name}: {lines} lines; split it by job"
+        if lines > WHOLE_LINES:
+            doc = ast.get_docstring(ast.parse(text)) or ""
+            assert "whole" in doc.lower(), f"{name}: {lines} lines, and its docstring does not say why it stays whole"
+
+
 def test_walker_sees_lazy_imports():
     graph = import_graph()
     assert "qeu_tune.engine.run" in graph["qeu_tune.commands.rerun"]  # imported inside a function
