@@ -19,6 +19,7 @@ __all__ = [
     "CliffSides",
     "cliff_standard_route",
     "cliff_side_points",
+    "safe_steps_table",
 ]
 
 # --------------------------------------------------------------------------- Cliff Walking
@@ -82,3 +83,23 @@ def cliff_side_points() -> CliffSides:
         True
     """
     return CliffSides(_cliff_cells(), _cliff_top_row())
+
+
+def safe_steps_table() -> np.ndarray:
+    """Steps of the shortest path from each cell to the goal that never enters the cliff.
+
+    Returns:
+        ``(CLIFF_HEIGHT, CLIFF_WIDTH)`` array indexed ``[y, x]``; cliff cells are ``inf``.
+        From the start it is 13 (up, 11 right, down), not the 11 of the Manhattan distance.
+    """
+    steps = np.full((CLIFF_HEIGHT, CLIFF_WIDTH), np.inf)
+    cliff = set(CLIFF_CELLS)
+    frontier = [CLIFF_GOAL]
+    steps[CLIFF_GOAL[1], CLIFF_GOAL[0]] = 0
+    while frontier:  # breadth-first from the goal over the safe cells
+        x, y = frontier.pop(0)
+        for nx, ny in ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)):
+            if 0 <= nx < CLIFF_WIDTH and 0 <= ny < CLIFF_HEIGHT and (nx, ny) not in cliff and np.isinf(steps[ny, nx]):
+                steps[ny, nx] = steps[y, x] + 1
+                frontier.append((nx, ny))
+    return steps

@@ -54,6 +54,7 @@ from qeu_tune.envs.cliff_grid import (
     CLIFF_START,
     CLIFF_WIDTH,
     cliff_standard_route,
+    safe_steps_table,
 )
 from qeu_tune.rt import ReferenceSet
 
@@ -108,6 +109,19 @@ def obs_to_xy(obs: np.ndarray) -> np.ndarray:
         "(obs='techno'). Use this feature map only with QEUCliffWalking-v0 observations "
         "or (x, y) cells."
     )
+
+
+_SAFE_STEPS = safe_steps_table()
+
+
+def safe_steps_to_goal(obs: np.ndarray) -> np.ndarray:
+    """``[steps of the shortest safe path to the goal]`` of an observation (any ``obs`` mode) or
+    an ``(x, y)`` cell: a feature for a potential close to the optimal value (the positive
+    control ``reward=cliff_goal_potential``). 0 at the goal; the cliff cells, never occupied,
+    count as the start's 13."""
+    x, y = (int(v) for v in obs_to_xy(obs))
+    steps = _SAFE_STEPS[y, x]
+    return np.array([steps if np.isfinite(steps) else _SAFE_STEPS[CLIFF_START[1], CLIFF_START[0]]], dtype=np.float64)
 
 
 def _techno_table() -> np.ndarray:
@@ -217,11 +231,15 @@ class QEUCliffWalkingEnv(gym.Env):
         if not self.action_space.contains(action):
             raise ValueError(f"QEUCliffWalking-v0: action {action!r} is not in {self.action_space}.")
         dx, dy = MOVES[int(action)]
-        x, y = self._x + dx, self._y + dy
+        x, y = self._x + dx, self._y + dy  # where the move leads from (self._x, self._y)
+        # A fall is a fact of the move (its target is a cliff cell), never inferred from the
+        # reward: configured rewards may coincide (cliff_reward == step_reward) and reward
+        # designs wrap the env, so only the positions tell.
+        fell = is_cliff(x, y)
         terminated = False
         if not (0 <= x < CLIFF_WIDTH and 0 <= y < CLIFF_HEIGHT):
             reward = self.off_grid_reward
-        elif is_cliff(x, y):
+        elif fell:
             reward = self.cliff_reward
             self._x, self._y = CLIFF_START
             self._falls += 1
@@ -235,7 +253,7 @@ class QEUCliffWalkingEnv(gym.Env):
         self._steps += 1
         # On the route: the step ends on a route cell without a fall (a fall ends on the
         # start cell, which is on the route, but is the opposite of following it).
-        if reward != self.cliff_reward and _ON_ROUTE[cell_index(self._x, self._y)]:
+        if not fell and _ON_ROUTE[cell_index(self._x, self._y)]:
             self._route_steps += 1
         self._reached_goal = self._reached_goal or (self._x, self._y) == CLIFF_GOAL
         return self._observation(), reward, terminated, False, self._info()
