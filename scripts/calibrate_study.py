@@ -2,7 +2,7 @@
 
 How to run this script::
 
-    python scripts/calibrate_study.py                      # 100 A/A studies + 2 effect sizes x 30 studies
+    python scripts/calibrate_study.py                      # 100 A/A studies + 2 effect sizes x 20 studies
     python scripts/calibrate_study.py --aa 10 --per-effect 5 --output /tmp/calibration.json   # a quick look
 
 Each study is a real ``qeu-tune study`` (``engine.study.run_study``: tuning sweeps with TPE, test
@@ -40,10 +40,9 @@ BASE = [
     "algo=synthetic",
     "algo.params.base_rate=1.0",
     "stop.env_steps=10000",
-    "algo.params.lr=tag(log,interval(1e-4,1e-2))",
+    "algo.params.lr=tag(log,interval(3e-4,3e-3))",
     "study.baseline=none",
     'study.designs.none=["reward=none"]',
-    "study.tune.num_samples=3",
     "study.test.eval_interval=5",
     "verbose=0",
 ]
@@ -59,7 +58,9 @@ def wilson(k: int, n: int, z: float = 1.96) -> List[float]:
     return [round(centre - half, 4), round(centre + half, 4)]
 
 
-def one_study(index: int, design: List[str], name: str, *, uri: str, storage: str, test_seeds: int) -> Dict[str, Any]:
+def one_study(
+    index: int, design: List[str], name: str, *, uri: str, storage: str, test_seeds: int, tune_samples: int
+) -> Dict[str, Any]:
     from qeu_tune.commands.argv import prepare_argv
     from qeu_tune.config.compose import compose, to_plain
     from qeu_tune.engine import synthetic
@@ -139,8 +140,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--aa", type=int, default=100, help="A/A studies")
     parser.add_argument("--weights", default="0.25,1.0", help="reward weights of the shifted design (rate shift)")
-    parser.add_argument("--per-effect", type=int, default=30, help="studies per effect size")
+    parser.add_argument("--per-effect", type=int, default=20, help="studies per effect size")
     parser.add_argument("--test-seeds", type=int, default=10)
+    parser.add_argument("--tune-samples", type=int, default=6, help="configurations tuned per design")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     os.environ.setdefault("QEU_TUNE_HOME", tempfile.mkdtemp(prefix="qeu-calibrate-"))
@@ -162,7 +164,17 @@ def main() -> None:
     index = 0
     for name, design, count in conditions:
         for _ in range(count):
-            runs.append(one_study(index, design, name, uri=uri, storage=storage, test_seeds=args.test_seeds))
+            runs.append(
+                one_study(
+                    index,
+                    design,
+                    name,
+                    uri=uri,
+                    storage=storage,
+                    test_seeds=args.test_seeds,
+                    tune_samples=args.tune_samples,
+                )
+            )
             index += 1
             last = runs[-1]
             print(

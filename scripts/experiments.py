@@ -130,14 +130,14 @@ def write_results(
     threshold: Optional[float] = None,
 ) -> Dict[str, Any]:
     """Reads the sweep back (as ``qeu-tune report`` does) and writes its result files."""
-    from qeu_tune.analysis import build_report, print_report
+    from qeu_tune.analysis import build_report, format_report
     from qeu_tune.analysis.plots import write_plots
     from qeu_tune.analysis.runs import client_for, load_sweep
     from qeu_tune.core.paths import resolve_tracking_uri
 
     client = client_for(resolve_tracking_uri(uri))
     report = build_report(client, load_sweep(client, sweep), threshold=threshold)
-    print_report(report)
+    print(format_report(report))
     results.mkdir(parents=True, exist_ok=True)
     stem = sweep.replace("-", "_")
     report.ranked.to_csv(results / f"{stem}_ranking.csv")

@@ -12,7 +12,7 @@ By job:
 from __future__ import annotations
 
 from qeu_tune.analysis.plots import GRID_POINTS, write_plots
-from qeu_tune.analysis.render import REPORT_DIR, log_report, print_report, report_sweep_end, write_report
+from qeu_tune.analysis.render import REPORT_DIR, format_report, log_report, report_sweep_end, write_report
 from qeu_tune.analysis.tables import (
     DEFAULT_AGG,
     DEFAULT_BY,
@@ -37,7 +37,7 @@ __all__ = [
     "build_report",
     "experiment_yaml",
     "log_report",
-    "print_report",
+    "format_report",
     "report_sweep_end",
     "summary_table",
     "write_plots",

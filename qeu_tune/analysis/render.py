@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, List, Optional
 import numpy as np
 
 from qeu_tune.analysis import stats
+from qeu_tune.analysis.notes import log_note, sweep_note
 from qeu_tune.analysis.plots import write_plots
 from qeu_tune.analysis.runs import client_for, load_sweep
 from qeu_tune.analysis.tables import SweepReport, build_report, summary_table
@@ -19,22 +19,19 @@ from qeu_tune.analysis.tables import SweepReport, build_report, summary_table
 REPORT_DIR = "report"  # artifact folder on the parent run
 
 
-def print_report(report: SweepReport, out: Any = None) -> None:
-    out = out or sys.stdout
+def format_report(report: SweepReport) -> str:
+    """The ranked table with a heading that says what was ranked and how (the commands print it)."""
     sweep = report.sweep
-    print(
+    lines = [
         f"Sweep {sweep.name} (parent run {sweep.run_id}): {len(report.trials)} trials with data, "
         f"{len(report.ranked)} configurations, {report.failed} failed trials.",
-        file=out,
-    )
-    print(
         f"Ranked by IQM over seeds of per-trial {report.by} of {report.metric} "
         f"({'higher' if stats.STAT_DIRECTIONS[report.by] else 'lower'} is better); 95% stratified-bootstrap CIs.",
-        file=out,
-    )
-    print(summary_table(report).to_string(index=False), file=out)
+        summary_table(report).to_string(index=False),
+    ]
     if len(report.ranked) and report.ranked["n_seeds"].min() < 5:
-        print("Note: fewer than 5 seeds per configuration; CIs are crude (docs/statistics.md).", file=out)
+        lines.append("Note: fewer than 5 seeds per configuration; CIs are crude (docs/statistics.md).")
+    return "\n".join(lines)
 
 
 def write_report(report: SweepReport, out_dir: Path) -> List[Path]:
@@ -55,10 +52,16 @@ def write_report(report: SweepReport, out_dir: Path) -> List[Path]:
 
 
 def log_report(client: Any, report: SweepReport, out_dir: Path) -> None:
-    """Logs the report files and the aggregates of the best configuration to the parent run."""
+    """Logs the report files, the aggregates of the best configuration and the run's description
+    (``notes.sweep_note``: best configuration, ranking, where the files are) to the parent run."""
     from mlflow.entities import Metric
 
     client.log_artifacts(report.sweep.run_id, str(out_dir), REPORT_DIR)
+    files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
+    artifact_uri = client.get_run(report.sweep.run_id).info.artifact_uri
+    log_note(
+        client, report.sweep.run_id, sweep_note(report, report_dir=REPORT_DIR, artifact_uri=artifact_uri, files=files)
+    )
     best_label, best = next(iter(report.ranked.iterrows()))
     now = int(time.time() * 1000)
     metrics = [

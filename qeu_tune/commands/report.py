@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from qeu_tune.analysis.render import log_report, print_report, write_report
+from qeu_tune.analysis.render import format_report, log_report, write_report
 from qeu_tune.analysis.runs import client_for, find_run, load_sweep
 from qeu_tune.analysis.study_report import format_summary, is_study, load_summary
 from qeu_tune.analysis.tables import SweepReport, build_report
@@ -73,7 +73,7 @@ def report_command(
     """
     client = client_for(uri)
     report = build_report(client, load_sweep(client, ref), by=by, baseline=baseline, threshold=threshold, metric=metric)
-    print_report(report)
+    print(format_report(report))
     out_dir = Path(out or Path.cwd() / f"report-{report.sweep.name}").resolve()
     paths = write_report(report, out_dir)
     if log:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import shlex
 from typing import Any, Sequence
 
-from hydra.core.hydra_config import HydraConfig
-
 from qeu_tune.analysis.study_report import format_summary
 from qeu_tune.commands import sweep
 from qeu_tune.commands.console import fail
@@ -26,10 +24,11 @@ DEFAULT_EXPERIMENT = "study_cartpole"
 
 def study(cfg: Any) -> None:
     """Plans (every check, before anything runs) and runs the study of a composed config."""
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.")]
+    overrides = [o for o in sweep.typed_overrides() if not o.startswith("hydra.")]
+    sweep.protect_job(cfg)
     try:
         plan = plan_study(sweep.plain_config(cfg), overrides)
-        result = run_study(plan, command=shlex.join(["qeu-tune", "study", *overrides]))
+        result = run_study(plan, command=shlex.join(["qeu-tune", "study", *overrides]), notify=print)
     except ConfigError as err:
         fail(str(err))
     finish(result)
@@ -49,7 +48,7 @@ def finish(result: StudyResult) -> None:
         return
     print(
         f"Study stopped ({result.interrupted or result.status}); finished sweeps are kept. Continue it with: "
-        f"qeu-tune{uri_flag} resume {result.study_run_id}"
+        f"{sweep.resume_command(result.tracking_uri, str(result.study_run_id))}"
     )
     raise SystemExit(result.exit_code or 1)
 
@@ -64,7 +63,7 @@ def run(argv: Sequence[str], *, command_line: Sequence[str]) -> None:
 def resume(uri: str, ref: str) -> int:
     """``qeu-tune resume STUDY``; returns the exit code."""
     try:
-        finish(resume_study(uri, ref))
+        finish(resume_study(uri, ref, notify=print))
     except SystemExit as stop:
         return int(stop.code or 0)
     return 0

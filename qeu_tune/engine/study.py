@@ -13,14 +13,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
+from qeu_tune.analysis.notes import log_note, study_note
 from qeu_tune.analysis.runs import client_for, find_run, load_sweep
 from qeu_tune.analysis.study_report import build_summary, study_sweeps, write_study_report
 from qeu_tune.analysis.tables import best_configuration, build_report
 from qeu_tune.core import names, redact, tags
 from qeu_tune.core.errors import ConfigError
 from qeu_tune.core.paths import CONF_DIR
+from qeu_tune.core.secrets import TRACKING_URI_PATH, recorded_config, restore_env_forms, tracking_uri_for_resume
 from qeu_tune.engine.plan import plan_sweep
 from qeu_tune.engine.resume import resume_sweep
 from qeu_tune.engine.run import SweepResult, run_sweep
@@ -30,6 +32,11 @@ from qeu_tune.tracking.tracker import Tracker, flatten_params, sweep_tags
 
 STUDY_STATE_FILE = "qeu_study.yaml"  # what `resume` re-plans a study from (trusted storage)
 STAGES = ("tune", "test")
+Notify = Callable[[str], None]  # one line of progress for the user (the command prints it)
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 @dataclass
@@ -46,7 +53,7 @@ class StudyResult:
     train_s: float = 0.0  # the trials' own training time, summed over the study's sweeps
 
 
-def run_study(plan: StudyPlan, *, command: str = "qeu-tune study") -> StudyResult:
+def run_study(plan: StudyPlan, *, command: str = "qeu-tune study", notify: Notify = _silent) -> StudyResult:
     """Creates the study run, then tunes, tests and compares (``continue_study``)."""
     redact.register_config(plan.config, plan.tracking_uri)
     tracker = _open_tracker(plan)
@@ -78,12 +85,13 @@ def run_study(plan: StudyPlan, *, command: str = "qeu-tune study") -> StudyResul
             f"the study run could not be created in {redact.redact(plan.tracking_uri)}; a study needs the "
             "tracking store reachable (its sweeps are found there): check tracking.uri, or run `qeu-tune sync`."
         )
-    write_state(state_dir, STUDY_STATE_FILE, {"config": plan.config, "overrides": plan.overrides})
+    state = {"config": recorded_config(plan.config), "overrides": redact.redact(plan.overrides)}  # no secrets
+    write_state(state_dir, STUDY_STATE_FILE, state)
     tracker.close()
-    return continue_study(plan, study_id)
+    return continue_study(plan, study_id, notify=notify)
 
 
-def resume_study(tracking_uri: str, ref: str) -> StudyResult:
+def resume_study(tracking_uri: str, ref: str, *, notify: Notify = _silent) -> StudyResult:
     """Continues a study where it stopped: finished sweeps are kept, an interrupted one resumes."""
     client = client_for(tracking_uri)
     run = find_run(client, ref)
@@ -92,19 +100,43 @@ def resume_study(tracking_uri: str, ref: str) -> StudyResult:
     if run.info.status == tags.FINISHED:
         raise ConfigError(f"study {ref!r} (run {run.info.run_id}) already FINISHED; `qeu-tune report` shows it.")
     state = read_state(run.data.tags.get(tags.TAG_TUNE_PATH, ""), STUDY_STATE_FILE, what="study's state")
-    config = state["config"]
-    config["tracking"]["uri"] = tracking_uri  # the recorded copy may be redacted
-    plan = plan_study(config, state.get("overrides") or [])
+    config, what = state["config"], f"study {ref!r}"
+    tracking_uri = tracking_uri_for_resume(tracking_uri, config["tracking"].get("uri"), what)
+    config["tracking"]["uri"] = tracking_uri
+    config = restore_env_forms(config, what)
+    # Designs are composed from the overrides, whose tracking.uri is recorded without its password.
+    overrides = [o for o in state.get("overrides") or [] if o.lstrip("+").split("=", 1)[0] != TRACKING_URI_PATH]
+    plan = plan_study(config, overrides)
+    for design in plan.designs.values():
+        design.tune.tracking_uri = design.tune.config["tracking"]["uri"] = tracking_uri
     tracker = _open_tracker(plan)
     tracker.reopen_run(run.info.run_id)
     tracker.set_tags(run.info.run_id, {tags.TAG_INTERRUPTED: ""})
     tracker.close()
-    print(f"Resuming study {plan.name} (run {run.info.run_id})")
-    return continue_study(plan, run.info.run_id)
+    notify(f"Resuming study {plan.name} (run {run.info.run_id})")
+    return continue_study(plan, run.info.run_id, notify=notify)
 
 
-def continue_study(plan: StudyPlan, study_id: str) -> StudyResult:
-    """Runs every stage's sweeps not yet FINISHED, then compares and records the designs."""
+def continue_study(plan: StudyPlan, study_id: str, *, notify: Notify = _silent) -> StudyResult:
+    """Runs every stage's sweeps not yet FINISHED, then compares and records the designs.
+
+    An error ends the study run FAILED (an interrupt outside a sweep: KILLED), never RUNNING;
+    its finished sweeps stay, and ``qeu-tune resume`` goes on from them.
+    """
+    try:
+        return _continue(plan, study_id, notify)
+    except BaseException as err:
+        status = tags.KILLED if isinstance(err, KeyboardInterrupt) else tags.FAILED
+        try:
+            client = client_for(plan.tracking_uri)
+            client.set_tag(study_id, tags.TAG_ERROR, redact.redact(f"{type(err).__name__}: {err}")[:4000])
+            client.set_terminated(study_id, status)
+        except Exception:  # noqa: BLE001 - the study's own error is the one to report
+            pass
+        raise
+
+
+def _continue(plan: StudyPlan, study_id: str, notify: Notify) -> StudyResult:
     started = time.monotonic()
     client = client_for(plan.tracking_uri)
     study_run = client.get_run(study_id)
@@ -124,6 +156,7 @@ def continue_study(plan: StudyPlan, study_id: str) -> StudyResult:
                 existing.get(name),
                 design.tune if stage == "tune" else None,
                 best_configs.get(name),
+                notify,
             )
             if result.interrupted or result.parent_run_id is None:
                 return _stop(plan, study_id, result, started, train_s)
@@ -153,6 +186,7 @@ def continue_study(plan: StudyPlan, study_id: str) -> StudyResult:
     with tempfile.TemporaryDirectory() as tmp:
         write_study_report(summary, curves, Path(tmp))
         client.log_artifacts(study_id, tmp, "study")
+    log_note(client, study_id, study_note(summary, run_id=study_id))  # the verdict table on the run page
     for name, design in summary["designs"].items():
         if design["verdict"]:
             client.set_tag(study_id, f"{tags.TAG_DESIGN}.{name}", design["verdict"])
@@ -175,6 +209,7 @@ def _stage_sweep(
     existing: Any,
     tune_plan: Any,
     best_config: Optional[Dict[str, Any]],
+    notify: Notify,
 ) -> SweepResult:
     """One stage's sweep of one design: reused when FINISHED, resumed when stopped, else run."""
     if existing is not None and existing.info.status == tags.FINISHED:
@@ -188,7 +223,7 @@ def _stage_sweep(
             status=tags.FINISHED,
         )
     if existing is not None:
-        print(f"Study {plan.name}: resuming the {stage} sweep of design {design} (run {existing.info.run_id})")
+        notify(f"Study {plan.name}: resuming the {stage} sweep of design {design} (run {existing.info.run_id})")
         return resume_sweep(plan.tracking_uri, existing.info.run_id, restart_errored=True)
     if stage == "tune":
         sweep_plan = tune_plan
@@ -203,7 +238,7 @@ def _stage_sweep(
         tags.TAG_STAGE: stage,
         tags.TAG_DESIGN: design,
     }
-    print(
+    notify(
         f"Study {plan.name}: {stage} stage, design {design} "
         f"({'seeds ' + ', '.join(map(str, plan.test_seeds)) if stage == 'test' else 'tuning seeds'})"
     )
