@@ -8,27 +8,12 @@ import sys
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from sweeps import children, run
 
 from qeu_tune.commands.best import best_command
-from qeu_tune.config.compose import compose, to_plain
 from qeu_tune.core import names, tags
-from qeu_tune.engine.plan import plan_sweep
-from qeu_tune.engine.run import run_sweep
 
 pytestmark = pytest.mark.slow
-
-
-def run(overrides, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    overrides = [*overrides, f"tracking.uri={uri}", f"cluster.storage_path={tmp_path / 'ray'}", "verbose=0"]
-    result = run_sweep(plan_sweep(to_plain(compose(overrides)), overrides))
-    return result, MlflowClient(tracking_uri=uri)
-
-
-def children(client, result):
-    return client.search_runs(
-        [result.experiment_id], filter_string=f"tags.`{tags.TAG_PARENT}` = '{result.parent_run_id}'"
-    )
 
 
 def test_two_algorithm_sweep_records_parent_children_params_metrics_artifacts(ray_session, tmp_path):

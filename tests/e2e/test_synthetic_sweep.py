@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
+from sweeps import children, run
 
 from qeu_tune.analysis.runs import load_config_artifact, metric_history
-from qeu_tune.config.compose import compose, to_plain
 from qeu_tune.core import names, tags
 from qeu_tune.engine import synthetic
-from qeu_tune.engine.plan import plan_sweep
-from qeu_tune.engine.run import run_sweep
 
 pytestmark = pytest.mark.slow
 
 ITERATIONS = 20
-
-
-# run() and children() as in tests/e2e/test_sweep.py.
-def run(overrides, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    overrides = [*overrides, f"tracking.uri={uri}", f"cluster.storage_path={tmp_path / 'ray'}", "verbose=0"]
-    result = run_sweep(plan_sweep(to_plain(compose(overrides)), overrides))
-    return result, MlflowClient(tracking_uri=uri)
-
-
-def children(client, result):
-    return client.search_runs(
-        [result.experiment_id], filter_string=f"tags.`{tags.TAG_PARENT}` = '{result.parent_run_id}'"
-    )
 
 
 def test_a_synthetic_sweep_reports_through_the_trial_path_on_the_env_step_axis(ray_session, tmp_path):
