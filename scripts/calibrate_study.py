@@ -162,27 +162,28 @@ def main() -> None:
     ]
     started = time.monotonic()
     index = 0
-    for name, design, count in conditions:
-        for _ in range(count):
-            runs.append(
-                one_study(
-                    index,
-                    design,
-                    name,
-                    uri=uri,
-                    storage=storage,
-                    test_seeds=args.test_seeds,
-                    tune_samples=args.tune_samples,
-                )
+    # Interleaved in proportion (A/A, effects, A/A, ...), so a run stopped early covers every condition.
+    jobs = sorted(((k + 0.5) / count, name, design) for name, design, count in conditions for k in range(count))
+    for _, name, design in jobs:
+        runs.append(
+            one_study(
+                index,
+                design,
+                name,
+                uri=uri,
+                storage=storage,
+                test_seeds=args.test_seeds,
+                tune_samples=args.tune_samples,
             )
-            index += 1
-            last = runs[-1]
-            print(
-                f"study {index}: {name} -> {last['verdict']} (P {last['p_improvement']:.2f}, "
-                f"true effect {last['true_effect']:+.1f}, {last['wall_s']} s)",
-                flush=True,
-            )
-            write(args, conditions, runs, started, complete=False)
+        )
+        index += 1
+        last = runs[-1]
+        print(
+            f"study {index}: {name} -> {last['verdict']} (P {last['p_improvement']:.2f}, "
+            f"true effect {last['true_effect']:+.1f}, {last['wall_s']} s)",
+            flush=True,
+        )
+        write(args, conditions, runs, started, complete=False)
     summary = write(args, conditions, runs, started, complete=True)
     for name, row in summary.items():
         print(

@@ -9,18 +9,23 @@
   1e-2)``, ``reward.metrics.route.weight=choice(0,0.3,1)``, ``algo=ppo,dqn``) becomes a
   dimension of the one Tune sweep: it is removed from the overrides and merged into
   ``search.space`` (``++search.space={key: 'expression'}``). Hydra's own parser decides
-  what is a sweep (``Override.is_sweep_override``). With ``-m`` (Hydra's multirun) such
-  overrides keep Hydra's meaning: one sweep per job.
+  what is a sweep (``Override.is_sweep_override``). A sweep that can take only one value
+  (``choice(0.001)``, ``range(1,2)``, ``interval(2,2)``) is that fixed value, a plain override,
+  not a dimension. With ``-m`` (Hydra's multirun) such overrides keep Hydra's meaning: one
+  sweep per job.
+* A value the command line fixes wins over a dimension of the same key in the experiment's
+  ``search.space`` (``fix_dimensions``, applied to the composed config).
 * Overrides under ``reward.metrics.`` may add keys (``compose.open_overrides``).
-* The user config directory joins Hydra's search path (``compose.searchpath_overrides``).
+* The user config directory comes first on Hydra's search path (``compose.UserConfigSearchPath``).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from qeu_tune.config.compose import compose, hydra_message
 from qeu_tune.core.errors import ConfigError
@@ -122,11 +127,12 @@ def sweep_dimensions(overrides: Sequence[str]) -> Tuple[List[str], Dict[str, str
     """Splits overrides into plain ones and sweep ones (key -> expression text).
 
     Hydra's override parser decides: ``choice(...)``, ``range(...)``, ``interval(...)``,
-    ``tag(...)`` and comma lists are sweeps. Keys under ``hydra.`` are left to Hydra.
+    ``tag(...)`` and comma lists are sweeps. Keys under ``hydra.`` are left to Hydra. A sweep
+    with a single value is that value as a plain override (``fixed_value``).
 
     Example:
-        >>> sweep_dimensions(["algo=choice(ppo,dqn)", "stop.env_steps=500", "a.b=interval(0,1)"])
-        (['stop.env_steps=500'], {'algo': 'choice(ppo,dqn)', 'a.b': 'interval(0,1)'})
+        >>> sweep_dimensions(["algo=choice(ppo,dqn)", "stop.env_steps=500", "a.b=interval(0,1)", "c=choice(3)"])
+        (['stop.env_steps=500', 'c=3'], {'algo': 'choice(ppo,dqn)', 'a.b': 'interval(0,1)'})
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -142,10 +148,74 @@ def sweep_dimensions(overrides: Sequence[str]) -> Tuple[List[str], Dict[str, str
             continue
         key = parsed.key_or_group
         if parsed.is_sweep_override() and not key.startswith("hydra.") and "@" not in key:
-            dims[key] = text.split("=", 1)[1].strip()
+            value = fixed_value(parsed)
+            if value is None:
+                dims[key] = text.split("=", 1)[1].strip()
+            else:  # one value: no dimension (a searcher would sample it, a grid list it, for nothing)
+                plain.append(f"{text.split('=', 1)[0]}={value}")
         else:
             plain.append(text)
     return plain, dims
+
+
+def fixed_value(parsed: Any) -> Optional[str]:
+    """The override value text of a sweep that can take one value only, else None.
+
+    ``choice(x)`` and ``range`` of one element give that element, ``interval(a, a)`` (also
+    within ``int(...)`` or ``tag(...)``) gives ``a``. The text is checked by parsing it back:
+    a string the grammar would read differently is quoted.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep, Override
+    from hydra.errors import HydraException
+
+    from qeu_tune.config.compose import _quote
+
+    try:
+        if parsed.is_discrete_sweep():
+            values = list(itertools.islice(parsed.sweep_iterator(), 2))
+        else:
+            sweep = parsed.value()
+            values = [sweep.start] if isinstance(sweep, IntervalSweep) and sweep.start == sweep.end else []
+    except HydraException:  # glob(...): options known only to Hydra's config loader
+        return None
+    if len(values) != 1:
+        return None
+    value = values[0]
+    text = Override._get_value_element_as_str(value)
+    try:
+        (back,) = OverridesParser.create().parse_overrides([f"k={text}"])
+        if back.value() == value and not back.is_sweep_override():
+            return text
+    except HydraException:
+        pass
+    return _quote(value) if isinstance(value, str) else None
+
+
+def fix_dimensions(config: Dict[str, Any], overrides: Sequence[str]) -> List[str]:
+    """Removes from ``config["search"]["space"]`` every key an override sets to one value.
+
+    ``qeu-tune algo.params.lr=0.001`` (or ``choice(0.001)``) with an experiment that searches
+    ``algo.params.lr`` means that learning rate, not a sampled one. Only exact keys count
+    (``reward=x`` leaves a ``reward.metrics.route.weight`` dimension alone).
+
+    Args:
+        config: The composed plain config (changed in place).
+        overrides: The overrides it was composed with (Hydra's ``overrides.task``).
+
+    Returns:
+        The removed keys.
+    """
+    space = (config.get("search") or {}).get("space")
+    if not isinstance(space, dict):
+        return []
+    removed = []
+    for text in overrides:
+        key = text.split("=", 1)[0].strip().lstrip("+")
+        if "=" in text and not text.startswith("~") and key in space:
+            del space[key]
+            removed.append(key)
+    return removed
 
 
 def space_override(dims: Dict[str, str]) -> str:
@@ -161,7 +231,7 @@ def prepare_argv(argv: Sequence[str]) -> PreparedArgs:
 
     Sets ``$QEU_TUNE_CONFIG_DIR`` when ``--config-dir`` is given.
     """
-    from qeu_tune.config.compose import open_overrides, prepare_overrides
+    from qeu_tune.config.compose import open_overrides
 
     rest, config_dir = extract_config_dir(argv)
     if config_dir is not None:
@@ -174,7 +244,7 @@ def prepare_argv(argv: Sequence[str]) -> PreparedArgs:
         overrides, dims = sweep_dimensions(overrides)
         if dims:
             overrides.append(space_override(dims))
-    overrides = prepare_overrides(open_overrides(overrides))
+    overrides = open_overrides(overrides)
     return PreparedArgs(argv=[*flags, *overrides], config_dir=config_dir, search_space=dims)
 
 

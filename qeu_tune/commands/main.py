@@ -4,19 +4,24 @@
 study ...`` a reward-design study (``commands.study``);
 ``qeu-tune report|best|rerun|resume|sync|ui ...`` read or continue recorded sweeps;
 ``qeu-tune knowhow ...`` describes a reward design's know-how; ``qeu-tune server`` runs MLflow
-on PostgreSQL. Command modules are imported when their command runs, so reading results
-back never loads Ray or torch.
+on PostgreSQL. ``qeu-tune --help`` / ``qeu-tune help [COMMAND]`` print ``commands.usage``'s
+pages, ``--shell-completion`` is answered by ``commands.completion``, and a first word that is
+neither a command nor an override is an error naming the closest command. Command modules are
+imported when their command runs, so reading results back never loads Ray or torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
+from qeu_tune.commands import completion
 from qeu_tune.commands.argv import use_config_dir
 from qeu_tune.commands.console import fail, quiet_console
+from qeu_tune.commands.usage import COMMANDS, HELP_FLAGS, HYDRA_COMMANDS, command_help, main_help, unknown_command
 from qeu_tune.core.errors import ConfigError
 from qeu_tune.core.paths import resolve_tracking_uri
 
@@ -37,6 +42,8 @@ def _subcommand_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS.values():
         importlib.import_module(f"qeu_tune.commands.{module}").add_parser(sub, common)
+    for name, command in sub.choices.items():  # `qeu-tune report --help` starts with what it does
+        command.description = command.description or COMMANDS[name][0].upper() + COMMANDS[name][1:] + "."
     return parser
 
 
@@ -57,6 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``qeu-tune`` console script."""
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
+    if sys.argv[1:2] == ["help"]:  # `qeu-tune help [COMMAND]` is `qeu-tune [COMMAND] --help`
+        sys.argv = [sys.argv[0], *[w for w in sys.argv[2:3] if w != "help"], "--help"]
     if sys.argv[1:2] == ["server"]:  # PostgreSQL + `mlflow server`: qeu_tune/commands/server.py
         from qeu_tune.commands.server import main as server_main
 
@@ -68,6 +77,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sys.argv = [sys.argv[0], *use_config_dir(sys.argv[1:])]
     except ConfigError as err:
         fail(str(err))
+    _help_completion_and_typos(sys.argv[1:])
+    if sys.argv[1:2] == ["sweep"]:  # the default command, named
+        del sys.argv[1]
     if sys.argv[1:2] == ["knowhow"]:  # fit a reward design's know-how, no training
         from qeu_tune.commands.knowhow import main as knowhow_main
 
@@ -84,6 +96,30 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sweep.run(sys.argv[1:], command_line=command_line)
     if argv is None:  # the console script, not a caller in this process: end quickly
         _fast_exit(0)
+
+
+def _help_completion_and_typos(args: Sequence[str]) -> None:
+    """Answers ``--help`` of the Hydra-composed commands and shell-completion requests (then
+    exits 0), and stops a mistyped command word with one line (exit 2) before Hydra reads it as a
+    malformed override. Argparse commands answer their own ``--help``."""
+    spec = completion.request(args)
+    if spec is not None:
+        completion.run(spec, os.environ.get("COMP_LINE"))
+        raise SystemExit(0)
+    rest = list(args)
+    while rest and rest[0].split("=", 1)[0] == "--tracking-uri":  # qeu-tune --tracking-uri URI report ...
+        rest = rest[1:] if "=" in rest[0] else rest[2:]
+    word = rest[0] if rest else None
+    error = unknown_command(word) if word is not None else None
+    if error:
+        fail(error)
+    if word in SUBCOMMANDS or word in ("knowhow", "server") or not any(a in HELP_FLAGS for a in rest):
+        return
+    if word in HYDRA_COMMANDS:
+        print(command_help(word))
+    else:
+        print(main_help())
+    raise SystemExit(0)
 
 
 def _fast_exit(code: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
@@ -12,7 +11,7 @@ from omegaconf import OmegaConf
 from qeu_tune.analysis.runs import client_for, find_run, load_config_artifact, load_sweep
 from qeu_tune.analysis.tables import _ci, best_configuration, build_report
 from qeu_tune.config.schema import ExperimentConfig
-from qeu_tune.config.trial import set_dotted
+from qeu_tune.config.trial import on_seeds, set_dotted
 from qeu_tune.core import tags
 from qeu_tune.core.errors import ConfigError
 
@@ -77,18 +76,7 @@ def rerun_command(
         count = seeds or max(len(best.seeds), 1)
         seed_list = fresh_seeds(report.trials["seed"].dropna().astype(int).tolist(), count)
         source, label, original = report.sweep.run_id, best.label, (report, best)
-    config = copy.deepcopy(config)
-    config.pop("seed", None)
-    config["search"].update(
-        {
-            "space": {},
-            "when": {},
-            "algorithm": "grid",
-            "num_samples": 1,
-            "num_seeds": len(seed_list),
-            "seed": seed_list[0],
-        }
-    )
+    config = on_seeds(config, seed_list)
     config["tracking"]["uri"] = uri
     config["sweep_name"] = f"rerun-{config.get('sweep_name', 'sweep')}"
     config.setdefault("tags", {}).update({tags.TAG_RERUN_OF: source, tags.TAG_RERUN_CONFIG: label[:4000]})

@@ -13,25 +13,46 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from qeu_tune.analysis import print_report
-from qeu_tune.commands.argv import check_hydra_overrides, prepare_argv
+from qeu_tune.analysis import format_report
+from qeu_tune.commands.argv import check_hydra_overrides, fix_dimensions, prepare_argv
 from qeu_tune.commands.console import fail
 from qeu_tune.config.compose import setup_hydra, to_plain
+from qeu_tune.config.run_files import OUTPUT_SUBDIR, hydra_escaped, write_run_files
 from qeu_tune.core.errors import ConfigError
 from qeu_tune.core.paths import CONF_DIR, resolve_tracking_uri
-from qeu_tune.core.redact import find_env_interpolations, redact, register_secrets
+from qeu_tune.core.redact import (
+    find_env_interpolations,
+    protect_console,
+    redact,
+    register_config,
+    register_secrets,
+    uri_secrets,
+)
+from qeu_tune.core.secrets import recorded_uri, register_env_forms
 from qeu_tune.engine.plan import plan_sweep
 from qeu_tune.engine.run import SweepResult, run_sweep
 
 _COMMAND_LINE: List[str] = []  # the arguments as typed (main() rewrites sys.argv for Hydra)
+_RUN_FILES = [OUTPUT_SUBDIR]  # where each job writes its redacted .hydra files (hydra.output_subdir)
+_OUTPUT_SUBDIR_KEY = "hydra.output_subdir="
+
+
+def protect_job(cfg: Any) -> None:
+    """First thing in a Hydra job: its secrets known, masked in logs, its run files redacted."""
+    register_secrets(find_env_interpolations(cfg).values())  # ${oc.env:...} values: *** when recorded
+    register_config(OmegaConf.to_container(cfg, resolve=False))  # URI passwords, also where Hydra escapes them
+    register_env_forms(cfg)  # ... and recorded as the interpolation, for `resume`
+    protect_console()  # Hydra's job log file too
+    write_run_files(cfg, _RUN_FILES[0])
 
 
 def sweep(cfg: Any) -> Optional[float]:
     """Runs the sweep of a composed config; returns the best value of the search metric."""
-    overrides = list(HydraConfig.get().overrides.task)
-    register_secrets(find_env_interpolations(cfg).values())  # ${oc.env:...} values: *** when recorded
+    overrides = typed_overrides()
+    protect_job(cfg)
     try:
         plan = plan_sweep(plain_config(cfg), overrides)
     except ConfigError as err:
@@ -43,12 +64,22 @@ def sweep(cfg: Any) -> Optional[float]:
     return finish(result)
 
 
+def typed_overrides() -> List[str]:
+    """The job's overrides as typed: ``${oc.env:NAME}`` unresolved (iterating Hydra's list resolves it)."""
+    return list(OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False))
+
+
 def plain_config(cfg: Any) -> Any:
-    """``to_plain``; an interpolation that does not resolve is a config error."""
+    """``to_plain``; an interpolation that does not resolve is a config error. Inside
+    ``hydra.main``, values fixed on the command line replace the experiment's search
+    dimensions of the same keys (``fix_dimensions``)."""
     try:
-        return to_plain(cfg)
+        config = to_plain(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(" ".join(line.strip() for line in str(err).splitlines() if line.strip())) from None
+    if HydraConfig.initialized():
+        fix_dimensions(config, typed_overrides())  # keys only: nothing resolved
+    return config
 
 
 def finish(result: SweepResult) -> Optional[float]:
@@ -76,12 +107,12 @@ def _print_summary(result: SweepResult) -> None:
             f"Sweep interrupted by {result.interrupted}: {result.num_trials} trials started, "
             f"{result.num_errors} failed; unfinished trials and the parent run are marked KILLED."
         )
-        print(f"Continue it with: qeu-tune{uri_flag} resume {sweep_ref}")
+        print(f"Continue it with: {resume_command(result.tracking_uri, sweep_ref)}")
     else:
         failed = f", {result.num_errors} failed" if result.num_errors else ""
         print(f"Sweep {result.status}: {result.num_trials} trials{failed}.")
         if result.report is not None:
-            print_report(result.report)
+            print(format_report(result.report))
         best = result.best
         if best and best.get("by"):
             seeds = f"{best['seeds']} seed{'s' if best['seeds'] != 1 else ''}"
@@ -110,6 +141,15 @@ def default_uri() -> str:
     return resolve_tracking_uri(None)
 
 
+def resume_command(tracking_uri: str, ref: str) -> str:
+    """``qeu-tune resume`` as printed: a URI whose password came from ``${oc.env:NAME}`` in
+    that form (it runs as printed), any other with its password masked."""
+    shown = recorded_uri(tracking_uri)
+    if shown != redact(tracking_uri):
+        return shlex.join(["qeu-tune", "resume", ref, f"tracking.uri={shown}"])
+    return f"qeu-tune{'' if tracking_uri == default_uri() else f' --tracking-uri {shown}'} resume {ref}"
+
+
 def run(argv: Sequence[str], *, command_line: Sequence[str], task: Callable[[Any], Any] = sweep) -> None:
     """Composes ``argv`` with Hydra (checked first: exit 2 on a bad override) and runs ``task``
     (the sweep, or ``qeu-tune study``) on the composed config."""
@@ -118,6 +158,15 @@ def run(argv: Sequence[str], *, command_line: Sequence[str], task: Callable[[Any
     # Sweep-grammar overrides without -m -> search.space; reward.metrics.* may add keys;
     # the user config directory on Hydra's search path (qeu_tune/commands/argv.py).
     sys.argv = [sys.argv[0], *prepare_argv(argv).argv]
+    # Hydra's own .hydra files would hold the command line as typed: the job writes them.
+    for arg in [a for a in sys.argv[1:] if a.lstrip("+").startswith(_OUTPUT_SUBDIR_KEY)]:
+        sys.argv.remove(arg)
+        value = arg.split("=", 1)[1]
+        _RUN_FILES[0] = None if value in ("null", "") else value
+    # A multirun's launcher logs each job's overrides (values escaped) before any job starts.
+    typed = set().union(*(uri_secrets(a.partition("=")[2]) for a in sys.argv[1:]))
+    register_secrets(typed | {hydra_escaped(s) for s in typed})
+    protect_console()
     try:  # Hydra's compose errors: exit 2 and one paragraph, before hydra.main's exit 1
         check_hydra_overrides(sys.argv[1:])
     except ConfigError as err:

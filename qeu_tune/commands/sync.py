@@ -1,13 +1,16 @@
-"""``qeu-tune sync [SPOOL_DIR] [--tracking-uri URI]``: upload spooled tracking data to MLflow."""
+"""``qeu-tune sync [SPOOL_DIR] [--tracking-uri URI] [--prune]``: upload spooled tracking data to MLflow.
+
+``--prune`` then removes every spool directory the store has confirmed entirely.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
 from qeu_tune.tracking.journal import META_FILE, spool_root
-from qeu_tune.tracking.sync import sync_spool
+from qeu_tune.tracking.sync import prune_spools, sync_spool
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -24,6 +27,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="a sweep's spool directory (default: every spool under $QEU_TUNE_HOME/spool)",
     )
+    sync.add_argument(
+        "--prune",
+        action="store_true",
+        help="then remove the spool directories whose every entry the store has acknowledged (keeps those "
+        "with rejected entries or in use) and say how many",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
     Without ``--tracking-uri`` each spool goes to the URI it was recorded for.
     """
     uri = getattr(args, "tracking_uri", None)
-    return sync(args.spool_dir, uri)
+    return sync(args.spool_dir, uri, prune=args.prune)
 
 
-def sync(spool_dir: Any, tracking_uri: Any) -> int:
+def sync(spool_dir: Any, tracking_uri: Any, *, prune: bool = False) -> int:
     if spool_dir is not None and not (Path(spool_dir) / META_FILE).exists():
         print(
             f"{spool_dir} is not a qeu-tune spool directory (it has no {META_FILE}); spools are under {spool_root()}."
@@ -54,4 +63,16 @@ def sync(spool_dir: Any, tracking_uri: Any) -> int:
             f"{s['spool']} -> {s['tracking_uri']}: {s['entries']} entries, {s['points']} metric points, "
             f"{s['runs_created']} runs created, {s['rejected']} rejected; {status}"
         )
+    if prune:
+        _print_pruned(prune_spools(spool_dir, tracking_uri))
     return 1 if summary["errors"] else 0
+
+
+def _print_pruned(pruned: Dict[str, Any]) -> None:
+    count = len(pruned["pruned"])
+    print(
+        f"Pruned {count} spool director{'y' if count == 1 else 'ies'} confirmed in the store "
+        f"({pruned['bytes'] / 1e6:.1f} MB freed); kept {len(pruned['kept'])}."
+    )
+    for path, reason in pruned["kept"].items():
+        print(f"  kept {path}: {reason}")

@@ -42,15 +42,24 @@ def stop_ui(process: subprocess.Popen, timeout: float = 20.0) -> int:
     return stop_process_group(process, timeout)
 
 
+# MLflow 3's UI has two layouts, GenAI (its default: traces, judges, a sweep filed under
+# "Evaluations") and Model training. Since 3.1x the browser's choice (the switch at the top
+# left, remembered per browser) decides, not the experiment's mlflow.experimentKind tag; this
+# query parameter selects the training layout for the page it opens.
+TRAINING_LAYOUT = "workflowType=machine_learning"
+
+
 def experiment_url(base: str, tracking_uri: str, experiment: str = "qeu-tune") -> str:
-    """The runs table of the project's experiment (MLflow 3 otherwise opens a GenAI page)."""
+    """The runs table of the project's experiment, in MLflow's Model training layout."""
     try:
         from mlflow.tracking import MlflowClient
 
         found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
     except Exception:  # noqa: BLE001 - an empty or unreachable store still gets the UI
         found = None
-    return f"{base}/#/experiments/{found.experiment_id}/runs" if found else base
+    if found is None:
+        return f"{base}/#/experiments?{TRAINING_LAYOUT}"
+    return f"{base}/#/experiments/{found.experiment_id}/runs?{TRAINING_LAYOUT}"
 
 
 def run_ui(
@@ -58,7 +67,12 @@ def run_ui(
 ) -> int:
     """Starts the UI, prints its URL and serves until interrupted; returns the exit code."""
     url = experiment_url(f"http://{host}:{port}", tracking_uri)
-    print(f"MLflow UI for {tracking_uri}\n  open {url}  (Ctrl-C to stop)", file=out or sys.stdout, flush=True)
+    print(
+        f"MLflow UI for {tracking_uri}\n  open {url}  (Ctrl-C to stop; a page in the GenAI layout: click "
+        "'Model training' at the top left once, the browser keeps it)",
+        file=out or sys.stdout,
+        flush=True,
+    )
     process = start_ui(tracking_uri=tracking_uri, host=host, port=port)
 
     def on_term(signum: int, frame: Any) -> None:

@@ -2,18 +2,21 @@
 
 The shipped configs (``qeu_tune.core.paths.CONF_DIR``) are Hydra's primary config directory;
 the user's own config directory (``qeu_tune.core.paths.user_config_dir``: ``--config-dir``,
-``$QEU_TUNE_CONFIG_DIR`` or ``./conf``) joins them through ``hydra.searchpath``, added
-here and by the command line, so its ``experiment/``, ``reward/``, ``env/``, ... files
-become options of the shipped groups. (A ``ConfigSearchPathPlugin`` is not used: Hydra
-does not discover ``hydra_plugins`` in an editable install.)
+``$QEU_TUNE_CONFIG_DIR`` or ``./conf``) comes before it on Hydra's search path
+(``UserConfigSearchPath``), so its ``experiment/``, ``reward/``, ``env/``, ... files become
+options of the shipped groups, and a file with the same name as a shipped one
+(``algo/ppo.yaml``, ``experiment/default.yaml``) wins over it, as on any Hydra search path.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Sequence
 
+from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig, OmegaConf
 
 from qeu_tune.config.groups import GROUP_NAMES
@@ -22,7 +25,25 @@ from qeu_tune.core.errors import ConfigError
 from qeu_tune.core.paths import CONF_DIR, qeu_home, user_config_dir
 from qeu_tune.reward.config import normalize_metric
 
-SEARCHPATH_KEY = "hydra.searchpath"
+USER_CONFIG_PROVIDER = "qeu-tune user config"  # its entry on Hydra's search path (`qeu-tune --info searchpath`)
+
+
+class UserConfigSearchPath(SearchPathPlugin):
+    """Puts the user config directory right before the shipped configs on Hydra's search path.
+
+    Hydra takes each config file from the first search-path entry that has it. Entries from
+    ``hydra.searchpath`` or Hydra's own ``--config-dir`` come *after* the primary config
+    directory, so a user's file could only add options, never replace a shipped one.
+
+    Registered by ``setup_hydra`` rather than discovered (Hydra finds ``hydra_plugins``
+    packages only in regular installs, not editable ones); Hydra runs it whenever it builds
+    a search path (``@hydra.main``, ``compose``), so the directory is looked up then.
+    """
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        directory = user_config_dir()
+        if directory is not None:
+            search_path.prepend(USER_CONFIG_PROVIDER, f"file://{directory}", anchor=SearchPathQuery(provider="main"))
 
 
 def register_resolvers() -> None:
@@ -31,9 +52,10 @@ def register_resolvers() -> None:
 
 
 def setup_hydra() -> None:
-    """Everything Hydra needs before composing: schemas and resolvers."""
+    """Everything Hydra needs before composing: schemas, resolvers, the user config directory."""
     register_schemas()
     register_resolvers()
+    Plugins.instance().register(UserConfigSearchPath)  # idempotent
 
 
 def _quote(text: str) -> str:
@@ -41,14 +63,6 @@ def _quote(text: str) -> str:
     if "'" not in text:
         return f"'{text}'"
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def searchpath_overrides(directory: Optional[Path] = None) -> List[str]:
-    """``["hydra.searchpath=['file:///user/conf']"]`` for the user config dir (or none)."""
-    directory = directory if directory is not None else user_config_dir()
-    if directory is None:
-        return []
-    return [f"{SEARCHPATH_KEY}=[{_quote('file://' + str(Path(directory).resolve()))}]"]
 
 
 # Keys under these prefixes are open-ended mappings: an override there adds the key if
@@ -70,15 +84,6 @@ def open_overrides(overrides: Sequence[str]) -> List[str]:
     return [f"++{o}" if o.startswith(OPEN_PREFIXES) and "=" in o else o for o in overrides]
 
 
-def prepare_overrides(overrides: Sequence[str]) -> List[str]:
-    """The overrides as composed: open-ended keys (``open_overrides``) and the user config
-    directory on Hydra's search path (unless the overrides set ``hydra.searchpath``)."""
-    overrides = open_overrides(overrides)
-    if any(_override_key(o).lstrip("+") == SEARCHPATH_KEY for o in overrides):
-        return overrides  # the caller chose the search path
-    return [*overrides, *searchpath_overrides()]
-
-
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """Composes ``conf/config.yaml`` with Hydra overrides, as ``qeu-tune`` would.
 
@@ -93,7 +98,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     setup_hydra()
-    overrides = prepare_overrides(overrides)
+    overrides = open_overrides(overrides)
     if GlobalHydra.instance().is_initialized():
         return hydra.compose(config_name="config", overrides=overrides)
     with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

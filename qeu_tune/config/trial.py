@@ -9,10 +9,11 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from qeu_tune.config.groups import GROUP_NAMES
 from qeu_tune.core.errors import ConfigError
+from qeu_tune.core.redact import redact
 from qeu_tune.core.tags import HPARAM_PREFIX
 
 SEED_KEY = "seed"
@@ -46,6 +47,20 @@ class TrialTemplate:
 
     base: Dict[str, Any]
     group_options: Dict[str, Dict[str, Dict[str, Any]]] = field(default_factory=dict)
+
+
+# What a trial's process builds its algorithm and environment from: the real values (an env may
+# need a token); what it never reads (the tracking URI, tags) reaches it masked.
+TRIAL_SECTIONS = ("algo", "env", "reward")
+
+
+def redacted_template(template: TrialTemplate, keep: Sequence[str] = ()) -> TrialTemplate:
+    """A copy with every known secret masked (``qeu_tune.core.redact``), except in the
+    top-level sections ``keep``. Tune pickles the driver's copy into its experiment state."""
+    return TrialTemplate(
+        base={k: v if k in keep else redact(v) for k, v in template.base.items()},
+        group_options={g: v if g in keep else redact(v) for g, v in template.group_options.items()},
+    )
 
 
 def sampled_values(params: Mapping[str, Any]) -> Dict[str, Any]:
@@ -170,3 +185,14 @@ def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+def on_seeds(config: Mapping[str, Any], seeds: Sequence[int]) -> Dict[str, Any]:
+    """A copy of one configuration's config as a sweep of it alone on consecutive ``seeds``
+    (a rerun on fresh seeds, a study's test stage): no search space, a grid of the seeds."""
+    out = copy.deepcopy(dict(config))
+    out.pop(SEED_KEY, None)
+    out["search"].update(
+        {"space": {}, "when": {}, "algorithm": "grid", "num_samples": 1, "num_seeds": len(seeds), "seed": seeds[0]}
+    )
+    return out

@@ -10,9 +10,12 @@ What counts as a secret:
   command line or in a YAML file (``find_env_interpolations`` reads the *unresolved* config);
 - whatever else was given to ``register_secrets``.
 
-Only what is recorded (MLflow params, tags, artifacts, the ``qeu.command`` tag) and what is
-printed goes through here. The trials themselves still receive the real values: workers need
-the real tracking URI, tokens and so on.
+Everything recorded goes through here: MLflow params, tags and artifacts, the console and log
+files, Hydra's run directory, Tune's experiment directory (the sweep state, the pickled
+callback and trial template) and the tracking journal; ``qeu_tune.core.secrets`` decides the
+recorded form and gets the secrets back for ``resume``. Only the live driver holds the real
+values, and a trial's process those of the sections it builds its algorithm and environment
+from (``algo``, ``env``, ``reward``: an env may need a token).
 
 Example:
     >>> redact_uri("http://alice:s3cret@mlflow.example:5000/")
@@ -41,7 +44,7 @@ _QUERY_SECRET = re.compile(
     r"(?P<key>[?&;](?:[A-Za-z0-9_\-]*(?:token|secret|password|passwd|key|credential)[A-Za-z0-9_\-]*)=)(?P<value>[^&#\s'\"]+)",
     re.IGNORECASE,
 )
-_ENV_INTERPOLATION = re.compile(r"\$\{oc\.env:\s*([^,}\s]+)\s*(?:,([^}]*))?\}")
+ENV_INTERPOLATION = re.compile(r"\$\{oc\.env:\s*([^,}\s]+)\s*(?:,([^}]*))?\}")
 
 _lock = threading.Lock()
 _registered: Set[str] = set()
@@ -66,7 +69,7 @@ def redact_uri(uri: Optional[str]) -> Optional[str]:
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
+        if ":" in userinfo and not is_interpolation(userinfo.split(":", 1)[1]):
             out = out.replace(netloc, userinfo.split(":", 1)[0] + ":" + MASK + "@" + host, 1)
     query = parts.query
     if query:
@@ -86,13 +89,18 @@ def uri_secrets(uri: Optional[str]) -> Set[str]:
         parts = urlsplit(str(uri))
     except ValueError:
         return found
-    if parts.password:
+    if parts.password and not is_interpolation(parts.password):  # ${oc.env:NAME} names it, holds nothing
         found.add(parts.password)
         found.add(_unquote(parts.password))
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if SECRET_NAME.search(key) and value:
             found.add(value)
     return {s for s in found if s}
+
+
+def is_interpolation(text: str) -> bool:
+    """Whether ``text`` is a single ``${...}`` interpolation: a name for a value, not the value."""
+    return text.startswith("${") and text.endswith("}") and text.count("${") == 1
 
 
 def _unquote(text: str) -> str:
@@ -152,7 +160,7 @@ def find_env_interpolations(raw_cfg: Any, environ: Optional[Mapping[str, str]] =
                 walk(value, f"{path}.{i}" if path else str(i))
         elif isinstance(node, str) and "oc.env" in node:
             values = []
-            for name, default in _ENV_INTERPOLATION.findall(node):
+            for name, default in ENV_INTERPOLATION.findall(node):
                 value = environ.get(name)
                 if value is None and default:
                     value = default.strip().strip("'\"")
@@ -226,7 +234,9 @@ def redact_text(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every secret, URI password and secret query value replaced by ``***``."""
     if not text:
         return text
-    out = _URI_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}{m.group('at')}", text)
+    out = _URI_PASSWORD.sub(
+        lambda m: m.group(0) if is_interpolation(m.group("pw")) else f"{m.group('head')}{MASK}{m.group('at')}", text
+    )
     out = _QUERY_SECRET.sub(lambda m: f"{m.group('key')}{MASK}", out)
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         if secret in out:
@@ -290,3 +300,7 @@ def protect_console(tracking_uri: Optional[str] = None) -> None:
         for handler in logger.handlers:
             if _FILTER not in handler.filters:
                 handler.addFilter(_FILTER)
+    # Logs a multirun's overrides right after it installs its own handlers, before any job.
+    launcher = logging.getLogger("hydra._internal.core_plugins.basic_launcher")
+    if _FILTER not in launcher.filters:
+        launcher.addFilter(_FILTER)

@@ -7,6 +7,10 @@ them without importing the tracking machinery.
 # Tags (written by qeu_tune.tracking.tracker, read back by reports and reruns).
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
+TAG_NOTE = "mlflow.note.content"  # the run's Markdown description in the MLflow UI
+# Experiment tag the MLflow 3 UI reads: without it, experiments open in the GenAI layout.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
 TAG_KIND = "qeu.kind"  # "study", "sweep" or "trial"
 TAG_SWEEP = "qeu.sweep"
 TAG_TRIAL_ID = "qeu.trial_id"

@@ -3,15 +3,14 @@
 It turns Tune's trial events into tracker calls: a run per trial with its resolved config,
 its metrics on the env-step axis (buffered, written in batches), convergence statistics,
 retries and PBT perturbations, and a final status FINISHED, FAILED (with the error) or KILLED.
+Each retry and each final failure is also logged as one line (``qeu_tune.engine.failures``).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ray.tune import Callback
@@ -31,6 +30,7 @@ from qeu_tune.core.tags import (
     TAG_ENV,
     TAG_ERROR,
     TAG_KIND,
+    TAG_NODE_ID,
     TAG_PARENT,
     TAG_PERTURBATIONS,
     TAG_RETRIES,
@@ -40,7 +40,8 @@ from qeu_tune.core.tags import (
     TAG_SWEEP,
     TAG_TRIAL_ID,
 )
-from qeu_tune.engine.node import node_tags
+from qeu_tune.engine.failures import failure_cause, final_line, process_gone, read_error, restart_point, retry_line
+from qeu_tune.engine.node import node_lost, node_tags
 from qeu_tune.tracking.tracker import Tracker, config_key, flatten_params
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class TrialRecord:
     last_iteration: int = -1
     retries: int = 0
     perturbations: int = 0
+    node: Dict[str, str] = field(default_factory=dict)  # run tags of the node it last ran on
 
     def to_state(self) -> Dict[str, Any]:
         """Plain data for Tune's experiment checkpoint (buffered points are flushed first)."""
@@ -83,6 +85,7 @@ class TrialRecord:
                 "last_iteration",
                 "retries",
                 "perturbations",
+                "node",
             )
         }
 
@@ -250,6 +253,7 @@ class MLflowTrialCallback(Callback):
         node = node_tags(result)  # in the first result of each trial process (qeu_tune.engine.node)
         if node:
             self.tracker.set_tags(record.run_id, node)
+            record.node = node  # named in the console line if the trial fails
         step = int(result.get(names.ENV_STEPS, result.get("training_iteration", 0)) or 0)
         # A trial restored from a checkpoint repeats iterations it already logged. RLlib's
         # iteration counter is restored with the checkpoint, env-step counts need not be
@@ -316,19 +320,31 @@ class MLflowTrialCallback(Callback):
         record = self.records.get(trial.trial_id) or self._start(trial)
         record.retries += 1
         self._flush(record)
+        error = read_error(getattr(trial, "error_file", None))
         self.tracker.set_tags(
             record.run_id,
-            {
-                TAG_RETRIES: str(record.retries),
-                f"{TAG_ERROR}.attempt{record.retries}": redact(_error_text(trial)[:2000]),
-            },
+            {TAG_RETRIES: str(record.retries), f"{TAG_ERROR}.attempt{record.retries}": redact(error[:2000])},
         )
+        cause = self._cause(record, error)
+        limit = getattr(trial, "max_failures", 0)
+        log.warning(redact(retry_line(trial.trial_id, cause, record.retries, limit, restart_point(trial))))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, FINISHED)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, FAILED, _error_text(trial))
+        error = read_error(getattr(trial, "error_file", None))
+        record = self.records.get(trial.trial_id)
+        retries, limit = record.retries if record is not None else 0, getattr(trial, "max_failures", 0)
+        log.warning(redact(final_line(trial.trial_id, self._cause(record, error), retries, limit)))
+        self._end(trial, FAILED, error)
+
+    @staticmethod
+    def _cause(record: Optional[TrialRecord], error: str) -> str:
+        """What happened; asks Ray whether the node is gone only when the trial's process is."""
+        node = record.node if record is not None else {}
+        lost = node_lost(node[TAG_NODE_ID]) if process_gone(error) and node.get(TAG_NODE_ID) else None
+        return failure_cause(error, node, lost)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.close_open_runs()
@@ -368,23 +384,3 @@ def _is_our_metric(key: str, include_rllib: bool) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-_EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Fault|Interrupt)): (.+)$", re.MULTILINE)
-
-
-def _error_text(trial: Any) -> str:
-    """The trial's error: the innermost exception with a message first, then the trace's end.
-
-    RLlib re-raises env errors as a bare ``RuntimeError``; the cause's line is what a user needs.
-    """
-    try:
-        path = trial.error_file
-        if path and Path(path).exists():
-            text = Path(path).read_text(errors="replace")
-            causes = _EXCEPTION_LINE.findall(text)
-            head = f"{causes[-1][0]}: {causes[-1][1]}\n\n" if causes else ""
-            return head + text[-(3000 - len(head)) :]
-    except Exception:  # noqa: BLE001 - an unreadable error file: the generic message below
-        pass
-    return "trial failed (no error file was written)"

@@ -8,7 +8,7 @@ so bad input stops before a cluster starts or an MLflow run is opened.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from qeu_tune.config.compose import compose_group_options, group_options
 from qeu_tune.config.groups import GROUP_NAMES
@@ -34,23 +34,30 @@ class SweepPlan:
     overrides: List[str] = field(default_factory=list)
 
 
-def _group_choices(config: Mapping[str, Any]) -> Dict[str, List[str]]:
-    """Config-group options a search space chooses between (``algo: choice(ppo, dqn)``)."""
+def _group_choices(
+    config: Mapping[str, Any], recorded: Optional[Mapping[str, Mapping[str, Any]]] = None
+) -> Dict[str, List[str]]:
+    """Config-group options a search space chooses between (``algo: choice(ppo, dqn)``).
+
+    Option names are checked against the config directories, or against the ``recorded``
+    options of a sweep being resumed.
+    """
     search = config["search"]
     dims = parse_space(search.get("space") or {}, search.get("when") or {})
     choices: Dict[str, List[str]] = {}
     for dim in dims:
         if dim.key in GROUP_NAMES:
+            valid = sorted(recorded.get(dim.key) or {}) if recorded is not None else group_options(dim.key)
             if dim.kind not in ("choice", "const"):
                 raise ConfigError(
                     f"search space: {dim.key} selects a config group, so it needs "
-                    f"choice(...) of option names; valid options: {', '.join(group_options(dim.key))}."
+                    f"choice(...) of option names; valid options: {', '.join(valid)}."
                 )
             for value in dim.values:
-                if str(value) not in group_options(dim.key):
+                if str(value) not in valid:
                     raise ConfigError(
                         f"search space: {dim.key}={value!r} is not a {dim.key} option; valid "
-                        f"choices: {', '.join(group_options(dim.key))}."
+                        f"choices: {', '.join(valid)}."
                     )
             choices.setdefault(dim.key, [])
             choices[dim.key] += [str(v) for v in dim.values if str(v) not in choices[dim.key]]
@@ -111,12 +118,20 @@ def _check_action_space(algo: str, space: Any) -> None:
         )
 
 
-def plan_sweep(config: Dict[str, Any], overrides: Sequence[str] = ()) -> SweepPlan:
+def plan_sweep(
+    config: Dict[str, Any],
+    overrides: Sequence[str] = (),
+    *,
+    recorded_options: Optional[Mapping[str, Mapping[str, Dict[str, Any]]]] = None,
+) -> SweepPlan:
     """Validates a composed config and plans its sweep. Never starts Ray.
 
     Args:
         config: The composed, resolved config (plain dict).
         overrides: The Hydra overrides it was composed with (to compose group options).
+        recorded_options: ``{group: {option: subtree}}`` as a sweep recorded them at its start
+            (``qeu-tune resume``): used as they are instead of composing the searched groups'
+            options again, so the config directories' current files play no part.
 
     Returns:
         A ``SweepPlan``.
@@ -143,7 +158,9 @@ def plan_sweep(config: Dict[str, Any], overrides: Sequence[str] = ()) -> SweepPl
         scheduler_params=config["scheduler"].get("params") or {},
         max_env_steps=int(stop["env_steps"]),
     )
-    template = TrialTemplate(base=config, group_options=compose_group_options(overrides, _group_choices(config)))
+    choices = _group_choices(config, recorded_options)
+    options = compose_group_options(overrides, choices) if recorded_options is None else dict(recorded_options)
+    template = TrialTemplate(base=config, group_options=options)
     if config["scheduler"]["name"] == "pbt":
         template.base["checkpoint_every"] = 1  # PBT exploits from the latest checkpoint
     check_search_metric(config, [config["reward"], *template.group_options.get("reward", {}).values()])

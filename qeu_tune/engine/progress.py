@@ -1,7 +1,9 @@
 """The sweep's progress on the console: one line above Tune's trial table.
 
 ``SweepProgressReporter`` shows trials done/total, env steps done/total, time elapsed and an
-estimate of the time left.
+estimate of the time left. Below verbose=2 it leaves out Tune's errored-trials table, which
+every status report would repeat after a single retry: each retry and failure has its own
+line instead (``qeu_tune.engine.failures``).
 """
 
 from __future__ import annotations
@@ -55,8 +57,20 @@ def total_trials(param_space: Mapping[str, Any], num_samples: int) -> int:
     return total
 
 
-def make_progress_reporter(*, total: int, steps_per_trial: int, steps_key: str, **kwargs: Any) -> Any:
-    """A Tune ``CLIReporter`` whose status block starts with ``progress_line``."""
+ERROR_TABLE = "Number of errored trials:"  # how Tune's errored-trials table starts (Ray 2.60)
+
+
+def without_error_table(status: str) -> str:
+    """Tune's status block without its errored-trials table (always the block's last part)."""
+    cut = status.find(ERROR_TABLE)
+    return status if cut < 0 else status[:cut]
+
+
+def make_progress_reporter(
+    *, total: int, steps_per_trial: int, steps_key: str, error_table: bool = True, **kwargs: Any
+) -> Any:
+    """A Tune ``CLIReporter`` whose status block starts with ``progress_line`` (and, with
+    ``error_table=False``, leaves out Tune's errored-trials table: ``without_error_table``)."""
     from ray.tune import CLIReporter
 
     class SweepProgressReporter(CLIReporter):
@@ -72,6 +86,7 @@ def make_progress_reporter(*, total: int, steps_per_trial: int, steps_key: str, 
                 elapsed_s=time.time() - self._qeu_start,
                 steps_key=steps_key,
             )
-            return super()._progress_str(trials, done, line, *sys_info, **kw)
+            status = super()._progress_str(trials, done, line, *sys_info, **kw)
+            return status if error_table else without_error_table(status)
 
     return SweepProgressReporter(**kwargs)

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from qeu_tune.analysis.runs import client_for, find_run
 from qeu_tune.core import names, redact, tags
 from qeu_tune.core.errors import ConfigError
+from qeu_tune.core.secrets import restore_env_forms, tracking_uri_for_resume
 from qeu_tune.core.tags import HPARAM_PREFIX, TAG_CHECKPOINT_LOST, TAG_ORPHANED, TAG_RESUMED, TAG_RUN_KEY
 from qeu_tune.engine import startup
 from qeu_tune.engine.callback import MLflowTrialCallback
@@ -34,13 +35,14 @@ def resume_sweep(tracking_uri: str, ref: str, *, restart_errored: bool = False) 
     """Continues a sweep recorded in MLflow; returns a ``SweepResult``.
 
     Args:
-        tracking_uri: Where the sweep is recorded.
+        tracking_uri: Where the sweep is recorded (with its password, if it has one).
         ref: Its parent run id or sweep name.
         restart_errored: Also retry trials that had failed, from their last checkpoint.
 
     Raises:
-        ConfigError: Unknown sweep, a sweep that has nothing left to run, or Tune state
-            that cannot be reached from this machine.
+        ConfigError: Unknown sweep, a sweep that has nothing left to run, Tune state
+            that cannot be reached from this machine, or a secret that is neither given
+            again nor in the environment variable the recorded config names.
     """
     from ray import tune
 
@@ -62,10 +64,17 @@ def resume_sweep(tracking_uri: str, ref: str, *, restart_errored: bool = False) 
             "Use --restart-errored to rerun its failed trials, or `qeu-tune rerun` for new seeds."
         )
     state = read_sweep_state(tune_path)
+    config = state["config"]  # recorded without secrets: they come back from the user, before anything runs
+    what = f"sweep {ref!r}"
+    tracking_uri = tracking_uri_for_resume(tracking_uri, config["tracking"].get("uri"), what)
+    config["tracking"]["uri"] = tracking_uri
+    config = restore_env_forms(config, what)
     _sync_leftovers(state.get("spool_dir"), tracking_uri)  # a killed driver's unsent points first
-    config = state["config"]
-    config["tracking"]["uri"] = tracking_uri  # the recorded copy may be redacted
-    plan = plan_sweep(config, state.get("overrides") or [])
+    # The searched groups' options as composed at the start, not from today's config directories
+    # (None: recorded by an older qeu-tune, composed again).
+    options = state.get("group_options")
+    options = restore_env_forms(options, what) if options is not None else None
+    plan = plan_sweep(config, state.get("overrides") or [], recorded_options=options)
 
     redact.register_config(config, tracking_uri)  # as in run_sweep: nothing secret is recorded or printed
     redact.protect_console(tracking_uri)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 from qeu_tune.analysis import best_configuration_row, report_sweep_end
-from qeu_tune.config.trial import describe
+from qeu_tune.config.trial import TRIAL_SECTIONS, describe, redacted_template
 from qeu_tune.core import names, redact, tags
 from qeu_tune.core.paths import CONF_DIR
 from qeu_tune.engine import startup
@@ -101,10 +101,10 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
     tracker.log_params(parent, redact.redact(flatten_params(_sweep_params(config))))
     tracker.log_dict_yaml(parent, redact.redact(config), tags.SWEEP_CONFIG_ARTIFACT)
     tracker.log_dict_yaml(parent, redact.redact(_search_spec(plan)), tags.SEARCH_SPEC_ARTIFACT)
-    callback = MLflowTrialCallback(
+    callback = MLflowTrialCallback(  # pickled by Tune with its template and records: no secrets in them
         tracker=tracker,
         parent_run_id=parent,
-        template=plan.template,
+        template=redacted_template(plan.template),
         sweep_name=sweep_name,
         flush_every_s=float(config["tracking"]["flush_every_s"]),
         log_rllib_metrics=bool(config["tracking"]["log_rllib_metrics"]),
@@ -249,6 +249,7 @@ def _progress_reporter(plan: SweepPlan) -> Any:
         total=total_trials(plan.search.param_space, plan.search.num_samples),
         steps_per_trial=int(plan.config["stop"]["env_steps"]),
         steps_key=names.ENV_STEPS,
+        error_table=int(plan.config.get("verbose", 1)) >= 2,  # else one line per retry/failure (engine/failures.py)
         metric_columns={
             "training_iteration": "iter",
             names.ENV_STEPS: "env_steps",
@@ -270,8 +271,9 @@ def trainable_for(plan: SweepPlan) -> Any:
     # Each reward metric is fitted once per sweep, here on the driver (plan_sweep fitted
     # them while validating), and shipped once through the object store (with_parameters).
     fitted = _fitted_metrics(plan)
+    template = redacted_template(plan.template, keep=TRIAL_SECTIONS)
     return tune.with_resources(
-        tune.with_parameters(train_trial, template=plan.template, fitted=fitted), trial_resources(plan.config)
+        tune.with_parameters(train_trial, template=template, fitted=fitted), trial_resources(plan.config)
     )
 
 

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Dict, Mapping
 
 from qeu_tune.core.errors import ConfigError
 from qeu_tune.engine.plan import SweepPlan
@@ -24,6 +24,8 @@ def init_ray(cluster: Mapping[str, Any], verbose: int) -> None:
     if ray.is_initialized():
         return
     quiet = {"log_to_driver": verbose >= 2, "logging_level": logging.INFO if verbose >= 2 else logging.WARNING}
+    if verbose < 2:
+        quiet_node_deaths()
     if cluster.get("runtime_env"):  # code, files, env vars for every worker (README: Run on a cluster)
         quiet["runtime_env"] = dict(cluster["runtime_env"])
     if not cluster.get("address") and os.environ.get("RAY_ADDRESS"):  # e.g. under `ray job submit`
@@ -50,6 +52,33 @@ def init_ray(cluster: Mapping[str, Any], verbose: int) -> None:
             _system_config={"prestart_worker_first_driver": False},
             **quiet,
         )
+
+
+# What Ray's GCS sends every driver when a node dies, printed by the driver's error listener
+# whatever log_to_driver says: the raylet's last 20 log lines ([state-dump] ...) and the health
+# checker's verdict. The trial callback says which trial lost its node, and what Tune does
+# about it, in one line (qeu_tune/engine/failures.py); verbose=2 shows Ray's text as well.
+NODE_DEATH_MESSAGES = ("Raylet is terminated", "The node with node id")
+
+
+def quiet_node_deaths() -> None:
+    """Drops Ray's node-death messages (``NODE_DEATH_MESSAGES``) from this driver's console."""
+    try:  # private in Ray 2.60: the function the error listener thread prints with
+        from ray._private import worker
+    except ImportError:
+        return
+    printer = worker.print_to_stdstream
+    if getattr(printer, "qeu_quiet", False):
+        return
+
+    def print_to_stdstream(data: Dict[str, Any], ignore_prefix: bool) -> None:
+        first = str((data.get("lines") or [""])[0]).lstrip()
+        if data.get("pid") == "raylet" and first.startswith(NODE_DEATH_MESSAGES):
+            return
+        printer(data, ignore_prefix)
+
+    print_to_stdstream.qeu_quiet = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = print_to_stdstream
 
 
 def _use_ray_token_for_client(address: str) -> None:

@@ -9,13 +9,13 @@ that no tuning trial used, then a comparison. ``plan_study`` composes each desig
 
 from __future__ import annotations
 
-import copy
 import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 from qeu_tune.config.compose import compose, to_plain
 from qeu_tune.config.groups import GROUP_NAMES
+from qeu_tune.config.trial import on_seeds
 from qeu_tune.core import names
 from qeu_tune.core.errors import ConfigError
 from qeu_tune.engine.plan import SweepPlan, plan_sweep
@@ -146,18 +146,7 @@ def held_out_config(best_config: Mapping[str, Any], plan: StudyPlan, design: str
     threshold are read off the greedy curve, censored at the budget.
     """
     test = plan.config["study"]["test"]
-    config = copy.deepcopy(dict(best_config))
-    config.pop("seed", None)
-    config["search"].update(
-        {
-            "space": {},
-            "when": {},
-            "algorithm": "grid",
-            "num_samples": 1,
-            "num_seeds": len(plan.test_seeds),
-            "seed": plan.test_seeds[0],
-        }
-    )
+    config = on_seeds(best_config, plan.test_seeds)
     config["scheduler"] = {"name": "fifo", "params": {}}
     config["evaluation"] = {"interval": int(test["eval_interval"]), "episodes": int(test["eval_episodes"])}
     config["convergence"] = {**config["convergence"], "metric": names.EVAL_RETURN_ENV_MEAN, "last_k": 1}

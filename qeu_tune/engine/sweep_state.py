@@ -1,7 +1,9 @@
 """What ``qeu-tune resume`` re-plans from: the validated config, next to Tune's own state.
 
-Plain YAML in Tune's experiment directory (trusted storage), never unpickled; MLflow's copy of
-the config is redacted, so it cannot serve.
+Plain YAML in Tune's experiment directory, never unpickled. Like everything recorded it holds
+no secret (``qeu_tune.core.secrets.recorded_config``): a value taken from the environment is
+recorded as its ``${oc.env:NAME}``, anything else secret as ``***``; ``resume`` gets them back
+from the environment and the tracking URI the user gives.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import yaml
 from pyarrow import fs
 
 from qeu_tune.core.errors import ConfigError
+from qeu_tune.core.redact import redact
+from qeu_tune.core.secrets import recorded_config
 from qeu_tune.engine.plan import SweepPlan
 
 SWEEP_STATE_FILE = "qeu_sweep.yaml"  # in Tune's experiment directory: what `resume` re-plans from
@@ -40,13 +44,23 @@ def read_state(directory: str, filename: str, *, what: str) -> Dict[str, Any]:
 
 
 def write_sweep_state(tune_path: str, plan: SweepPlan, spool_dir: Path) -> None:
-    """The validated config and overrides, next to Tune's own state (trusted storage).
+    """The validated config and overrides, recorded without secrets, next to Tune's own state.
 
-    ``resume`` re-plans from this file rather than from MLflow, whose copy is redacted.
+    ``resume`` re-plans from this file: MLflow's copy has no ``${oc.env:NAME}`` forms. It also
+    holds the options of the searched config groups as composed at the start (``group_options``),
+    from the user config directory and the shipped configs as they were then: ``resume`` builds
+    the remaining trials from them, not from whatever those directories hold by then.
     """
-    write_state(
-        tune_path, SWEEP_STATE_FILE, {"config": plan.config, "overrides": plan.overrides, "spool_dir": str(spool_dir)}
-    )
+    state = {
+        "config": recorded_config(plan.config),
+        "overrides": redact(plan.overrides),
+        "spool_dir": str(spool_dir),
+        "group_options": {
+            group: {name: recorded_config({group: subtree})[group] for name, subtree in options.items()}
+            for group, options in plan.template.group_options.items()
+        },
+    }
+    write_state(tune_path, SWEEP_STATE_FILE, state)
 
 
 def read_sweep_state(tune_path: str) -> Dict[str, Any]:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from qeu_tune.core.paths import qeu_home
+from qeu_tune.core.redact import redact, redact_uri
 from qeu_tune.tracking.store import (
     _OP_NAMES,
     METRIC_BATCH,
@@ -138,24 +139,52 @@ class SpoolLock:
 
 
 class SpoolState:
-    """``state.json``: per tracking URI, the acknowledged offset and the run id map."""
+    """``state.json``: per tracking URI (keyed by its redacted form: no password on disk), the
+    acknowledged offset and the run id map."""
 
     def __init__(self, spool_dir: Path, tracking_uri: str) -> None:
         self.path = spool_dir / STATE_FILE
-        self.tracking_uri = tracking_uri
+        self.tracking_uri = redact_uri(tracking_uri)
+        self._old_key = tracking_uri  # older spools were keyed by the URI as given
         data = _read_json(self.path, {})
         self._all = {"acked": data.get("acked", {}), "runs": data.get("runs", {})}
-        acked = self._all["acked"].get(tracking_uri) or {}
+        acked = self._all["acked"].get(self.tracking_uri) or self._all["acked"].get(tracking_uri) or {}
         self.next_seq = int(acked.get("next_seq", 0))
         self.offset = int(acked.get("offset", 0))
-        self.runs: Dict[str, str] = dict(self._all["runs"].get(tracking_uri) or {})
+        runs = self._all["runs"].get(self.tracking_uri) or self._all["runs"].get(tracking_uri) or {}
+        self.runs: Dict[str, str] = dict(runs)
 
     def ack(self, next_seq: int, offset: int) -> None:
         """Records that every entry before ``next_seq`` (byte ``offset``) was applied, on disk."""
         self.next_seq, self.offset = next_seq, offset
         self._all["acked"][self.tracking_uri] = {"next_seq": next_seq, "offset": offset}
         self._all["runs"][self.tracking_uri] = dict(self.runs)
+        if self._old_key != self.tracking_uri:
+            self._all["acked"].pop(self._old_key, None)
+            self._all["runs"].pop(self._old_key, None)
         _write_json_atomic(self.path, self._all)
+
+
+def unconfirmed(spool_dir: Path, tracking_uri: Optional[str] = None) -> Optional[str]:
+    """Why the spool still holds data the store has not confirmed; None when it holds none.
+
+    Confirmed means ``state.json`` acknowledges the whole journal for ``tracking_uri`` (default:
+    the URI in ``meta.json``) and no entry was rejected (``rejected.jsonl`` keeps what MLflow
+    refused, which only the spool still has).
+    """
+    meta = _read_json(spool_dir / META_FILE, None)
+    if meta is None:
+        return f"not a spool (no {META_FILE})"
+    uri = tracking_uri or meta["tracking_uri"]
+    journal = spool_dir / JOURNAL_FILE
+    size = journal.stat().st_size if journal.exists() else 0
+    acked = SpoolState(spool_dir, uri).offset
+    if acked < size:
+        return f"{size - acked} bytes of its journal not yet acknowledged by {redact(uri)}"
+    rejected = spool_dir / REJECTED_FILE
+    if rejected.exists() and rejected.stat().st_size:
+        return f"MLflow rejected entries: see {rejected}"
+    return None
 
 
 def next_unit(pending: Sequence[Tuple[int, int, int, dict]], max_points: int = METRIC_BATCH) -> int:
@@ -182,7 +211,7 @@ def next_unit(pending: Sequence[Tuple[int, int, int, dict]], max_points: int = M
 def _reject(spool_dir: Path, entry: dict, err: BaseException) -> None:
     try:
         with open(spool_dir / REJECTED_FILE, "a") as f:
-            f.write(json.dumps({"entry": entry, "error": f"{type(err).__name__}: {err}"}) + "\n")
+            f.write(json.dumps({"entry": entry, "error": redact(f"{type(err).__name__}: {err}")}) + "\n")
     except OSError:
         pass
 
@@ -228,7 +257,7 @@ class Spool:
             self.dir / META_FILE,
             {
                 "version": 1,
-                "tracking_uri": tracking_uri,
+                "tracking_uri": redact_uri(tracking_uri),  # `sync` needs the password given again
                 "experiment": experiment,
                 "mode": mode,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -402,7 +431,7 @@ class Spool:
                     backoff = min(backoff * 2, self.max_backoff_s)
                     continue
             if self.failing:
-                log.info("MLflow at %s is reachable again; replaying the journal", self.tracking_uri)
+                log.info("MLflow at %s is reachable again; replaying the journal", redact_uri(self.tracking_uri))
                 self.failing = False
             backoff = self.min_backoff_s
             seq, _, end, _ = pending[n - 1]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from qeu_tune.core.paths import artifact_location_for
-from qeu_tune.core.tags import TAG_RUN_KEY
+from qeu_tune.core.tags import EXPERIMENT_KIND_TRAINING, TAG_EXPERIMENT_KIND, TAG_RUN_KEY
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +141,24 @@ def is_permanent(err: BaseException) -> bool:
 
 
 def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
-    """The id of experiment ``name``, created (with artifacts next to a SQLite store) if missing."""
+    """The id of experiment ``name``, created (with artifacts next to a SQLite store) if missing.
+
+    Either way the experiment is tagged as model training (``mlflow.experimentKind`` =
+    ``custom_model_development``): MLflow 3's UI opens other experiments in its GenAI layout
+    (traces, judges, prompts; a sweep filed under "Evaluations"). An experiment created
+    before, by another tool or by hand gets the tag on its first qeu-tune sweep.
+    """
 
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    # MLflow 3's UI opens GenAI views unless told this is classic model training.
-    return client.create_experiment(
-        name,
-        artifact_location=artifact_location_for(tracking_uri),
-        tags={"mlflow.experimentKind": "custom_model_development"},
-    )
+    if found is None:
+        return client.create_experiment(
+            name,
+            artifact_location=artifact_location_for(tracking_uri),
+            tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING},
+        )
+    if (found.tags or {}).get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND_TRAINING:
+        client.set_experiment_tag(found.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING)
+    return found.experiment_id
 
 
 # -- applying entries to MLflow -----------------------------------------------------------

@@ -1,13 +1,16 @@
-"""``sync_spool``: replay what a spool has not yet acknowledged (after an outage or an offline sweep)."""
+"""``sync_spool``: replay what a spool has not yet acknowledged (after an outage or an offline sweep);
+``prune_spools``: remove the spools the store has confirmed."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from qeu_tune.core.redact import MASK, redact, redact_uri, uri_secrets
 from qeu_tune.tracking.journal import (
     JOURNAL_FILE,
     META_FILE,
@@ -18,6 +21,7 @@ from qeu_tune.tracking.journal import (
     next_unit,
     read_journal,
     spool_root,
+    unconfirmed,
 )
 from qeu_tune.tracking.store import (
     WRITER_HTTP,
@@ -51,11 +55,7 @@ def sync_spool(
         A summary: ``{"spools": [per-spool summary], "entries": ..., "points": ..., "runs_created": ...}``;
         per spool also ``spool``, ``tracking_uri``, ``already_acknowledged``, ``rejected``, ``error``.
     """
-    dirs = (
-        [Path(spool_dir)]
-        if spool_dir is not None
-        else sorted(p for p in spool_root().glob("*") if (p / META_FILE).exists())
-    )
+    dirs = [Path(spool_dir)] if spool_dir is not None else _spool_dirs()
     summaries = [_sync_one(d, tracking_uri, retries, backoff_s) for d in dirs]
     return {
         "spools": summaries,
@@ -72,10 +72,10 @@ def _sync_one(spool_dir: Path, tracking_uri: Optional[str], retries: int, backof
     meta = _read_json(spool_dir / META_FILE, None)
     if meta is None:
         raise FileNotFoundError(f"{spool_dir} is not a qeu-tune spool (no {META_FILE})")
-    uri = tracking_uri or meta["tracking_uri"]
+    uri = tracking_uri or _with_password(meta["tracking_uri"])
     summary: Dict[str, Any] = {
         "spool": str(spool_dir),
-        "tracking_uri": uri,
+        "tracking_uri": redact_uri(uri),
         "entries": 0,
         "points": 0,
         "runs_created": 0,
@@ -83,6 +83,12 @@ def _sync_one(spool_dir: Path, tracking_uri: Optional[str], retries: int, backof
         "already_acknowledged": 0,
         "error": None,
     }
+    if any(MASK in secret for secret in uri_secrets(uri)):
+        summary["error"] = (
+            f"it was recorded for {uri}, whose password qeu-tune does not store; give the URI with its "
+            "password (--tracking-uri URI or MLFLOW_TRACKING_URI)"
+        )
+        return summary
     lock = SpoolLock(spool_dir)
     applier: Optional[Applier] = None
     if not lock.acquire():
@@ -104,7 +110,7 @@ def _sync_one(spool_dir: Path, tracking_uri: Optional[str], retries: int, backof
                     n = next_unit(pending)
                     err = _apply_with_retries(applier, [p[3] for p in pending[:n]], retries, backoff_s)
                     if err is not None and not (isinstance(err, _Unresolved) or is_permanent(err)):
-                        summary["error"] = f"{type(err).__name__}: {err}"
+                        summary["error"] = redact(f"{type(err).__name__}: {err}")
                         return summary
                     if err is not None:
                         summary["rejected"] += n
@@ -115,13 +121,57 @@ def _sync_one(spool_dir: Path, tracking_uri: Optional[str], retries: int, backof
                     summary["entries"] += n
                     del pending[:n]
     except Exception as err:  # noqa: BLE001 - one spool's failure is reported, the others go on
-        summary["error"] = f"{type(err).__name__}: {err}"
+        summary["error"] = redact(f"{type(err).__name__}: {err}")
         return summary
     finally:
         lock.release()
         if applier is not None:
             summary["points"], summary["runs_created"] = applier.points, applier.runs_created
     return summary
+
+
+def prune_spools(spool_dir: Optional[os.PathLike] = None, tracking_uri: Optional[str] = None) -> Dict[str, Any]:
+    """Removes spool directories whose every entry the store has confirmed (``journal.unconfirmed``).
+
+    A spool in use (a running sweep or sync holds its lock) is left alone.
+
+    Args:
+        spool_dir: One sweep's spool; None: every spool under ``$QEU_TUNE_HOME/spool``.
+        tracking_uri: The store that must have confirmed it; None: each spool's recorded URI.
+
+    Returns:
+        ``{"pruned": [paths], "bytes": freed, "kept": {path: reason}}``.
+    """
+    dirs = [Path(spool_dir)] if spool_dir is not None else _spool_dirs()
+    pruned: List[str] = []
+    kept: Dict[str, str] = {}
+    freed = 0
+    for d in dirs:
+        lock = SpoolLock(d)
+        if not lock.acquire():
+            kept[str(d)] = "in use by a running sweep or another sync"
+            continue
+        try:
+            reason = unconfirmed(d, tracking_uri)
+            if reason is None:
+                freed += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+                shutil.rmtree(d)
+                pruned.append(str(d))
+            else:
+                kept[str(d)] = reason
+        finally:
+            lock.release()
+    return {"pruned": pruned, "bytes": freed, "kept": kept}
+
+
+def _with_password(recorded: str) -> str:
+    """The recorded URI (password masked), or ``$MLFLOW_TRACKING_URI`` when it is that URI with its password."""
+    given = os.environ.get("MLFLOW_TRACKING_URI")
+    return given if given and given != recorded and redact_uri(given) == recorded else recorded
+
+
+def _spool_dirs() -> List[Path]:
+    return sorted(p for p in spool_root().glob("*") if (p / META_FILE).exists())
 
 
 def _apply_with_retries(applier: Applier, unit: List[dict], retries: int, backoff_s: float) -> Optional[BaseException]:

@@ -3,12 +3,14 @@ open-ended reward metrics and know-how sources switched by type."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qeu_tune.commands.argv import extract_config_dir, prepare_argv, sweep_dimensions
 from qeu_tune.config.compose import compose, group_options, open_overrides, to_plain
@@ -81,8 +83,8 @@ def test_config_dir_flag_and_env_var(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="no such directory"):
         extract_config_dir(["-cd", str(tmp_path / "nope")])
     prepared = prepare_argv(["-cd", str(conf), "experiment=my_study"])
-    assert prepared.config_dir == conf.resolve()
-    assert any(a.startswith("hydra.searchpath=") for a in prepared.argv)
+    assert prepared.config_dir == conf.resolve() and prepared.argv == ["experiment=my_study"]
+    assert os.environ[CONFIG_DIR_ENV_VAR] == str(conf.resolve())  # Hydra's search path reads it
     assert to_plain(compose(["reward=my_design"]))["reward"]["name"] == "my_design"  # env var is set
 
 
@@ -90,6 +92,38 @@ def test_the_repository_conf_is_not_a_user_config_dir(monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.delenv(CONFIG_DIR_ENV_VAR, raising=False)
     assert CONF_DIR == (REPO / "conf").resolve() and user_config_dir() is None
+
+
+def test_a_user_file_named_like_a_shipped_one_wins(tmp_path, monkeypatch):
+    # Hydra takes each file from the first search-path entry that has it: the user's own
+    # experiment/default.yaml and algo/ppo.yaml replace the shipped files of those names.
+    conf = tmp_path / "conf"
+    (conf / "algo").mkdir(parents=True)
+    (conf / "experiment").mkdir()
+    (conf / "algo" / "ppo.yaml").write_text("defaults: [base_algo]\nname: ppo\nparams: {lr: 0.0123, gamma: 0.9}\n")
+    (conf / "experiment" / "default.yaml").write_text(
+        "# @package _global_\nsearch:\n  space: {algo.params.gamma: 'choice(0.9, 0.95)'}\n  num_samples: 3\n"
+        "sweep_name: mine\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(CONFIG_DIR_ENV_VAR, raising=False)
+    cfg = to_plain(compose())  # ./conf
+    assert cfg["algo"]["params"] == {"lr": 0.0123, "gamma": 0.9}  # the whole file: no shipped PPO params
+    assert cfg["search"]["space"] == {"algo.params.gamma": "choice(0.9, 0.95)"} and cfg["search"]["num_samples"] == 3
+    assert cfg["sweep_name"] == "mine" and group_options("algo").count("ppo") == 1
+    assert to_plain(compose(["algo=dqn"]))["algo"]["params"]["lr"] != 0.0123  # other shipped options stay
+
+    # The same through `qeu-tune` (hydra.main), the directory named from elsewhere.
+    proc = subprocess.run(
+        [sys.executable, "-m", "qeu_tune.commands.main", "--config-dir", str(conf), "--cfg", "job"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = yaml.safe_load(proc.stdout)
+    assert printed["algo"]["params"] == {"lr": 0.0123, "gamma": 0.9} and printed["sweep_name"] == "mine"
 
 
 def test_sweep_overrides_become_search_dimensions_without_multirun():
@@ -193,3 +227,39 @@ def test_a_misspelt_source_field_is_reported_with_the_valid_ones(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert re.search(r"unknown keys \['pth'\] for know-how source type 'file'; valid keys: columns, path", proc.stderr)
     assert "Traceback" not in proc.stderr
+
+
+def test_a_single_value_sweep_override_is_a_fixed_value():
+    plain, dims = sweep_dimensions(
+        [
+            "algo.params.lr=choice(0.001)",
+            "env.env_config.max_episode_steps=range(200,201)",  # a one-element grid
+            "algo=choice(dqn)",
+            "reward.metrics.route.weight=int(interval(2,2))",
+            '+tags.note=choice("it\'s")',  # a string the grammar needs quoted
+            "search.num_seeds=choice(1,2)",
+            "stop.env_steps=range(1000,3000,1000)",
+        ]
+    )
+    assert plain == [
+        "algo.params.lr=0.001",
+        "env.env_config.max_episode_steps=200",
+        "algo=dqn",
+        "reward.metrics.route.weight=2",
+        '+tags.note="it\'s"',
+    ]
+    assert dims == {"search.num_seeds": "choice(1,2)", "stop.env_steps": "range(1000,3000,1000)"}
+
+
+def test_a_fixed_value_wins_over_the_experiments_dimension(monkeypatch):
+    # The default experiment searches algo.params.lr; a value on the command line fixes it.
+    from qeu_tune.commands import sweep
+
+    seen = []
+    monkeypatch.setattr(sys, "argv", ["qeu-tune"])
+    argv = ["algo.params.lr=choice(0.001)", "reward.metrics.route.weight=choice(0.3)", "env=qeu_cliff"]
+    argv += ["reward=cliff_absolute", "algo.params.gamma=choice(0.9,0.99)"]
+    sweep.run(argv, command_line=argv, task=lambda cfg: seen.append(sweep.plain_config(cfg)))
+    (config,) = seen
+    assert config["algo"]["params"]["lr"] == 0.001 and config["reward"]["metrics"]["route"]["weight"] == 0.3
+    assert config["search"]["space"] == {"algo.params.gamma": "choice(0.9,0.99)"}

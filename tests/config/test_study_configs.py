@@ -56,5 +56,11 @@ def test_the_test_stage_runs_the_tuned_configuration_on_held_out_seeds_greedily(
 
 def test_an_empty_search_space_leaves_nothing_to_tune():
     with pytest.raises(ConfigError, match="search.space is empty"):
-        _plan(["experiment=single", 'study.designs.a=["reward=none"]', 'study.designs.b=["reward=cartpole_rt"]',
-               "study.baseline=a"])
+        _plan(
+            [
+                "experiment=single",
+                'study.designs.a=["reward=none"]',
+                'study.designs.b=["reward=cartpole_rt"]',
+                "study.baseline=a",
+            ]
+        )

@@ -6,27 +6,151 @@ processes, with token authentication. The sweep runs (a) through the CLI connect
 ``cluster.address=HOST:PORT`` and (b) submitted with ``ray job submit``, with a user env
 given by import path that reaches the workers only through ``--working-dir``. MLflow must
 show every trial on a worker node, FINISHED, with its full metric history.
+
+First, on the same shape built with ``ray.cluster_utils.Cluster`` (whose ``remove_node`` kills
+a node as a lost machine would), a worker node is lost mid-sweep: its trial goes on from its
+checkpoint on the other worker, and the console says so in one line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
-from ray_cluster import VENV_BIN, LocalRayCluster
+from ray_cluster import VENV_BIN, LocalRayCluster, losable_cluster
 
+from qeu_tune.analysis.integrity import sweep_integrity
 from qeu_tune.core import names, tags
-from qeu_tune.core.tags import TAG_NODE_ID, TAG_NODE_IP
+from qeu_tune.core.tags import TAG_NODE_ID, TAG_NODE_IP, TAG_RETRIES, TAG_TRIAL_ID
 
 pytestmark = pytest.mark.slow
 
 BUDGET = 1000  # stop.env_steps of debug=smoke
+
+# The node-loss sweep: the synthetic learner (no RLlib), 100 env steps an iteration, 0.3 s each,
+# a checkpoint every 3 iterations: 30 iterations leave time to lose a node after a checkpoint.
+LOSS_BUDGET, LOSS_STEP, LOSS_CHECKPOINT_EVERY = 3000, 100, 3
+
+
+def _first_checkpointed_trial(client: MlflowClient, proc: subprocess.Popen, timeout: float = 150) -> Any:
+    """A trial run that knows its node and logged the iteration after its first checkpoint (so
+    the driver has registered that checkpoint), and is not finished yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            runs = client.search_runs(["1"], filter_string=f"tags.`{tags.TAG_KIND}` = 'trial'")
+        except Exception:  # noqa: BLE001 - the database may not exist yet
+            runs = []
+        for run in runs:
+            logged = max((m.step for m in client.get_metric_history(run.info.run_id, names.ENV_STEPS)), default=0)
+            if run.data.tags.get(TAG_NODE_ID) and logged > LOSS_CHECKPOINT_EVERY * LOSS_STEP:
+                assert logged < LOSS_BUDGET, "the trial finished before its node could be lost"
+                return run
+        time.sleep(0.3)
+    raise AssertionError(f"no trial passed its first checkpoint in {timeout:.0f} s")
+
+
+def test_a_worker_node_lost_mid_sweep_costs_one_retry_from_the_checkpoint_and_one_console_line(tmp_path):
+    started = time.monotonic()
+    with losable_cluster(num_workers=2, worker_cpus=1) as (cluster, workers):
+        up = time.monotonic() - started
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        args = [
+            "algo=synthetic",
+            "experiment=single",
+            "search.num_seeds=2",  # two trials, one per worker (1 CPU each, none on the head)
+            f"stop.env_steps={LOSS_BUDGET}",
+            f"algo.params.steps_per_iteration={LOSS_STEP}",
+            "algo.params.step_time_s=0.3",
+            f"checkpoint_every={LOSS_CHECKPOINT_EVERY}",
+            "max_failures=1",
+            "tracking.flush_every_s=0.5",
+            f"tracking.uri={uri}",
+            f"cluster.address={cluster.address}",
+            f"cluster.storage_path={tmp_path / 'shared-storage'}",
+        ]
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "qeu-tune"), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        client = MlflowClient(uri)
+        try:
+            victim = _first_checkpointed_trial(client, proc)
+            lost = victim.data.tags[TAG_NODE_ID]
+            (node,) = [w for w in workers if w.node_id == lost]
+            cluster.remove_node(node, allow_graceful=False)  # SIGKILL: raylet, object store, the trial's process
+            out, _ = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    print(f"cluster up in {up:.0f} s, whole test {time.monotonic() - started:.0f} s")
+    (survivor,) = [w.node_id for w in workers if w.node_id != lost]
+    trial_id = victim.data.tags[TAG_TRIAL_ID]
+
+    # The sweep finished; the console has one line for the event and none of Ray's or Tune's own.
+    assert proc.returncode == 0, out[-5000:]
+    assert "Sweep FINISHED: 2 trials." in out, out[-3000:]
+    (line,) = [x for x in out.splitlines() if " lost its " in x]
+    event = re.search(
+        rf"trial {trial_id} lost its node {lost[:8]} \(\S+\); retry 1 of 1 from (checkpoint_\d+) "
+        r"\(iteration (\d+), ([\d,]+) env steps\)",
+        line,
+    )
+    assert event, line
+    restored_iteration = int(event.group(2))
+    assert restored_iteration >= LOSS_CHECKPOINT_EVERY and restored_iteration % LOSS_CHECKPOINT_EVERY == 0, line
+    for noise in (
+        "[state-dump]",
+        "Raylet is terminated",
+        "has been marked dead",
+        "Number of errored trials",
+        "Trial task failed",
+        "Traceback",
+    ):
+        assert noise not in out, noise
+
+    # MLflow: every run ended FINISHED; the lost trial retried once, into the same run, on the survivor.
+    (experiment,) = [e for e in client.search_experiments() if e.name == "qeu-tune"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}  # nothing left RUNNING
+    (parent,) = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "sweep"]
+    trials = {r.data.tags[TAG_TRIAL_ID]: r for r in runs if r.data.tags.get(tags.TAG_KIND) == "trial"}
+    retried = trials[trial_id]
+    assert retried.data.tags[TAG_RETRIES] == "1" and retried.data.tags[TAG_NODE_ID] == survivor
+    assert f"{tags.TAG_ERROR}.attempt1" in retried.data.tags
+    (other,) = [r for t, r in trials.items() if t != trial_id]
+    assert TAG_RETRIES not in other.data.tags and other.data.tags[TAG_NODE_ID] == survivor
+
+    # Its env-step axis went on without a duplicated or missing step (every metric, both trials).
+    report = sweep_integrity(client, parent.info.run_id, iteration_steps=LOSS_STEP, tolerance=0.01, check_budget=True)
+    assert report.ok, report.describe()
+    expected = list(range(LOSS_STEP, LOSS_BUDGET + 1, LOSS_STEP))
+    for run in trials.values():
+        assert [m.step for m in client.get_metric_history(run.info.run_id, names.ENV_STEPS)] == expected
+
+    # Tune's own record of every result: the retry's first result, on the survivor, is the
+    # iteration after the checkpoint's (it was restored from it, not restarted).
+    (results,) = (tmp_path / "shared-storage").glob(f"*/{trial_id}/result.json")
+    attempts = [json.loads(x) for x in results.read_text().splitlines()]
+    first_on_survivor = next(r for r in attempts if r.get("qeu_node_id") == survivor)
+    assert first_on_survivor["training_iteration"] == restored_iteration + 1
+    assert attempts[0].get("qeu_node_id") == lost
+    redone = sum(1 for r in attempts if r["training_iteration"] > restored_iteration) - (
+        LOSS_BUDGET // LOSS_STEP - restored_iteration
+    )
+    print(
+        f"{line}\nlost node after iteration {restored_iteration + redone}; {redone} iterations re-run, none logged twice"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qeu_tune.analysis.study_report import load_summary
+from qeu_tune.analysis.study_report import format_summary, load_summary
 from qeu_tune.commands.argv import prepare_argv
 from qeu_tune.config.compose import compose, to_plain
 from qeu_tune.core import tags
@@ -85,6 +85,8 @@ def test_study_tunes_tests_on_held_out_seeds_and_finds_the_positive_control(ray_
     study_run = client.get_run(result.study_run_id)
     assert study_run.info.status == "FINISHED" and study_run.data.tags[tags.TAG_KIND] == "study"
     assert load_summary(client, result.study_run_id) == json.loads(json.dumps(summary))
+    assert f"```text\n{format_summary(summary)}\n```" in study_run.data.tags[tags.TAG_NOTE]  # its MLflow description
+    assert all(tags.TAG_NOTE in r.data.tags for r in _sweeps(client, result.study_run_id).values())  # each sweep's
     sweeps = _sweeps(client, result.study_run_id)
     assert set(sweeps) == {(s, d) for s in ("tune", "test") for d in ("none", "fast")}
     assert all(r.info.status == "FINISHED" and r.data.tags[tags.TAG_KIND] == "sweep" for r in sweeps.values())

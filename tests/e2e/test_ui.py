@@ -1,4 +1,5 @@
-"""`qeu-tune ui` in a real headless browser: sweeps as parents, nested trials, report artifacts.
+"""`qeu-tune ui` in a real headless browser: sweeps as parents, nested trials, report artifacts,
+runs in the Model training layout with the sweep's summary as their description.
 
 Needs Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`);
 skipped with that reason where they are missing.
@@ -119,6 +120,50 @@ def test_ui_lists_the_sweep_with_nested_trials_and_report_artifacts(ui, tmp_path
     ) as response:
         files = {f["path"] for f in json.load(response)["files"]}
     assert {"report/ranking.html", "report/learning_curves.png"} <= files
+
+
+def layout(driver) -> str:
+    """Which of MLflow 3's layouts the page shows, told by its navigation."""
+    body = driver.find_element("tag name", "body").text
+    genai, training = "Judges" in body, "Model registry" in body
+    assert genai != training, "neither or both layouts' navigation on the page"
+    return "genai" if genai else "training"
+
+
+def test_runs_open_in_the_training_layout_with_the_sweep_summary_as_description(ui, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from qeu_tune.commands.ui import TRAINING_LAYOUT, experiment_url
+
+    url, rec, _ = ui
+    experiment_id = rec.tracker.experiment_id
+    with urllib.request.urlopen(f"{url}/ajax-api/2.0/mlflow/experiments/get?experiment_id={experiment_id}") as response:
+        experiment = json.load(response)["experiment"]
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+    run_page = f"{url}/#/experiments/{experiment_id}/runs/{rec.parent_run_id}"
+    driver = browser()
+    try:
+        driver.get(experiment_url(url, rec.tracker.tracking_uri))  # the link `qeu-tune ui` prints
+        wait_for_text(driver, "fake-sweep")
+        assert layout(driver) == "training"
+        driver.get(f"{run_page}?{TRAINING_LAYOUT}")
+        wait_for_text(driver, "Best configuration:")  # the note, rendered as Markdown
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "Description" in body and "Sweep fake-sweep" in body and "Overrides:" in body
+        assert layout(driver) == "training"
+        driver.save_screenshot(str(tmp_path / "run_training_layout.png"))
+        # MLflow 3.17 takes the layout from the browser, not from mlflow.experimentKind: a run opened
+        # without the link's parameter is GenAI until 'Model training' is clicked once (README).
+        driver.get(run_page)
+        wait_for_text(driver, "Best configuration:")
+        if layout(driver) == "genai":
+            driver.find_element(By.XPATH, "//*[text()='Model training']").click()
+            wait_for_text(driver, "Model registry")
+            driver.get(run_page)
+            wait_for_text(driver, "Best configuration:")
+        assert layout(driver) == "training"
+    finally:
+        driver.quit()
 
 
 def test_ui_binds_to_loopback_by_default():

@@ -23,6 +23,7 @@ import venv
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from qeu_tune.core import tags
@@ -101,3 +102,18 @@ def test_wheel_installs_and_runs_a_sweep_outside_the_repository(tmp_path):
     children = [r for r in runs if r.data.tags.get(tags.TAG_PARENT) == parent.info.run_id]
     assert parent.info.status == "FINISHED" and children and all(c.info.status == "FINISHED" for c in children)
     assert not list(run_dir.iterdir())  # nothing written to the working directory
+
+    # A user's file named like a packaged one wins over it (the user dir comes first on Hydra's search path).
+    user_conf = tmp_path / "user-conf"
+    (user_conf / "algo").mkdir(parents=True)
+    (user_conf / "algo" / "ppo.yaml").write_text("defaults: [base_algo]\nname: ppo\nparams: {lr: 0.0123}\n")
+    shown = subprocess.run(
+        [str(env_dir / "bin" / "qeu-tune"), "--config-dir", str(user_conf), "--cfg", "job"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=run_dir,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert yaml.safe_load(shown.stdout)["algo"]["params"] == {"lr": 0.0123}

@@ -5,10 +5,14 @@ project's ``scripts/ray_head.sh`` and ``scripts/ray_worker.sh``, each in its own
 group, on free ports (never Ray's defaults: other people run Ray on the same machine), with
 token authentication on (Ray 2.60's secure mode) and a private temp dir. ``stop()`` ends
 exactly these processes: never ``ray stop``, which would stop every Ray on the machine.
+
+``losable_cluster()`` is the same shape built with ``ray.cluster_utils.Cluster`` in the test
+process, whose ``remove_node`` kills a worker node as a lost machine would be lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -196,3 +200,57 @@ class LocalRayCluster:
                     os.kill(int(pid_dir.name), signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+
+
+@contextlib.contextmanager
+def losable_cluster(num_workers: int = 2, worker_cpus: int = 1) -> Iterator[Tuple[Any, List[Any]]]:
+    """``ray.cluster_utils.Cluster``: a head without CPUs and ``num_workers`` worker nodes.
+
+    Yields the cluster and its worker nodes; ``cluster.remove_node(node, allow_graceful=False)``
+    SIGKILLs every process of a node, as losing the machine would. Private like
+    ``LocalRayCluster``: its own temp dir through ``RAY_TMPDIR`` (Ray also writes its "current
+    cluster" address file there, which a plain ``ray.init()`` elsewhere on this machine would
+    otherwise join; a driver started from this process inherits it) and free ports for every
+    per-node agent. The GCS marks a lost node dead after ~3 s instead of ~15 s. Taken down node
+    by node: ``Cluster.shutdown()`` would also reset this process's own Ray internal-KV client.
+    """
+    from ray.cluster_utils import Cluster
+
+    temp_dir = tempfile.mkdtemp(prefix="qeu-rn-")  # short: Ray's socket paths are limited
+    previous = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp_dir
+
+    def ports() -> Dict[str, int]:  # per-node ports that default to fixed numbers
+        return {
+            name: free_port()
+            for name in (
+                "object_manager_port",
+                "dashboard_agent_listen_port",
+                "metrics_agent_port",
+                "metrics_export_port",
+                "runtime_env_agent_port",
+            )
+        }
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": False,
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
+            **ports(),
+        },
+    )
+    try:
+        workers = [cluster.add_node(num_cpus=worker_cpus, wait=False, **ports()) for _ in range(num_workers)]
+        cluster.wait_for_nodes(timeout=150)
+        yield cluster, workers
+    finally:
+        for node in [*cluster.worker_nodes, cluster.head_node]:
+            if node is not None:
+                cluster.remove_node(node, allow_graceful=False)
+        if previous is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = previous
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -109,6 +109,19 @@ def test_configurable_rewards():
     assert [s[1] for s in run(env, SHORTEST)][-2:] == [-1.0, 10.0]
 
 
+@pytest.mark.parametrize("cliff_reward", [-0.2, -1.0, -50.0], ids=["= step", "= off grid", "default"])
+def test_a_fall_is_told_by_the_move_not_by_the_reward(cliff_reward):
+    # Rewards may coincide: a fall is known from where the move came from and went to.
+    env = QEUCliffWalkingEnv(obs="xy", cliff_reward=cliff_reward)
+    env.reset(seed=0)
+    off_grid, fall = env.step(LEFT), env.step(RIGHT)  # both from the start cell (0, 3)
+    assert off_grid[0].tolist() == fall[0].tolist() == [0.0, 3.0]
+    assert off_grid[4]["falls"] == 0 and fall[4]["falls"] == 1 and fall[1] == cliff_reward
+    run(env, [UP, UP] + [RIGHT] * 11 + [DOWN, DOWN])  # the standard route to the goal
+    # 17 steps; on the route: all but the fall (the off-grid move stays on the start cell, a route cell)
+    assert env.episode_statistics()["task/route_adherence"] == pytest.approx(16 / 17)
+
+
 @pytest.mark.parametrize("obs_mode, dim", [("onehot", 48), ("xy", 2), ("techno", 5)])
 def test_observations_match_their_space_on_every_cell(obs_mode, dim):
     env = QEUCliffWalkingEnv(obs=obs_mode)

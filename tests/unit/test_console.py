@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
-from qeu_tune.commands.console import loud_console, quiet_console
+from qeu_tune.commands.console import NOISE, loud_console, quiet_console
 from qeu_tune.engine.progress import progress_line, total_trials
 
 
@@ -46,3 +47,36 @@ def test_known_noise_is_filtered_and_other_lines_pass(caplog):
         assert [r.getMessage() for r in caplog.records] == ["something else"]
     finally:
         loud_console()
+
+
+def test_tunes_own_resume_hint_is_dropped_beside_qeu_tunes():
+    # ray/tune/tune.py logs it on an interrupt; `qeu-tune resume SWEEP` is the way to continue.
+    import importlib.util
+
+    tune_source = Path(importlib.util.find_spec("ray.tune.tune").origin).read_text()
+    (prefix,) = NOISE["ray.tune.tune"]
+    assert prefix == "Experiment has been interrupted, but the most recent state was saved"
+    assert '"Experiment has been interrupted, but the most recent state was "' in tune_source  # Ray's wording
+    assert 'f"saved.\\nResume experiment with: {restore_entrypoint}"' in tune_source
+    hint = (
+        "Experiment has been interrupted, but the most recent state was saved.\n"
+        'Resume experiment with: Tuner.restore(path="/tmp/x", trainable=...)'
+    )
+    logger = logging.getLogger("ray.tune.tune")  # Ray's "ray" logger does not propagate to caplog's root
+    seen = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        quiet_console()
+        try:
+            logger.warning(hint)
+            logger.info("Total run time: 3.00 seconds")
+        finally:
+            loud_console()
+        logger.warning(hint)  # verbose=2: everything
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert seen == ["Total run time: 3.00 seconds", hint]

@@ -287,7 +287,7 @@ def test_good_overrides_and_multirun_pass():
 @pytest.mark.parametrize(
     "argv, fragment",
     [
-        (["algo=foo"], "Available options in 'algo': appo, dqn, impala, ppo, sac."),
+        (["algo=foo"], "Available options in 'algo': appo, dqn, impala, ppo, sac, synthetic."),
         (["-m", "algo=ppo,foo"], "Could not find 'algo/foo'"),
         (["stop.env_steps=abc"], "could not be converted to Integer. (key stop.env_steps)"),
         (["algo.params.nonsense=3"], "To append to your config use +algo.params.nonsense=3"),
