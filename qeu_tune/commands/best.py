@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from qeu_tune.analysis.runs import client_for, load_sweep
 from qeu_tune.analysis.tables import BestConfig, _ci, best_configuration, build_report, experiment_yaml
+from qeu_tune.commands.report import add_ranking_options
 from qeu_tune.core.errors import ConfigError
 from qeu_tune.core.paths import CONF_DIR, user_config_dir
 
@@ -16,10 +17,7 @@ from qeu_tune.core.paths import CONF_DIR, user_config_dir
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("best", parents=[common], help="the best configuration of a sweep")
     p.add_argument("sweep", help="parent run id or sweep name")
-    p.add_argument("--by", default=None, help="statistic to rank by (default: IQM of final return over seeds)")
-    p.add_argument(
-        "--baseline", default=None, help="configuration (reward name or config key) for probability of improvement"
-    )
+    add_ranking_options(p)
     p.add_argument("--out", default=None, help="the experiment file to write")
 
 

@@ -13,13 +13,18 @@ from qeu_tune.analysis.study_report import format_summary, is_study, load_summar
 from qeu_tune.analysis.tables import SweepReport, build_report
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("report", parents=[common], help="ranked table and plots of a sweep, or a study's verdicts")
-    p.add_argument("sweep", help="parent run id or sweep name, or a study run id or name")
+def add_ranking_options(p: argparse.ArgumentParser) -> None:
+    """``--by`` and ``--baseline``: how ``report`` and ``best`` rank configurations."""
     p.add_argument("--by", default=None, help="statistic to rank by (default: IQM of final return over seeds)")
     p.add_argument(
         "--baseline", default=None, help="configuration (reward name or config key) for probability of improvement"
     )
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("report", parents=[common], help="ranked table and plots of a sweep, or a study's verdicts")
+    p.add_argument("sweep", help="parent run id or sweep name, or a study run id or name")
+    add_ranking_options(p)
     p.add_argument("--out", default=None, help="directory for the tables and plots")
     p.add_argument(
         "--threshold",
