@@ -116,9 +116,8 @@ def secrets_from_environment(environ: Optional[Mapping[str, str]] = None) -> Set
         >>> sorted(secrets_from_environment({"HF_TOKEN": "hf_abcdef", "HOME": "/root"}))
         ['hf_abcdef']
     """
-    environ = os.environ if environ is None else environ
     found: Set[str] = set()
-    for name, value in environ.items():
+    for name, value in _snapshot(os.environ if environ is None else environ).items():
         if not value:
             continue
         if SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LEN:
@@ -126,6 +125,17 @@ def secrets_from_environment(environ: Optional[Mapping[str, str]] = None) -> Set
         if "://" in value:  # e.g. MLFLOW_TRACKING_URI=http://user:pw@host
             found |= uri_secrets(value)
     return found
+
+
+def _snapshot(environ: Mapping[str, str]) -> Dict[str, str]:
+    """A copy of ``environ``; a variable another thread removes meanwhile (the tracker's
+    writer sets and restores MLflow's HTTP settings) only means another try."""
+    for _ in range(10):
+        try:
+            return dict(environ)
+        except KeyError:
+            continue
+    return {}
 
 
 def find_env_interpolations(raw_cfg: Any, environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:

@@ -98,3 +98,30 @@ def test_log_filter_masks_known_secrets(monkeypatch, caplog):
 def test_node_tags_only_from_results_that_carry_node_info():
     assert node_tags({"progress/env_steps": 1000}) == {}
     assert node_tags({"qeu_node_ip": "10.0.0.5", "qeu_node_id": "abc"}) == {TAG_NODE_IP: "10.0.0.5", TAG_NODE_ID: "abc"}
+
+
+def test_secrets_from_an_environment_another_thread_changes_meanwhile():
+    """os.environ raises KeyError when a variable goes while it is copied: copy again."""
+    from collections.abc import Mapping
+
+    from qeu_tune.core.redact import secrets_from_environment
+
+    class Shifting(Mapping):
+        tries = 0
+
+        def __init__(self):
+            self.data = {"API_TOKEN": "tok_123456", "GONE": "x"}
+
+        def __getitem__(self, key):
+            Shifting.tries += 1
+            if key == "GONE" and Shifting.tries < 3:
+                raise KeyError(key)  # removed between listing the keys and reading them
+            return self.data[key]
+
+        def __iter__(self):
+            return iter(list(self.data))
+
+        def __len__(self):
+            return len(self.data)
+
+    assert secrets_from_environment(Shifting()) == {"tok_123456"}
