@@ -26,7 +26,7 @@ from qeu_tune.core.secrets import TRACKING_URI_PATH, recorded_config, restore_en
 from qeu_tune.engine.plan import plan_sweep
 from qeu_tune.engine.resume import resume_sweep
 from qeu_tune.engine.run import SweepResult, run_sweep
-from qeu_tune.engine.study_plan import StudyPlan, held_out_config, plan_study
+from qeu_tune.engine.study_plan import StudyPlan, held_out_config, plan_study, recorded_designs
 from qeu_tune.engine.sweep_state import read_state, write_state
 from qeu_tune.tracking.tracker import Tracker, flatten_params, sweep_tags
 
@@ -85,7 +85,14 @@ def run_study(plan: StudyPlan, *, command: str = "qeu-tune study", notify: Notif
             f"the study run could not be created in {redact.redact(plan.tracking_uri)}; a study needs the "
             "tracking store reachable (its sweeps are found there): check tracking.uri, or run `qeu-tune sync`."
         )
-    state = {"config": recorded_config(plan.config), "overrides": redact.redact(plan.overrides)}  # no secrets
+    state = {  # no secrets: values from the environment as ${oc.env:NAME}, others ***
+        "config": recorded_config(plan.config),
+        "overrides": redact.redact(plan.overrides),
+        "designs": {
+            name: {"config": recorded_config(d["config"]), "options": redact.redact(d["options"])}
+            for name, d in recorded_designs(plan).items()
+        },
+    }
     write_state(state_dir, STUDY_STATE_FILE, state)
     tracker.close()
     return continue_study(plan, study_id, notify=notify)
@@ -106,7 +113,12 @@ def resume_study(tracking_uri: str, ref: str, *, notify: Notify = _silent) -> St
     config = restore_env_forms(config, what)
     # Designs are composed from the overrides, whose tracking.uri is recorded without its password.
     overrides = [o for o in state.get("overrides") or [] if o.lstrip("+").split("=", 1)[0] != TRACKING_URI_PATH]
-    plan = plan_study(config, overrides)
+    designs = None  # a state without them (older versions): the designs are composed again
+    if state.get("designs"):
+        designs = {name: {**d, "config": restore_env_forms(d["config"], what)} for name, d in state["designs"].items()}
+        for design in designs.values():
+            design["config"]["tracking"]["uri"] = tracking_uri
+    plan = plan_study(config, overrides, recorded=designs)
     for design in plan.designs.values():
         design.tune.tracking_uri = design.tune.config["tracking"]["uri"] = tracking_uri
     tracker = _open_tracker(plan)

@@ -9,9 +9,10 @@ that no tuning trial used, then a comparison. ``plan_study`` composes each desig
 
 from __future__ import annotations
 
+import copy
 import zlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from qeu_tune.config.compose import compose, to_plain
 from qeu_tune.config.groups import GROUP_NAMES
@@ -73,6 +74,14 @@ class StudyPlan:
         return next(iter(self.designs.values())).tune.storage_path
 
 
+def recorded_designs(plan: StudyPlan) -> Dict[str, Dict[str, Any]]:
+    """Each design's planned config and the options of its searched groups, to record with the
+    study (``plan_study(..., recorded=...)`` plans from them again)."""
+    return {
+        name: {"config": d.tune.config, "options": d.tune.template.group_options} for name, d in plan.designs.items()
+    }
+
+
 def tune_overrides(study: Mapping[str, Any]) -> List[str]:
     """The tuning stage's overrides: the same search and budget for every design."""
     tune = study["tune"]
@@ -91,13 +100,21 @@ def searcher_seed(design: str, study: Mapping[str, Any]) -> int:
     return (int(study["tune"]["first_seed"]) + zlib.crc32(design.encode())) % 2**31
 
 
-def plan_study(config: Dict[str, Any], overrides: Sequence[str] = ()) -> StudyPlan:
+def plan_study(
+    config: Dict[str, Any],
+    overrides: Sequence[str] = (),
+    *,
+    recorded: Optional[Mapping[str, Mapping[str, Any]]] = None,
+) -> StudyPlan:
     """Checks a composed study config and plans the tuning sweep of each design.
 
     Args:
         config: The composed, resolved config (plain dict) with its ``study`` section.
         overrides: The overrides it was composed with; each design's config is composed
             from them plus the design's overrides.
+        recorded: ``{design: {"config", "options"}}`` as the study recorded them at its start
+            (``recorded_designs``): a resumed study plans from these, never from the config
+            directories as they are now.
 
     Raises:
         ConfigError: One paragraph naming the bad value and the fix.
@@ -112,20 +129,24 @@ def plan_study(config: Dict[str, Any], overrides: Sequence[str] = ()) -> StudyPl
             "experiment file's search.space."
         )
     stage = tune_overrides(study)
-    base = to_plain(compose([*overrides, *stage]))
+    base = to_plain(compose([*overrides, *stage])) if recorded is None else None
     plans = {}
     for name, design_overrides in designs.items():
         composed = [*overrides, *design_overrides, *stage, f"search.searcher_seed={searcher_seed(name, study)}"]
+        if recorded is not None:
+            design_config, options = copy.deepcopy(dict(recorded[name]["config"])), recorded[name].get("options")
+        else:
+            try:
+                design_config, options = to_plain(compose(composed)), None
+            except Exception as err:  # noqa: BLE001 - Hydra's errors: one paragraph naming the design
+                raise ConfigError(f"study.designs.{name}={design_overrides}: {err}".replace("\n", " ")) from None
+            _check_differs_only_in_its_keys(name, design_overrides, base, design_config)
+            design_config["sweep_name"] = f"{_study_name(config)}-{name}-tune"
         try:
-            design_config = to_plain(compose(composed))
-        except Exception as err:  # noqa: BLE001 - Hydra's errors: one paragraph naming the design
-            raise ConfigError(f"study.designs.{name}={design_overrides}: {err}".replace("\n", " ")) from None
-        _check_differs_only_in_its_keys(name, design_overrides, base, design_config)
-        design_config["sweep_name"] = f"{_study_name(config)}-{name}-tune"
-        try:
-            plans[name] = DesignPlan(name=name, overrides=design_overrides, tune=plan_sweep(design_config, composed))
+            tune = plan_sweep(design_config, composed, recorded_options=options)
         except ConfigError as err:
             raise ConfigError(f"study.designs.{name}: {err}") from None
+        plans[name] = DesignPlan(name=name, overrides=design_overrides, tune=tune)
     return StudyPlan(
         name=_study_name(config),
         config=config,

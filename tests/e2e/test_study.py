@@ -13,6 +13,7 @@ from qeu_tune.analysis.study_report import format_summary, load_summary
 from qeu_tune.commands.argv import prepare_argv
 from qeu_tune.config.compose import compose, to_plain
 from qeu_tune.core import tags
+from qeu_tune.engine import study_plan
 from qeu_tune.engine.study import plan_study, resume_study, run_study
 
 pytestmark = pytest.mark.slow
@@ -55,7 +56,7 @@ def _trial_seeds(client, sweep_id):
     return sorted(int(r.data.tags[tags.TAG_SEED]) for r in runs)
 
 
-def test_study_tunes_tests_on_held_out_seeds_and_finds_the_positive_control(ray_session, tmp_path):
+def test_study_tunes_tests_on_held_out_seeds_and_finds_the_positive_control(ray_session, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_study(_plan(uri), command="pytest")
     assert result.status == "FINISHED", result
@@ -108,6 +109,11 @@ def test_study_tunes_tests_on_held_out_seeds_and_finds_the_positive_control(ray_
     lost = sweeps[("test", "fast")].info.run_id
     client.delete_run(lost)
     client.set_terminated(result.study_run_id, "KILLED")
+
+    def no_composing(*args, **kwargs):  # the designs come from the study's recorded state
+        raise AssertionError("a resumed study composed its designs from today's config directories")
+
+    monkeypatch.setattr(study_plan, "compose", no_composing)
     resumed = resume_study(uri, result.study_run_id)
     assert resumed.status == "FINISHED" and resumed.summary["designs"]["fast"]["verdict"] == "better"
     after = _sweeps(client, result.study_run_id)
