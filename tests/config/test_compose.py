@@ -108,3 +108,12 @@ def test_planning_a_sweep_parses_each_reward_design_once(monkeypatch):
     weights = sorted(d["metrics"]["balance"]["weight"] for d in parsed)
     assert len(parsed) == len(set(map(str, parsed))), "a design was parsed twice"
     assert {0.0, 0.1, 0.2, 0.3, 0.5, 1.0} <= set(weights) and len(parsed) <= 7
+
+
+@pytest.mark.parametrize("algo", ["appo", "impala"])
+def test_appo_and_impala_say_plainly_what_cartpole_needs(algo):
+    """They do not reach CartPole's 400 in the default budget: their config files say so and what it takes."""
+    from qeu_tune.core.paths import CONF_DIR
+
+    text = (CONF_DIR / "algo" / f"{algo}.yaml").read_text()
+    assert "What it needs on CartPole" in text and "not 400" in text and "Return >= 400 needs" in text
