@@ -191,11 +191,11 @@ def check_trials_ran_on_workers(uri: str, cluster: LocalRayCluster, num_trials: 
     assert len(trials) == num_trials
     nodes = set()
     for run in trials:
-        tags = run.data.tags
-        assert run.info.status == "FINISHED", tags.get(tags.TAG_ERROR)
-        assert tags[TAG_NODE_ID] in cluster.worker_ids and tags[TAG_NODE_ID] != cluster.head_id
-        assert tags[TAG_NODE_IP]
-        nodes.add(tags[TAG_NODE_ID])
+        run_tags = run.data.tags
+        assert run.info.status == "FINISHED", run_tags.get(tags.TAG_ERROR)
+        assert run_tags[TAG_NODE_ID] in cluster.worker_ids and run_tags[TAG_NODE_ID] != cluster.head_id
+        assert run_tags[TAG_NODE_IP]
+        nodes.add(run_tags[TAG_NODE_ID])
         steps = [m.step for m in client.get_metric_history(run.info.run_id, names.ENV_STEPS)]
         assert len(steps) >= 2 and all(a < b for a, b in zip(steps, steps[1:])), steps
         assert steps[-1] >= BUDGET
