@@ -46,6 +46,14 @@ EVAL_ITERATION = "eval/iteration"
 # RLlib's own keys, kept verbatim under this prefix for anything not mapped above.
 RLLIB_PREFIX = "rllib/"
 
+# The driver's own cost, on the sweep's parent run at its end: the trial callback's time per
+# Tune result (journal, convergence statistics, hyperparameters), its percentiles in ms.
+DRIVER_PREFIX = "driver/"
+DRIVER_RESULTS = "driver/results"  # Tune results the callback handled
+DRIVER_CALLBACK_MS_P50 = "driver/callback_ms_p50"
+DRIVER_CALLBACK_MS_P99 = "driver/callback_ms_p99"
+DRIVER_CALLBACK_MS_MAX = "driver/callback_ms_max"
+
 # Key the reward wrapper uses in the final step's ``info`` of every episode: a flat
 # {name: float} dict already in the scheme above, e.g. {"return_env": -12.0,
 # "reward/route/sum": -3.1, "rt/route/mean": 0.4}; RLlib averages them over the last 100

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+import numpy as np
 from ray.tune import Callback
 
 from qeu_tune.analysis.convergence import curves_from_history, settings_from_config, trial_statistics
@@ -137,6 +139,7 @@ class MLflowTrialCallback(Callback):
         self.records: Dict[str, TrialRecord] = {}
         self.guard: Any = None  # qeu_tune.engine.interrupts.InterruptGuard
         self.on_resume: Optional[Callable[["MLflowTrialCallback", list], None]] = None
+        self.result_s = array("d")  # seconds per on_trial_result, this driver process only
 
     # -- driver-process wiring and Tune's experiment checkpoint ------------------
     _RUNTIME = ("tracker", "guard", "on_resume", "on_trial_end_hook")
@@ -162,6 +165,7 @@ class MLflowTrialCallback(Callback):
         for key in self._RUNTIME:
             state[key] = None
         state["records"] = {}  # carried by get_state/set_state instead
+        state["result_s"] = array("d")  # timings describe one driver process
         return state
 
     def get_state(self) -> Optional[Dict]:
@@ -247,6 +251,13 @@ class MLflowTrialCallback(Callback):
         self._start(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: Dict, **info: Any) -> None:
+        started = time.perf_counter()
+        try:
+            self._record_result(trial, result)
+        finally:
+            self.result_s.append(time.perf_counter() - started)
+
+    def _record_result(self, trial: Any, result: Dict) -> None:
         from mlflow.entities import Metric
 
         record = self.records.get(trial.trial_id) or self._start(trial)
@@ -348,6 +359,28 @@ class MLflowTrialCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.close_open_runs()
+        self.log_driver_cost()
+
+    def driver_cost(self) -> Dict[str, float]:
+        """``driver/*``: the callback's time per Tune result in this driver process (ms)."""
+        if not self.result_s:
+            return {}
+        p50, p99, top = np.percentile(np.frombuffer(self.result_s, dtype=float), [50, 99, 100]) * 1000.0
+        return {
+            names.DRIVER_RESULTS: float(len(self.result_s)),
+            names.DRIVER_CALLBACK_MS_P50: float(p50),
+            names.DRIVER_CALLBACK_MS_P99: float(p99),
+            names.DRIVER_CALLBACK_MS_MAX: float(top),
+        }
+
+    def log_driver_cost(self) -> None:
+        """The driver's cost on the parent run: what scaling a sweep up will multiply."""
+        from mlflow.entities import Metric
+
+        cost = self.driver_cost()
+        if cost and self.parent_run_id and self.tracker is not None:
+            now_ms = int(time.time() * 1000)
+            self.tracker.log_metrics(self.parent_run_id, [Metric(k, v, now_ms, 0) for k, v in cost.items()])
 
     def close_open_runs(self, status: str = KILLED) -> None:
         """Ends every run still open (interrupted sweep): KILLED, never left RUNNING."""

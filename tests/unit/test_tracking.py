@@ -45,6 +45,20 @@ def test_children_are_nested_with_params_tags_config_and_env_step_metrics(uri, t
         assert config["algo"]["params"]["lr"] == 0.001 and config["seed"] == int(run.data.params["seed"])
 
 
+def test_the_callbacks_own_time_per_result_is_logged_on_the_parent_run(uri):
+    rec = record_sweep(uri, {"a": {"algo.params.lr": 0.001}}, ramp, seeds=(0, 1))
+    rec.callback.on_experiment_end([])
+    assert rec.tracker.flush(timeout_s=60)
+    metrics = MlflowClient(uri).get_run(rec.parent_run_id).data.metrics
+    assert metrics[names.DRIVER_RESULTS] == 20  # 2 trials x 10 results
+    p50, p99, top = (
+        metrics[k] for k in (names.DRIVER_CALLBACK_MS_P50, names.DRIVER_CALLBACK_MS_P99, names.DRIVER_CALLBACK_MS_MAX)
+    )
+    assert 0 < p50 <= p99 <= top < 10_000
+    # Timings describe one driver process: Tuner.restore's pickle does not carry them.
+    assert len(rec.callback.__getstate__()["result_s"]) == 0
+
+
 def test_failed_trial_is_failed_with_error_and_open_runs_end_killed(uri, tmp_path):
     error_file = tmp_path / "error.txt"
     error_file.write_text("Traceback ...\nRuntimeError: boom")
