@@ -12,8 +12,11 @@ Layout of a spool directory:
 - ``meta.json``: tracking URI, experiment name, mode, creation time.
 - ``journal.jsonl``: one operation a line, ``{"s": seq, "op": ..., "run": run_key, ...}``.
 - ``state.json``: per tracking URI, the acknowledged offset (``next_seq``, ``offset``: the
-  first entry not yet applied) and the run key -> MLflow run id map. Rewritten atomically
-  after every successful write.
+  first entry not yet applied). Rewritten atomically after every successful write, so it
+  stays small whatever the sweep's size.
+- ``runs.jsonl``: the run key -> MLflow run id map, one line per created run (appended: a
+  10,000-trial sweep does not rewrite 10,000 ids after every write). A lost line costs a
+  lookup by the run's ``qeu.run_key`` tag, never a duplicate run.
 - ``blobs/``: copies of artifacts (text files, directories) taken when they were logged.
 - ``rejected.jsonl``: entries MLflow refused permanently (invalid values), with the error.
 
@@ -63,6 +66,7 @@ MODES = ("online", "offline")
 
 JOURNAL_FILE = "journal.jsonl"
 STATE_FILE = "state.json"
+RUNS_FILE = "runs.jsonl"
 META_FILE = "meta.json"
 LOCK_FILE = "lock"
 REJECTED_FILE = "rejected.jsonl"
@@ -139,30 +143,55 @@ class SpoolLock:
 
 
 class SpoolState:
-    """``state.json``: per tracking URI (keyed by its redacted form: no password on disk), the
-    acknowledged offset and the run id map."""
+    """``state.json`` and ``runs.jsonl``: per tracking URI (keyed by its redacted form: no
+    password on disk), the acknowledged offset and the run id map."""
 
     def __init__(self, spool_dir: Path, tracking_uri: str) -> None:
         self.path = spool_dir / STATE_FILE
+        self.runs_path = spool_dir / RUNS_FILE
         self.tracking_uri = redact_uri(tracking_uri)
         self._old_key = tracking_uri  # older spools were keyed by the URI as given
         data = _read_json(self.path, {})
-        self._all = {"acked": data.get("acked", {}), "runs": data.get("runs", {})}
-        acked = self._all["acked"].get(self.tracking_uri) or self._all["acked"].get(tracking_uri) or {}
+        self._acked = data.get("acked", {})
+        acked = self._acked.get(self.tracking_uri) or self._acked.get(tracking_uri) or {}
         self.next_seq = int(acked.get("next_seq", 0))
         self.offset = int(acked.get("offset", 0))
-        runs = self._all["runs"].get(self.tracking_uri) or self._all["runs"].get(tracking_uri) or {}
-        self.runs: Dict[str, str] = dict(runs)
+        self.runs: Dict[str, str] = {}
+        for line in self.runs_path.read_text().splitlines() if self.runs_path.exists() else ():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut by a crash: that run is found by its tag instead
+                continue
+            if entry.get("uri") == self.tracking_uri:
+                self.runs[entry["key"]] = entry["id"]
+        # Spools before runs.jsonl kept the map in state.json: carried over once, then dropped.
+        old = {**data.get("runs", {}).get(tracking_uri, {}), **data.get("runs", {}).get(self.tracking_uri, {})}
+        self._runs_elsewhere = {
+            u: r for u, r in data.get("runs", {}).items() if u not in (tracking_uri, self.tracking_uri)
+        }
+        for key, run_id in old.items():
+            if key not in self.runs:
+                self.add_run(key, run_id)
+
+    def add_run(self, key: str, run_id: str) -> None:
+        """Records a created run: one appended line (the map never grows a rewrite)."""
+        self.runs[key] = run_id
+        try:
+            with open(self.runs_path, "a") as out:
+                out.write(json.dumps({"uri": self.tracking_uri, "key": key, "id": run_id}) + "\n")
+        except OSError:  # the run is found by its qeu.run_key tag instead
+            pass
 
     def ack(self, next_seq: int, offset: int) -> None:
         """Records that every entry before ``next_seq`` (byte ``offset``) was applied, on disk."""
         self.next_seq, self.offset = next_seq, offset
-        self._all["acked"][self.tracking_uri] = {"next_seq": next_seq, "offset": offset}
-        self._all["runs"][self.tracking_uri] = dict(self.runs)
+        self._acked[self.tracking_uri] = {"next_seq": next_seq, "offset": offset}
         if self._old_key != self.tracking_uri:
-            self._all["acked"].pop(self._old_key, None)
-            self._all["runs"].pop(self._old_key, None)
-        _write_json_atomic(self.path, self._all)
+            self._acked.pop(self._old_key, None)
+        data: Dict[str, Any] = {"acked": self._acked}
+        if self._runs_elsewhere:  # another tracking URI's map in an old spool: kept as it was
+            data["runs"] = self._runs_elsewhere
+        _write_json_atomic(self.path, data)
 
 
 def unconfirmed(spool_dir: Path, tracking_uri: Optional[str] = None) -> Optional[str]:
@@ -285,7 +314,9 @@ class Spool:
         self._thread: Optional[threading.Thread] = None
         self.failing = False
         if mode == "online":
-            self.applier = Applier(client, str(experiment_id), self.state, self.dir)
+            # Every entry of a live spool was appended by this process: a run it creates is new
+            # (no lookup by tag first, which scans the experiment) unless its creation is retried.
+            self.applier = Applier(client, str(experiment_id), self.state, self.dir, replaying=False)
             self._thread = threading.Thread(target=self._run, name="qeu-tune-mlflow-writer", daemon=True)
             self._thread.start()
 

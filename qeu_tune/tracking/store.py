@@ -176,8 +176,10 @@ class Applier:
         spool_dir: For artifact blobs.
     """
 
-    def __init__(self, client: Any, experiment_id: str, state: Any, spool_dir: Path) -> None:
+    def __init__(self, client: Any, experiment_id: str, state: Any, spool_dir: Path, *, replaying: bool = True) -> None:
         self.client = client
+        self.replaying = replaying  # entries may have been applied before (sync): look runs up first
+        self._attempted: set = set()  # run keys whose creation this applier tried
         self.experiment_id = experiment_id
         self.state = state
         self.spool_dir = spool_dir
@@ -201,7 +203,7 @@ class Applier:
         )
         if not runs:
             return None
-        self.state.runs[key] = runs[0].info.run_id
+        self.state.add_run(key, runs[0].info.run_id)
         return runs[0].info.run_id
 
     def _tag_value(self, value: str) -> str:
@@ -249,14 +251,20 @@ class Applier:
 
     def _create_run(self, entry: dict) -> None:
         key = entry["run"]
-        if key in self.state.runs or self._find(key) is not None:
-            return  # a replay: the run exists already
+        if key in self.state.runs:
+            return
+        # A replay, or a retry after an error that may have come after the write: the run may
+        # exist. Otherwise the lookup is skipped: it scans the experiment's tags, and a sweep of
+        # N trials would pay it N times (quadratic).
+        if (self.replaying or key in self._attempted) and self._find(key) is not None:
+            return
+        self._attempted.add(key)
         tags = {k: self._tag_value(str(v)) for k, v in entry["tags"].items()}
         tags[TAG_RUN_KEY] = key
         run = self.client.create_run(
             self.experiment_id, start_time=entry.get("time"), tags=tags, run_name=entry.get("name")
         )
-        self.state.runs[key] = run.info.run_id
+        self.state.add_run(key, run.info.run_id)
         self.runs_created += 1
 
     def _metrics(self, unit: Sequence[dict]) -> None:

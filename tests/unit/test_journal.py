@@ -202,7 +202,9 @@ def test_injected_failures_keep_every_point_and_replay_it_exactly_once(uri, tmp_
     tracker._spool.min_backoff_s = tracker._spool.max_backoff_s = 0.01
     reported = record(tracker, trials=4, iterations=20)
     assert tracker.flush(timeout_s=120)
-    assert flaky.failures[("log_batch", "after")] > 0 and flaky.failures[("log_batch", "before")] > 0
+    # Both kinds of failure happened (which calls they hit depends on the call sequence).
+    assert flaky.failures[("log_batch", "after")] + flaky.failures[("log_batch", "before")] > 0
+    assert all(sum(n for (_, when), n in flaky.failures.items() if when == w) > 0 for w in ("before", "after"))
     assert any("kept" in r.getMessage() for r in caplog.records)
     tracker.close(timeout_s=5)
     client, parents, children = read_back(uri)
@@ -337,3 +339,21 @@ def test_a_run_key_from_an_earlier_tracker_becomes_the_run_id_in_tags(uri):
     (child_run,) = client.search_runs([exp], f"tags.`{tags.TAG_KIND}` = 'trial'")
     assert child_run.data.tags[tags.TAG_PARENT] == parent_run.info.run_id
     assert child_run.data.tags["qeu.best_run_id"] == parent_run.info.run_id
+
+
+def test_a_live_spool_creates_runs_without_searching_and_never_rewrites_the_run_map(uri):
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    searches = []
+    real_search = tracker.client.search_runs
+    tracker._spool.applier.client.search_runs = lambda *a, **k: searches.append(a) or real_search(*a, **k)
+    keys = [tracker.create_run(run_name=f"r{i}", tags={}) for i in range(30)]
+    for key in keys:
+        tracker.log_metrics(key, [Metric("x", 1.0, 5, 0)])
+    assert tracker.flush(timeout_s=60)
+    # Looking a run up by its tag scans the experiment: once per run would be quadratic.
+    assert searches == []
+    spool = tracker.spool_dir
+    assert "runs" not in json.loads((spool / journal.STATE_FILE).read_text())  # small, whatever the size
+    state = journal.SpoolState(spool, uri)  # what `qeu-tune sync` reads back
+    assert state.runs == {k: tracker.resolve(k) for k in keys}
+    tracker.close(timeout_s=5)
