@@ -134,10 +134,12 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
                 progress_reporter=_progress_reporter(plan) if verbose >= 1 else None,
                 verbose=1 if verbose >= 1 else 0,
                 failure_config=tune.FailureConfig(max_failures=int(config.get("max_failures", 0))),
-                # PBT exploits other trials' checkpoints: deleting old ones breaks it.
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=None if config["scheduler"]["name"] == "pbt" else 2
-                ),
+                # Every checkpoint is kept (a trial makes stop / checkpoint_every of them). With
+                # num_to_keep set, Tune writes the whole experiment state (every trial's, so
+                # O(trials)) each time a trial has made that many checkpoints since the last
+                # snapshot: with 2 kept, once per trial, and a 1,000-trial sweep spent most of its
+                # driver time there (docs/benchmarks.md, scale). PBT needs old checkpoints anyway.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             ),
         )
     except BaseException:
