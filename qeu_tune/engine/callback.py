@@ -245,6 +245,8 @@ class MLflowTrialCallback(Callback):
             self.tracker.set_tags(record.run_id, {TAG_ERROR: redact(error[:4000])})
         self.tracker.end_run(record.run_id, status)
         record.ended, record.status = True, status
+        if status == FINISHED:  # done for good: its statistics are logged, keep only last values
+            record.history = [last_values(record.history)]
 
     # -- Tune hooks ----------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -409,6 +411,16 @@ _OUR_PREFIXES = (
     names.TASK_PREFIX,
     names.EVAL_PREFIX,
 )
+
+
+def last_values(history: Sequence[Mapping[str, float]]) -> Dict[str, float]:
+    """Each metric's last value that is not NaN: what a finished trial's record keeps. Tune
+    snapshots this callback's state with the experiment's, so whole histories of finished
+    trials would make every snapshot grow with trials x results."""
+    last: Dict[str, float] = {}
+    for point in history:
+        last.update({k: v for k, v in point.items() if v == v})
+    return last
 
 
 def _is_our_metric(key: str, include_rllib: bool) -> bool:

@@ -59,6 +59,15 @@ def test_the_callbacks_own_time_per_result_is_logged_on_the_parent_run(uri):
     assert len(rec.callback.__getstate__()["result_s"]) == 0
 
 
+def test_a_finished_trials_record_keeps_only_its_last_values_in_tunes_snapshots(uri):
+    rec = record_sweep(uri, {"a": {"algo.params.lr": 0.001}}, ramp, seeds=(0,), fail=())
+    (state,) = rec.callback.get_state()["records"].values()
+    assert state["status"] == "FINISHED" and len(state["history"]) == 1
+    assert state["history"][0][names.RETURN_ENV_MEAN] == pytest.approx(
+        ramp({"algo.params.lr": 0.001}, 0, np.arange(10))[-1]
+    )
+
+
 def test_failed_trial_is_failed_with_error_and_open_runs_end_killed(uri, tmp_path):
     error_file = tmp_path / "error.txt"
     error_file.write_text("Traceback ...\nRuntimeError: boom")
