@@ -4,6 +4,9 @@ It turns Tune's trial events into tracker calls: a run per trial with its resolv
 its metrics on the env-step axis (buffered, written in batches), convergence statistics,
 retries and PBT perturbations, and a final status FINISHED, FAILED (with the error) or KILLED.
 Each retry and each final failure is also logged as one line (``qeu_tune.engine.failures``).
+
+The module stays whole: every Tune hook updates the same per-trial records, which Tune
+snapshots with the experiment and ``qeu-tune resume`` restores; split, they would drift.
 """
 
 from __future__ import annotations

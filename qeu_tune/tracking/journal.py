@@ -48,6 +48,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from qeu_tune.core.paths import qeu_home
 from qeu_tune.core.redact import redact, redact_uri
+from qeu_tune.tracking.spool_state import SpoolState, read_json, write_json_atomic
 from qeu_tune.tracking.store import (
     _OP_NAMES,
     METRIC_BATCH,
@@ -65,8 +66,6 @@ log = logging.getLogger(__name__)
 MODES = ("online", "offline")
 
 JOURNAL_FILE = "journal.jsonl"
-STATE_FILE = "state.json"
-RUNS_FILE = "runs.jsonl"
 META_FILE = "meta.json"
 LOCK_FILE = "lock"
 REJECTED_FILE = "rejected.jsonl"
@@ -77,20 +76,6 @@ def spool_root() -> Path:
     """``$QEU_TUNE_HOME/spool``: where every sweep's journal lives."""
 
     return qeu_home() / "spool"
-
-
-# -- files --------------------------------------------------------------------------------
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path, default: Any) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
 
 
 def read_journal(path: Path, offset: int = 0, limit: Optional[int] = None) -> Iterator[Tuple[int, int, int, dict]]:
@@ -142,58 +127,6 @@ class SpoolLock:
                 self._fd = None
 
 
-class SpoolState:
-    """``state.json`` and ``runs.jsonl``: per tracking URI (keyed by its redacted form: no
-    password on disk), the acknowledged offset and the run id map."""
-
-    def __init__(self, spool_dir: Path, tracking_uri: str) -> None:
-        self.path = spool_dir / STATE_FILE
-        self.runs_path = spool_dir / RUNS_FILE
-        self.tracking_uri = redact_uri(tracking_uri)
-        self._old_key = tracking_uri  # older spools were keyed by the URI as given
-        data = _read_json(self.path, {})
-        self._acked = data.get("acked", {})
-        acked = self._acked.get(self.tracking_uri) or self._acked.get(tracking_uri) or {}
-        self.next_seq = int(acked.get("next_seq", 0))
-        self.offset = int(acked.get("offset", 0))
-        self.runs: Dict[str, str] = {}
-        for line in self.runs_path.read_text().splitlines() if self.runs_path.exists() else ():
-            try:
-                entry = json.loads(line)
-            except ValueError:  # a line cut by a crash: that run is found by its tag instead
-                continue
-            if entry.get("uri") == self.tracking_uri:
-                self.runs[entry["key"]] = entry["id"]
-        # Spools before runs.jsonl kept the map in state.json: carried over once, then dropped.
-        old = {**data.get("runs", {}).get(tracking_uri, {}), **data.get("runs", {}).get(self.tracking_uri, {})}
-        self._runs_elsewhere = {
-            u: r for u, r in data.get("runs", {}).items() if u not in (tracking_uri, self.tracking_uri)
-        }
-        for key, run_id in old.items():
-            if key not in self.runs:
-                self.add_run(key, run_id)
-
-    def add_run(self, key: str, run_id: str) -> None:
-        """Records a created run: one appended line (the map never grows a rewrite)."""
-        self.runs[key] = run_id
-        try:
-            with open(self.runs_path, "a") as out:
-                out.write(json.dumps({"uri": self.tracking_uri, "key": key, "id": run_id}) + "\n")
-        except OSError:  # the run is found by its qeu.run_key tag instead
-            pass
-
-    def ack(self, next_seq: int, offset: int) -> None:
-        """Records that every entry before ``next_seq`` (byte ``offset``) was applied, on disk."""
-        self.next_seq, self.offset = next_seq, offset
-        self._acked[self.tracking_uri] = {"next_seq": next_seq, "offset": offset}
-        if self._old_key != self.tracking_uri:
-            self._acked.pop(self._old_key, None)
-        data: Dict[str, Any] = {"acked": self._acked}
-        if self._runs_elsewhere:  # another tracking URI's map in an old spool: kept as it was
-            data["runs"] = self._runs_elsewhere
-        _write_json_atomic(self.path, data)
-
-
 def unconfirmed(spool_dir: Path, tracking_uri: Optional[str] = None) -> Optional[str]:
     """Why the spool still holds data the store has not confirmed; None when it holds none.
 
@@ -201,7 +134,7 @@ def unconfirmed(spool_dir: Path, tracking_uri: Optional[str] = None) -> Optional
     the URI in ``meta.json``) and no entry was rejected (``rejected.jsonl`` keeps what MLflow
     refused, which only the spool still has).
     """
-    meta = _read_json(spool_dir / META_FILE, None)
+    meta = read_json(spool_dir / META_FILE, None)
     if meta is None:
         return f"not a spool (no {META_FILE})"
     uri = tracking_uri or meta["tracking_uri"]
@@ -282,7 +215,7 @@ class Spool:
         self.tracking_uri = tracking_uri
         self.mode = mode
         self._warn = warn
-        _write_json_atomic(
+        write_json_atomic(
             self.dir / META_FILE,
             {
                 "version": 1,

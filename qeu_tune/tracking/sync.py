@@ -15,14 +15,13 @@ from qeu_tune.tracking.journal import (
     JOURNAL_FILE,
     META_FILE,
     SpoolLock,
-    SpoolState,
-    _read_json,
     _reject,
     next_unit,
     read_journal,
     spool_root,
     unconfirmed,
 )
+from qeu_tune.tracking.spool_state import SpoolState, read_json
 from qeu_tune.tracking.store import (
     WRITER_HTTP,
     Applier,
@@ -69,7 +68,7 @@ def sync_spool(
 def _sync_one(spool_dir: Path, tracking_uri: Optional[str], retries: int, backoff_s: float) -> Dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
-    meta = _read_json(spool_dir / META_FILE, None)
+    meta = read_json(spool_dir / META_FILE, None)
     if meta is None:
         raise FileNotFoundError(f"{spool_dir} is not a qeu-tune spool (no {META_FILE})")
     uri = tracking_uri or _with_password(meta["tracking_uri"])

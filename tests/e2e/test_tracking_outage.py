@@ -20,7 +20,7 @@ from mlflow_server import MlflowServer
 
 from qeu_tune.commands import sync as sync_command
 from qeu_tune.core import tags
-from qeu_tune.tracking import journal
+from qeu_tune.tracking import spool_state
 from qeu_tune.tracking import tracker as tracking
 from qeu_tune.tracking.sync import sync_spool
 
@@ -146,7 +146,7 @@ def test_server_that_never_returns_then_sync_uploads_everything_once(running, ca
     assert counts(server, "never")[0] == before
     # A full replay (acknowledged offset lost): the server's SQL store skips every point as an
     # exact duplicate, and runs are found by their qeu.run_key tag instead of created again.
-    (spool / journal.STATE_FILE).unlink()
+    (spool / spool_state.STATE_FILE).unlink()
     replay = sync_spool(spool)
     assert replay["errors"] == 0 and replay["runs_created"] == 0 and replay["points"] == first["points"]
     assert assert_complete(server, "never", trials, iterations) == before

@@ -19,7 +19,7 @@ from qeu_tune.commands import sync as sync_command
 from qeu_tune.core import tags
 from qeu_tune.core.errors import ConfigError
 from qeu_tune.core.tags import TAG_RUN_KEY
-from qeu_tune.tracking import journal
+from qeu_tune.tracking import journal, spool_state
 from qeu_tune.tracking import tracker as tracking
 from qeu_tune.tracking.sync import sync_spool
 
@@ -157,7 +157,7 @@ def test_offline_then_sync_gives_the_same_sweep_and_a_second_sync_adds_nothing(u
     second = sync_spool(tracker.spool_dir, uri)
     assert second["entries"] == 0 and second["runs_created"] == 0 and second["points"] == 0
     # Even with the acknowledged offset lost, a full replay adds nothing (idempotent writes).
-    (tracker.spool_dir / journal.STATE_FILE).unlink()
+    (tracker.spool_dir / spool_state.STATE_FILE).unlink()
     third = sync_spool(tracker.spool_dir, uri)
     assert third["entries"] > 0 and third["runs_created"] == 0 and third["errors"] == 0
     after_runs = client.search_runs([exp.experiment_id])
@@ -353,7 +353,7 @@ def test_a_live_spool_creates_runs_without_searching_and_never_rewrites_the_run_
     # Looking a run up by its tag scans the experiment: once per run would be quadratic.
     assert searches == []
     spool = tracker.spool_dir
-    assert "runs" not in json.loads((spool / journal.STATE_FILE).read_text())  # small, whatever the size
-    state = journal.SpoolState(spool, uri)  # what `qeu-tune sync` reads back
+    assert "runs" not in json.loads((spool / spool_state.STATE_FILE).read_text())  # small, whatever the size
+    state = spool_state.SpoolState(spool, uri)  # what `qeu-tune sync` reads back
     assert state.runs == {k: tracker.resolve(k) for k in keys}
     tracker.close(timeout_s=5)

@@ -15,7 +15,7 @@ from qeu_tune.config.compose import compose
 from qeu_tune.config.trial import TRIAL_SECTIONS, TrialTemplate, redacted_template
 from qeu_tune.core import redact, secrets
 from qeu_tune.core.errors import ConfigError
-from qeu_tune.tracking import journal
+from qeu_tune.tracking import journal, spool_state
 from qeu_tune.tracking import tracker as tracking
 from qeu_tune.tracking.sync import sync_spool
 
@@ -155,9 +155,9 @@ def test_the_spool_records_no_password_and_sync_asks_for_it(tmp_path, monkeypatc
     summary = sync_spool(spool, None)["spools"][0]
     assert summary["tracking_uri"] == "http://alice:***@127.0.0.1:9"
     assert "whose password qeu-tune does not store" in summary["error"] and summary["entries"] == 0
-    state = journal.SpoolState(spool, uri)
+    state = spool_state.SpoolState(spool, uri)
     state.ack(1, 10)  # acknowledged under the redacted URI: the same state for the URI given again
-    assert journal.SpoolState(spool, uri).offset == 10
+    assert spool_state.SpoolState(spool, uri).offset == 10
     for path in spool.rglob("*"):
         assert not path.is_file() or PW.encode() not in path.read_bytes(), path
     from qeu_tune.tracking.sync import _with_password
@@ -169,13 +169,13 @@ def test_the_spool_records_no_password_and_sync_asks_for_it(tmp_path, monkeypatc
 
 def test_an_old_spool_keyed_by_the_real_uri_is_read_and_rewritten_without_it(tmp_path):
     uri = f"http://alice:{PW}@h:1"
-    (tmp_path / journal.STATE_FILE).write_text(
+    (tmp_path / spool_state.STATE_FILE).write_text(
         json.dumps({"acked": {uri: {"next_seq": 3, "offset": 42}}, "runs": {uri: {"k": "r"}}})
     )
-    state = journal.SpoolState(tmp_path, uri)
+    state = spool_state.SpoolState(tmp_path, uri)
     assert (state.next_seq, state.offset, state.runs) == (3, 42, {"k": "r"})
     state.ack(4, 50)
-    assert PW not in (tmp_path / journal.STATE_FILE).read_text()
+    assert PW not in (tmp_path / spool_state.STATE_FILE).read_text()
 
 
 def qeu_tune(args, home, **env):
