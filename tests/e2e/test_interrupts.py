@@ -27,13 +27,13 @@ STEP = 500
 QEU_TUNE = [sys.executable, "-m", "qeu_tune.commands.main"]
 
 
-def start_sweep(tmp_path: Path, home: Path) -> tuple[subprocess.Popen, str]:
+def start_sweep(tmp_path: Path, home: Path, budget: int = BUDGET) -> tuple[subprocess.Popen, str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [
         "debug=smoke",
         "experiment=single",
         "search.num_seeds=2",
-        f"stop.env_steps={BUDGET}",
+        f"stop.env_steps={budget}",
         "stop.time_s=null",
         "checkpoint_every=3",
         f"tracking.uri={uri}",
@@ -76,7 +76,7 @@ def resume(uri: str, ref: str, home: Path) -> subprocess.CompletedProcess:
     )
 
 
-def assert_complete(client: MlflowClient, parent_ref: str, resume_output: str = "") -> None:
+def assert_complete(client: MlflowClient, parent_ref: str, resume_output: str = "", budget: int = BUDGET) -> None:
     """Both trial runs FINISHED; env-step histories strictly increasing up to the budget, one
     point per iteration (vectorised sampling makes an iteration ~STEP env steps, episode ends
     shift it a little: within 20%); no (metric, step) logged twice (``sweep_integrity``)."""
@@ -84,8 +84,8 @@ def assert_complete(client: MlflowClient, parent_ref: str, resume_output: str = 
     assert report.ok, (report.describe(), resume_output)
     assert len(report.trials) == 2, report.describe()
     for trial in report.trials:
-        assert trial.status == "FINISHED" and trial.budget == BUDGET, report.describe()
-        assert trial.env_steps == sorted(set(trial.env_steps)) and trial.env_steps[-1] >= BUDGET, trial.env_steps
+        assert trial.status == "FINISHED" and trial.budget == budget, report.describe()
+        assert trial.env_steps == sorted(set(trial.env_steps)) and trial.env_steps[-1] >= budget, trial.env_steps
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
@@ -140,7 +140,8 @@ def test_resume_after_the_driver_was_killed_reconciles_runs_left_running(tmp_pat
 
 
 def checkpoints_named_by_tune(tune_dir: Path) -> list:
-    """The checkpoint each trial would be restored from, as Tune's newest saved state names it."""
+    """The checkpoint each unfinished trial would be restored from, as Tune's newest saved state
+    names it (a TERMINATED trial is not restored)."""
     from ray.tune.experiment import Trial
 
     states = sorted(tune_dir.glob("*/experiment_state-*.json"))
@@ -150,16 +151,20 @@ def checkpoints_named_by_tune(tune_dir: Path) -> list:
     for trial_json, metadata in json.loads(states[-1].read_text())["trial_data"]:
         trial = Trial.from_json_state(trial_json, stub=True)  # stub: no trainable needed
         trial.restore_run_metadata(metadata)
-        if trial.checkpoint is not None:
+        if trial.checkpoint is not None and trial.status != Trial.TERMINATED:
             named.append((trial.trial_id, Path(trial.checkpoint.path)))
     return named
 
 
 def test_resume_goes_on_when_tune_deleted_the_checkpoint_its_state_names(tmp_path):
-    """Tune deletes the oldest kept checkpoint when it registers a new one and saves its state
-    later: a driver killed in between leaves a state that names a deleted checkpoint."""
+    """A driver killed after a checkpoint it names was lost (Tune deletes the oldest kept one when
+    it keeps fewer than all, as sweeps did before 2026-12-06; or the storage lost it) leaves a
+    state that names a deleted checkpoint."""
     home = tmp_path / "home"
-    proc, uri = start_sweep(tmp_path, home)
+    # Longer trials: Tune snapshots its state about every 10 s, and one must catch a trial
+    # running with a checkpoint.
+    budget = 5 * BUDGET
+    proc, uri = start_sweep(tmp_path, home, budget=budget)
     client = MlflowClient(uri)
     try:
         deadline = time.time() + 180
@@ -177,7 +182,7 @@ def test_resume_goes_on_when_tune_deleted_the_checkpoint_its_state_names(tmp_pat
     assert done.returncode == 0, done.stdout + done.stderr
     parent, children = sweep_runs(client)
     assert parent.info.status == "FINISHED"
-    assert_complete(client, parent.info.run_id, done.stdout + done.stderr)
+    assert_complete(client, parent.info.run_id, done.stdout + done.stderr, budget=budget)
     notes = {r.data.tags[tags.TAG_TRIAL_ID]: r.data.tags.get(TAG_CHECKPOINT_LOST, "") for r in children}
     for trial_id, path in deleted.items():
         assert f"its checkpoint {path.name} was deleted" in notes[trial_id]
