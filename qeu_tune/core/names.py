@@ -48,7 +48,6 @@ RLLIB_PREFIX = "rllib/"
 
 # The driver's own cost, on the sweep's parent run at its end: the trial callback's time per
 # Tune result (journal, convergence statistics, hyperparameters), its percentiles in ms.
-DRIVER_PREFIX = "driver/"
 DRIVER_RESULTS = "driver/results"  # Tune results the callback handled
 DRIVER_CALLBACK_MS_P50 = "driver/callback_ms_p50"
 DRIVER_CALLBACK_MS_P99 = "driver/callback_ms_p99"
