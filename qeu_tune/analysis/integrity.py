@@ -40,9 +40,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from statistics import median
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-from qeu_tune.analysis.runs import find_run
+from qeu_tune.analysis.runs import child_runs, find_run
 from qeu_tune.core import names, tags
 from qeu_tune.core.errors import ConfigError
 
@@ -180,7 +180,7 @@ def sweep_integrity(
             IntegrityProblem(PARENT_NOT_FINISHED, parent.info.run_id, f"the sweep's parent run is {parent.info.status}")
         )
     by_trial: Dict[str, List[str]] = {}
-    for run in _children(client, parent):
+    for run in child_runs(client, parent.info.experiment_id, parent.info.run_id):
         trial, problems = _check_run(
             client, run, iteration_steps, tolerance, check_budget, metrics, tuple(exclude_prefixes)
         )
@@ -196,22 +196,6 @@ def sweep_integrity(
                 )
             )
     return report
-
-
-def _children(client: Any, parent: Any) -> Iterable[Any]:
-    """Every child run of ``parent`` (any kind), page by page."""
-    token = None
-    while True:
-        page = client.search_runs(
-            [parent.info.experiment_id],
-            filter_string=f"tags.`{tags.TAG_PARENT}` = '{parent.info.run_id}'",
-            max_results=1000,
-            page_token=token,
-        )
-        yield from page
-        token = getattr(page, "token", None)
-        if not token:
-            return
 
 
 def _check_run(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import yaml
 
@@ -112,11 +112,7 @@ def load_sweep(client: Any, ref: str) -> SweepRuns:
             f"run {parent.info.run_id} is a trial, not a sweep; pass its parent "
             f"{parent.data.tags.get(tags.TAG_PARENT, '?')} or use it with `rerun`."
         )
-    runs = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`{tags.TAG_PARENT}` = '{parent.info.run_id}'",
-        max_results=5000,
-    )
+    runs = child_runs(client, parent.info.experiment_id, parent.info.run_id)
     trials = [
         TrialRun(
             run_id=r.info.run_id,
@@ -131,6 +127,23 @@ def load_sweep(client: Any, ref: str) -> SweepRuns:
         if r.data.tags.get(tags.TAG_KIND) == "trial"
     ]
     return SweepRuns(parent=parent, trials=trials)
+
+
+def child_runs(client: Any, experiment_id: str, parent_id: str) -> Iterator[Any]:
+    """Every child run of ``parent_id`` (any kind), page by page: a sweep may have more runs
+    than one MLflow search returns."""
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{tags.TAG_PARENT}` = '{parent_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        yield from page
+        token = getattr(page, "token", None)
+        if not token:
+            return
 
 
 def safe_load_yaml(text: str, source: str) -> Any:

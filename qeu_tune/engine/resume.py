@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from qeu_tune.analysis.runs import client_for, find_run
+from qeu_tune.analysis.runs import child_runs, client_for, find_run
 from qeu_tune.core import names, redact, tags
 from qeu_tune.core.errors import ConfigError
 from qeu_tune.core.secrets import restore_env_forms, tracking_uri_for_resume
@@ -134,11 +134,7 @@ def reconcile(client: Any, callback: Any, parent_id: str, trials: Sequence[Any])
     Called once Tune has restored the trials and the callback's state, before any trial runs again.
     """
 
-    children = client.search_runs(
-        [client.get_run(parent_id).info.experiment_id],
-        filter_string=f"tags.`{tags.TAG_PARENT}` = '{parent_id}'",
-        max_results=10000,
-    )
+    children = list(child_runs(client, client.get_run(parent_id).info.experiment_id, parent_id))
 
     # Records hold the run keys the tracker handed out; MLflow runs carry them as a tag.
     by_ref = {}

@@ -122,3 +122,24 @@ def test_sqlite_artifacts_live_next_to_the_database(tmp_path):
     location = artifact_location_for(f"sqlite:///{tmp_path}/x/mlflow.db")
     assert location == (tmp_path / "x" / "mlartifacts").as_uri()
     assert artifact_location_for("http://127.0.0.1:5000") is None
+
+
+def test_child_runs_reads_every_page_of_a_large_sweep():
+    from qeu_tune.analysis.runs import child_runs
+
+    class PagedList(list):
+        def __init__(self, items, token):
+            super().__init__(items)
+            self.token = token
+
+    pages = {None: PagedList(["a", "b"], "p2"), "p2": PagedList(["c"], "p3"), "p3": PagedList([], None)}
+    calls = []
+
+    class Client:
+        def search_runs(self, experiments, filter_string, max_results, page_token=None):
+            calls.append((experiments, filter_string, page_token))
+            return pages[page_token]
+
+    assert list(child_runs(Client(), "7", "parent")) == ["a", "b", "c"]
+    assert [c[2] for c in calls] == [None, "p2", "p3"]
+    assert all(c[0] == ["7"] and "'parent'" in c[1] for c in calls)
