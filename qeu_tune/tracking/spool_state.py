@@ -2,7 +2,7 @@
 
 ``state.json`` holds, per tracking URI, the offset of the first journal entry not yet applied
 (rewritten after every write, so it stays small); ``runs.jsonl`` the run id of each created run
-(appended). ``qeu_tune.tracking.journal`` writes both; ``qeu_tune.tracking.sync`` reads them.
+(appended). The journal's writer thread updates both through ``SpoolState``; ``qeu_tune.tracking.sync`` too.
 """
 
 from __future__ import annotations
