@@ -242,10 +242,10 @@ def top_functions(path: Path, n: int = 30) -> dict:
 def start_server(tmp: Path, env: dict) -> tuple:
     """``qeu-tune server`` on free ports; (process, tracking URI, database URL, start seconds)."""
     from qeu_tune.commands.server import LocalPostgres, postgres_bindir
-    from qeu_tune.core.processes import free_port, wait_http
+    from qeu_tune.core.processes import free_ports, wait_http
 
     os.chmod(tmp, 0o755)  # as root, PostgreSQL runs as `postgres`, which must reach the data dir
-    port, db_port, t0 = free_port(), free_port(), time.monotonic()
+    (port, db_port), t0 = free_ports(2), time.monotonic()
     args = ["--data-dir", str(tmp / "server"), "--port", str(port), "--db-port", str(db_port)]
     server = subprocess.Popen([QEU, "server", *args], env=env, stdout=open(tmp / "server.log", "w"),
                               stderr=subprocess.STDOUT)  # fmt: skip

@@ -5,13 +5,14 @@ Shared by ``qeu-tune ui``, ``qeu-tune server`` and the tests that start such ser
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
-from typing import Optional
+from typing import List, Optional
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -19,6 +20,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> List[int]:
+    """``count`` distinct TCP ports free on ``host`` right now.
+
+    The probes stay open until the last is found: ``free_port`` called twice may hand out the
+    same port (the system reuses a port as soon as its probe closes).
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

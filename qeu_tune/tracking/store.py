@@ -146,19 +146,34 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
     Either way the experiment is tagged as model training (``mlflow.experimentKind`` =
     ``custom_model_development``): MLflow 3's UI opens other experiments in its GenAI layout
     (traces, judges, prompts; a sweep filed under "Evaluations"). An experiment created
-    before, by another tool or by hand gets the tag on its first qeu-tune sweep.
+    before, by another tool or by hand gets the tag on its first qeu-tune sweep. Sweeps that
+    start together may race to create or tag it (on PostgreSQL the loser's write breaks a unique
+    key and MLflow answers BAD_REQUEST): the loser reads it back instead of failing.
     """
 
     found = client.get_experiment_by_name(name)
     if found is None:
-        return client.create_experiment(
-            name,
-            artifact_location=artifact_location_for(tracking_uri),
-            tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING},
-        )
-    if (found.tags or {}).get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND_TRAINING:
-        client.set_experiment_tag(found.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING)
+        try:
+            return client.create_experiment(
+                name,
+                artifact_location=artifact_location_for(tracking_uri),
+                tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING},
+            )
+        except Exception:  # noqa: BLE001 - another sweep may have created it meanwhile
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if not _is_training(found):
+        try:
+            client.set_experiment_tag(found.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING)
+        except Exception:  # noqa: BLE001 - sweeps starting together race on the tag's unique key
+            if not _is_training(client.get_experiment(found.experiment_id)):
+                raise
     return found.experiment_id
+
+
+def _is_training(experiment: Any) -> bool:
+    return (experiment.tags or {}).get(TAG_EXPERIMENT_KIND) == EXPERIMENT_KIND_TRAINING
 
 
 # -- applying entries to MLflow -----------------------------------------------------------

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from qeu_tune.commands.server import DB_NAME, DB_USER, postgres_bindir
 from qeu_tune.core import names, tags
-from qeu_tune.core.processes import free_port, port_open
+from qeu_tune.core.processes import free_ports, port_open
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,7 +36,7 @@ STEPS = np.arange(500, 5001, 500)  # 10 points per trial
 
 @pytest.fixture
 def server(tmp_path):
-    data_dir, port, db_port = tmp_path / "server", free_port(), free_port()
+    data_dir, port, db_port = tmp_path / "server", *free_ports(2)
     log_path = tmp_path / "server.log"
     proc = subprocess.Popen(
         [

@@ -19,7 +19,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,26 +26,40 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from qeu_tune.core import processes
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+_handed_out: set = set()
+
+
+def free_ports(count: int) -> List[int]:
+    """``count`` ports free on 127.0.0.1 now, none handed out before by this process.
+
+    Ray refuses a port given to two of its components; ports found for one node are not yet
+    bound when the next node's are found.
+    """
+    found: List[int] = []
+    while len(found) < count:
+        fresh = processes.free_ports(count - len(found))
+        found += [port for port in fresh if port not in _handed_out]
+        _handed_out.update(fresh)
+    return found
 
 
 def _agent_ports() -> List[str]:
     """Per-node ports that default to fixed numbers (two nodes on one machine would clash)."""
-    return [
-        f"--node-manager-port={free_port()}",
-        f"--object-manager-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-    ]
+    flags = (
+        "node-manager",
+        "object-manager",
+        "dashboard-agent-listen",
+        "dashboard-agent-grpc",
+        "metrics-export",
+        "runtime-env-agent",
+    )
+    return [f"--{flag}-port={port}" for flag, port in zip(flags, free_ports(len(flags)))]
 
 
 class LocalRayCluster:
@@ -54,9 +67,7 @@ class LocalRayCluster:
 
     def __init__(self, env: Optional[Dict[str, str]] = None) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="qeu-ray-")  # short: Ray's socket paths are limited
-        self.gcs_port = free_port()
-        self.dashboard_port = free_port()
-        self.client_port = free_port()
+        self.gcs_port, self.dashboard_port, self.client_port = free_ports(3)
         self.token = secrets.token_hex(32)
         self.env = {
             **os.environ,
@@ -220,17 +231,17 @@ def losable_cluster(num_workers: int = 2, worker_cpus: int = 1) -> Iterator[Tupl
     previous = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = temp_dir
 
-    def ports() -> Dict[str, int]:  # per-node ports that default to fixed numbers
-        return {
-            name: free_port()
-            for name in (
-                "object_manager_port",
-                "dashboard_agent_listen_port",
-                "metrics_agent_port",
-                "metrics_export_port",
-                "runtime_env_agent_port",
-            )
-        }
+    port_names = (  # per-node ports that default to fixed numbers
+        "object_manager_port",
+        "dashboard_agent_listen_port",
+        "metrics_agent_port",
+        "metrics_export_port",
+        "runtime_env_agent_port",
+    )
+    pool = free_ports(len(port_names) * (num_workers + 1))
+
+    def ports() -> Dict[str, int]:
+        return {name: pool.pop() for name in port_names}
 
     cluster = Cluster(
         initialize_head=True,

@@ -143,3 +143,37 @@ def test_child_runs_reads_every_page_of_a_large_sweep():
     assert list(child_runs(Client(), "7", "parent")) == ["a", "b", "c"]
     assert [c[2] for c in calls] == [None, "p2", "p3"]
     assert all(c[0] == ["7"] and "'parent'" in c[1] for c in calls)
+
+
+def test_a_sweep_that_loses_the_race_to_create_or_tag_the_experiment_reads_it_back(uri):
+    # Sweeps started together: another one creates the experiment, or tags it, between this
+    # sweep's read and its write (on PostgreSQL the loser's write breaks a unique key).
+    from mlflow.exceptions import MlflowException
+
+    from qeu_tune.tracking import store
+
+    rival = MlflowClient(uri)
+
+    class LosesTheRace(MlflowClient):
+        def create_experiment(self, name, **kwargs):
+            rival.create_experiment(name, tags=kwargs.get("tags"))
+            raise MlflowException("RESOURCE_ALREADY_EXISTS")
+
+        def set_experiment_tag(self, experiment_id, key, value):
+            rival.set_experiment_tag(experiment_id, key, value)
+            raise MlflowException("BAD_REQUEST: duplicate key value violates unique constraint")
+
+    loser = LosesTheRace(uri)
+    created = store.ensure_experiment(loser, "raced", uri)
+    assert created == rival.get_experiment_by_name("raced").experiment_id
+    untagged = rival.create_experiment("untagged")
+    assert store.ensure_experiment(loser, "untagged", uri) == untagged
+    assert rival.get_experiment(untagged).tags[tags.TAG_EXPERIMENT_KIND] == tags.EXPERIMENT_KIND_TRAINING
+
+    class Broken(MlflowClient):  # a failure that is not a race still surfaces
+        def set_experiment_tag(self, experiment_id, key, value):
+            raise MlflowException("permission denied")
+
+    rival.create_experiment("untagged-too")
+    with pytest.raises(MlflowException, match="permission denied"):
+        store.ensure_experiment(Broken(uri), "untagged-too", uri)
