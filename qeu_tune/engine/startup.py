@@ -122,14 +122,13 @@ def open_tracker(plan: SweepPlan) -> Any:
 
 
 def open_tracker_warm_tune(plan: SweepPlan) -> Any:
-    """``open_tracker(plan)``, then the modules Tune imports only when ``fit()`` starts (its default
-    TensorBoard/CSV/JSON loggers: ~0.2-0.5 s), so they load while ray.init waits; then starts
-    the report's imports (``warm_report_imports``)."""
+    """``open_tracker(plan)``, then the modules Tune imports only when ``fit()`` starts (its
+    CSV/JSON loggers: ~0.2 s), so they load while ray.init waits; then starts the report's
+    imports (``warm_report_imports``)."""
     tracker = open_tracker(plan)
     try:
         import ray.tune.logger  # noqa: F401 - loaded for later, while ray.init waits
         import ray.tune.utils.callback  # noqa: F401 - loaded for later, while ray.init waits
-        import tensorboardX  # noqa: F401 - loaded for later, while ray.init waits
     except Exception:  # noqa: BLE001 - only a head start; Tune imports them again
         pass
     warm_report_imports()  # ray.init is usually still waiting: the cores are idle now

@@ -229,28 +229,24 @@ class Applier:
         return self.state.runs.get(value) or self._find(value) or value
 
     def apply(self, unit: Sequence[dict]) -> None:
-        """Applies one unit: a single entry, or consecutive ``metrics`` entries (coalesced)."""
+        """Applies one unit: a single entry, consecutive ``metrics`` entries (coalesced), or a
+        stretch of any entries (``_apply_merged``)."""
         first = unit[0]
         op = first["op"]
-        if op == "metrics":
+        if op == "metrics" and all(entry["op"] == "metrics" for entry in unit):
             self._metrics(unit)
+            return
+        if len(unit) > 1:
+            self._apply_merged(unit)
             return
         if op == "create_run":
             self._create_run(first)
             return
         run_id = self.run_id(first["run"])
         if op == "params":
-            from mlflow.entities import Param
-
-            items = [Param(k, v) for k, v in first["params"].items()]
-            for i in range(0, len(items), PARAM_BATCH):
-                self.client.log_batch(run_id, params=items[i : i + PARAM_BATCH])
+            self._log_batch(run_id, params=self._params(first))
         elif op == "tags":
-            from mlflow.entities import RunTag
-
-            items = [RunTag(k, self._tag_value(v)) for k, v in first["tags"].items()]
-            for i in range(0, len(items), TAG_BATCH):
-                self.client.log_batch(run_id, tags=items[i : i + TAG_BATCH])
+            self._log_batch(run_id, tags=self._tags(first))
         elif op == "artifact":
             self.client.log_artifact(run_id, str(self.spool_dir / first["blob"]), first.get("path"))
         elif op == "artifacts":
@@ -263,6 +259,69 @@ class Applier:
             self.client.delete_run(run_id)
         else:
             raise _Unresolved(f"unknown journal op {op!r}")
+
+    def _apply_merged(self, unit: Sequence[dict]) -> None:
+        """Applies a stretch of entries with one ``log_batch`` per run for its params, tags and
+        metrics, instead of one call per entry (a trial journals ~20 results, a params and a
+        tags entry; a call costs a transaction in a SQL store, a request to a server).
+
+        Entries of different runs are independent, so a run's batch may wait while other runs'
+        entries are applied; a change of the run itself (end, reopen, delete) sends its batch
+        first, so its status changes in journal order. A tag set twice keeps the later value, as
+        two calls would; a param set twice to different values is sent twice (MLflow refuses it).
+        """
+        from mlflow.entities import Metric
+
+        batches: Dict[str, Tuple[list, dict, dict]] = {}  # run key -> (metrics, params, tags)
+
+        def send(ref: str) -> None:
+            metrics, params, tags = batches.pop(ref, ([], {}, {}))
+            if metrics or params or tags:
+                self._log_batch(self.run_id(ref), metrics, list(params.values()), list(tags.values()))
+                self.points += len(metrics)
+
+        for entry in unit:
+            op, ref = entry["op"], entry.get("run")
+            if op not in ("metrics", "params", "tags"):
+                if op not in ("artifact", "artifacts"):  # files do not depend on the batch
+                    send(ref)
+                self.apply([entry])
+                continue
+            metrics, params, tags = batches.setdefault(ref, ([], {}, {}))
+            if op == "metrics":
+                metrics.extend(Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in entry["m"])
+            elif op == "params":
+                logged = self._params(entry)
+                if any(params.get(p.key, p).value != p.value for p in logged):
+                    send(ref)  # a changed value: MLflow must see (and refuse) it as a second call
+                    metrics, params, tags = batches.setdefault(ref, ([], {}, {}))
+                params.update((param.key, param) for param in logged)
+            else:
+                tags.update((tag.key, tag) for tag in self._tags(entry))
+        for ref in list(batches):
+            send(ref)
+
+    def _params(self, entry: dict) -> List[Any]:
+        from mlflow.entities import Param
+
+        return [Param(k, v) for k, v in entry["params"].items()]
+
+    def _tags(self, entry: dict) -> List[Any]:
+        from mlflow.entities import RunTag
+
+        return [RunTag(k, self._tag_value(v)) for k, v in entry["tags"].items()]
+
+    def _log_batch(
+        self, run_id: str, metrics: Sequence[Any] = (), params: Sequence[Any] = (), tags: Sequence[Any] = ()
+    ) -> None:
+        """``log_batch`` calls within MLflow's limits (100 params, 100 tags, 1000 entities a call)."""
+        metrics, params, tags = list(metrics), list(params), list(tags)
+        while metrics or params or tags:
+            p, params = params[:PARAM_BATCH], params[PARAM_BATCH:]
+            t, tags = tags[:TAG_BATCH], tags[TAG_BATCH:]
+            room = METRIC_BATCH - len(p) - len(t)
+            m, metrics = metrics[:room], metrics[room:]
+            self.client.log_batch(run_id, metrics=m, params=p, tags=t)
 
     def _create_run(self, entry: dict) -> None:
         key = entry["run"]

@@ -61,6 +61,7 @@ def sync_spool(
         "entries": sum(s["entries"] for s in summaries),
         "points": sum(s["points"] for s in summaries),
         "runs_created": sum(s["runs_created"] for s in summaries),
+        "rejected": sum(s["rejected"] for s in summaries),
         "errors": sum(1 for s in summaries if s.get("error")),
     }
 
@@ -105,9 +106,13 @@ def _sync_one(spool_dir: Path, tracking_uri: Optional[str], retries: int, backof
                 pending = list(read_journal(journal, state.offset, limit=2000)) if journal.exists() else []
                 if not pending:
                     break
+                careful_through = -1
                 while pending:
-                    n = next_unit(pending)
+                    n = next_unit(pending, careful_through)
                     err = _apply_with_retries(applier, [p[3] for p in pending[:n]], retries, backoff_s)
+                    if err is not None and n > 1 and pending[0][0] > careful_through:
+                        careful_through = pending[n - 1][0]  # again, one op at a time
+                        continue
                     if err is not None and not (isinstance(err, _Unresolved) or is_permanent(err)):
                         summary["error"] = redact(f"{type(err).__name__}: {err}")
                         return summary

@@ -30,6 +30,10 @@ def test_a_synthetic_sweep_reports_through_the_trial_path_on_the_env_step_axis(r
     assert client.get_run(result.parent_run_id).info.status == "FINISHED"
     runs = children(client, result)
     assert len(runs) == 4
+    # Tune's per-trial files are there, without TensorBoard's (MLflow has every result).
+    trial_dirs = [p.parent for p in (tmp_path / "ray").rglob("result.json")]
+    assert len(trial_dirs) == 4 and all((d / "progress.csv").exists() for d in trial_dirs)
+    assert not list((tmp_path / "ray").rglob("events.out.tfevents*"))
     expected_steps = [1000.0 * i for i in range(1, ITERATIONS + 1)]
     for run_ in runs:
         run_id = run_.info.run_id

@@ -168,13 +168,15 @@ def test_offline_then_sync_gives_the_same_sweep_and_a_second_sync_adds_nothing(u
 
 class FlakyClient:
     """Wraps a real MlflowClient: fails a share of calls, half of them AFTER the write went
-    through (a lost response), so replays must be idempotent."""
+    through (a lost response), so replays must be idempotent. The first two calls of each
+    kind fail for sure (after, then before): a sweep's writes are few once batched."""
 
     def __init__(self, client, rate=0.3, seed=0):
         self._client = client
         self._rng = random.Random(seed)
         self.rate = rate
         self.failures = Counter()
+        self.calls = Counter()
 
     def __getattr__(self, name):
         target = getattr(self._client, name)
@@ -182,7 +184,8 @@ class FlakyClient:
             return target
 
         def call(*args, **kwargs):
-            roll = self._rng.random()
+            self.calls[name] += 1
+            roll = {1: self.rate * 0.75, 2: 0.0}.get(self.calls[name], self._rng.random())
             if roll < self.rate / 2:
                 self.failures[name, "before"] += 1
                 raise ConnectionError("injected: request never arrived")
@@ -357,3 +360,67 @@ def test_a_live_spool_creates_runs_without_searching_and_never_rewrites_the_run_
     state = spool_state.SpoolState(spool, uri)  # what `qeu-tune sync` reads back
     assert state.runs == {k: tracker.resolve(k) for k in keys}
     tracker.close(timeout_s=5)
+
+
+class CountingClient:
+    """Counts the calls a real MlflowClient gets."""
+
+    def __init__(self, client):
+        self._client = client
+        self.calls = Counter()
+
+    def __getattr__(self, name):
+        target = getattr(self._client, name)
+        if not callable(target):
+            return target
+
+        def call(*args, **kwargs):
+            self.calls[name] += 1
+            return target(*args, **kwargs)
+
+        return call
+
+
+def test_a_stretch_of_entries_reaches_mlflow_in_one_log_batch_per_run(uri, tmp_path, monkeypatch):
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", mode="offline")
+    reported = record(tracker, trials=3, iterations=5)
+    tracker.close(timeout_s=1)
+    entries = [e for _, _, _, e in journal.read_journal(tracker.spool_dir / journal.JOURNAL_FILE)]
+    mergeable = sum(e["op"] in ("params", "tags", "metrics") for e in entries)
+    counting = {}
+
+    def client_for(tracking_uri):
+        counting["client"] = CountingClient(MlflowClient(tracking_uri))
+        return counting["client"]
+
+    monkeypatch.setattr("mlflow.tracking.MlflowClient", client_for)
+    summary = sync_spool(tracker.spool_dir, uri)
+    assert summary["entries"] == len(entries) and summary["rejected"] == 0
+    assert counting["client"].calls["log_batch"] == 1 + 3 < mergeable == 23  # one a run
+    assert_recorded(uri, reported, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_an_entry_mlflow_refuses_inside_a_merged_write_is_set_aside_alone(uri, tmp_path, mode):
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", mode=mode)
+    run = tracker.create_run(run_name="r", tags={tags.TAG_KIND: "trial", tags.TAG_TRIAL_ID: "r"})
+    tracker.log_params(run, {"lr": "0.1"})
+    tracker.log_metrics(run, [Metric("x", float(i), 1000 + i, i) for i in range(3)])
+    tracker.log_params(run, {"lr": "0.2"})  # MLflow refuses to change a param
+    tracker.log_metrics(run, [Metric("x", float(i), 1000 + i, i) for i in range(3, 6)])
+    tracker.set_tags(run, {"qeu.note": "after"})
+    tracker.end_run(run, tags.FINISHED)
+    if mode == "online":
+        tracker.flush(timeout_s=30)
+        rejected = tracker._spool.rejected
+    else:
+        tracker.close(timeout_s=1)
+        rejected = sync_spool(tracker.spool_dir, uri)["rejected"]
+    lines = [json.loads(line) for line in (tracker.spool_dir / journal.REJECTED_FILE).read_text().splitlines()]
+    assert rejected == 1 and [line["entry"]["params"] for line in lines] == [{"lr": "0.2"}]
+    tracker.close(timeout_s=5)
+    client = MlflowClient(uri)
+    (got,) = client.search_runs([client.get_experiment_by_name("qeu-tune").experiment_id])
+    assert got.data.params == {"lr": "0.1"} and got.data.tags["qeu.note"] == "after"
+    assert got.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(got.info.run_id, "x")) == list(range(6))
