@@ -11,6 +11,7 @@ options of the shipped groups, and a file with the same name as a shipped one
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Sequence
 
@@ -84,6 +85,9 @@ def open_overrides(overrides: Sequence[str]) -> List[str]:
     return [f"++{o}" if o.startswith(OPEN_PREFIXES) and "=" in o else o for o in overrides]
 
 
+_COMPOSE_LOCK = threading.RLock()
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """Composes ``conf/config.yaml`` with Hydra overrides, as ``qeu-tune`` would.
 
@@ -97,12 +101,13 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     import hydra
     from hydra.core.global_hydra import GlobalHydra
 
-    setup_hydra()
     overrides = open_overrides(overrides)
-    if GlobalHydra.instance().is_initialized():
-        return hydra.compose(config_name="config", overrides=overrides)
-    with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra.compose(config_name="config", overrides=overrides)
+    with _COMPOSE_LOCK:  # Hydra's state is process-global: two threads composing would collide
+        setup_hydra()
+        if GlobalHydra.instance().is_initialized():
+            return hydra.compose(config_name="config", overrides=overrides)
+        with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra.compose(config_name="config", overrides=overrides)
 
 
 def to_plain(cfg: DictConfig) -> Dict[str, Any]:

@@ -117,3 +117,25 @@ def test_appo_and_impala_say_plainly_what_cartpole_needs(algo):
 
     text = (CONF_DIR / "algo" / f"{algo}.yaml").read_text()
     assert "What it needs on CartPole" in text and "not 400" in text and "Return >= 400 needs" in text
+
+
+def test_threads_can_compose_at_the_same_time():
+    # Hydra's state is process-global (GlobalHydra): concurrent sweeps recorded from threads
+    # (tests/e2e/test_server.py) once failed with "GlobalHydra is already initialized".
+    import threading
+
+    got, errors = [], []
+
+    def work(algo):
+        try:
+            for _ in range(3):
+                got.append(compose([f"algo={algo}"]).algo.name == algo)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(repr(err))
+
+    threads = [threading.Thread(target=work, args=(algo,)) for algo in ("ppo", "dqn", "ppo", "dqn")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and got == [True] * 12
