@@ -6,6 +6,7 @@ reports that recompute the statistics from MLflow's metric histories.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
@@ -62,8 +63,10 @@ def _settings(env: Any, conv: Any, budget: Any) -> ConvergenceSettings:
     )
 
 
+@functools.lru_cache(maxsize=1024)  # a sweep's trials repeat a few texts; YAML parsing them was ~3% of a report
 def _yaml_value(text: Optional[str]) -> Any:
-    """A flattened param back to its value (params hold str(value) or JSON for lists)."""
+    """A flattened param back to its value (params hold str(value) or JSON for lists; the
+    caller must not change a list it gets, the cache shares it)."""
     if text is None or text == "None":
         return None
     return yaml.safe_load(text)

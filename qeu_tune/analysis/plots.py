@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -12,6 +12,11 @@ from qeu_tune.analysis.tables import SweepReport
 from qeu_tune.core import names
 
 GRID_POINTS = 60  # common env-step grid for curves with CI bands
+# Curve plots of sweeps with more configurations than PLOT_ALL_UP_TO draw the best TOP_PLOTTED
+# (and the baseline): a legend of hundreds of entries is unreadable, and drawing it took half
+# of a 1,000-configuration report. Smaller sweeps keep every curve.
+PLOT_ALL_UP_TO = 20
+TOP_PLOTTED = 10
 
 
 @np.errstate(all="ignore")
@@ -48,6 +53,22 @@ def _grid(curves: Mapping[str, Sequence[Tuple[np.ndarray, np.ndarray]]]) -> np.n
     return np.linspace(0.0, last, GRID_POINTS)
 
 
+def plotted_configurations(report: SweepReport) -> Tuple[List[str], Dict[str, str], str]:
+    """The configurations the curve plots draw (best first), their legend labels, and what
+    the titles say about the selection ("" when every configuration is drawn)."""
+    order = list(report.ranked.index)
+    if len(order) <= PLOT_ALL_UP_TO:
+        return order, {label: label for label in order}, ""
+    shown = order[:TOP_PLOTTED]
+    legend = {label: label for label in shown}
+    note = f"best {TOP_PLOTTED} of {len(order)} configurations"
+    if report.baseline is not None and report.baseline not in shown:
+        shown.append(report.baseline)
+        legend[report.baseline] = f"{report.baseline} (baseline)"
+        note += " and the baseline"
+    return shown, legend, note
+
+
 def write_plots(report: SweepReport, out_dir: Path) -> List[Path]:
     """Learning curves with CI bands, weight vs performance, RT-metric trajectories."""
     import matplotlib
@@ -56,12 +77,12 @@ def write_plots(report: SweepReport, out_dir: Path) -> List[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    order = list(report.ranked.index)
+    order, legend, selection = plotted_configurations(report)
     grid = _grid(report.curves)
     fig, ax = plt.subplots(figsize=(8, 5))
     for label in order:
         mean, lo, hi = _band(_interp(report.curves[label], grid))
-        (line,) = ax.plot(grid, mean, label=f"{label} (n={len(report.curves[label])})")
+        (line,) = ax.plot(grid, mean, label=f"{legend[label]} (n={len(report.curves[label])})")
         ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
     threshold = settings_from_params(report.sweep.trials[0].params).threshold if report.sweep.trials else None
     if threshold is not None:
@@ -69,7 +90,7 @@ def write_plots(report: SweepReport, out_dir: Path) -> List[Path]:
     ax.set(
         xlabel="environment steps",
         ylabel=f"{report.metric} (mean, 95% CI over seeds)",
-        title=f"Learning curves: {report.sweep.name}",
+        title=f"Learning curves: {report.sweep.name}" + (f" ({selection})" if selection else ""),
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -114,11 +135,14 @@ def write_plots(report: SweepReport, out_dir: Path) -> List[Path]:
                 curves = report.rt_curves.get(label, {}).get(metric)
                 if curves:
                     mean, lo, hi = _band(_interp(curves, grid))
-                    (line,) = ax.plot(grid, mean, label=label)
+                    (line,) = ax.plot(grid, mean, label=legend[label])
                     ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
             ax.set(xlabel="environment steps", ylabel=metric)
-            ax.legend(fontsize=8)
-        fig.suptitle("RT-metric trajectories (episode mean; 95% CI over seeds)")
+            if ax.get_legend_handles_labels()[0]:  # none of the configurations drawn has this metric
+                ax.legend(fontsize=8)
+        fig.suptitle(
+            "RT-metric trajectories (episode mean; 95% CI over seeds)" + (f"\n{selection}" if selection else "")
+        )
         fig.tight_layout()
         paths.append(out_dir / "rt_metrics.png")
         fig.savefig(paths[-1], dpi=110)

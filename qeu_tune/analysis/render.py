@@ -19,16 +19,32 @@ from qeu_tune.analysis.tables import SweepReport, build_report, summary_table
 REPORT_DIR = "report"  # artifact folder on the parent run
 
 
-def format_report(report: SweepReport) -> str:
-    """The ranked table with a heading that says what was ranked and how (the commands print it)."""
+CONSOLE_ROWS = 20  # a sweep of 1,000 configurations prints its best, not 1,000 lines
+
+
+def format_report(report: SweepReport, max_rows: Optional[int] = CONSOLE_ROWS) -> str:
+    """The ranked table with a heading that says what was ranked and how (the commands print it).
+
+    At most ``max_rows`` configurations (the best, and the baseline wherever it ranks); the
+    files (``write_report``) hold them all.
+    """
     sweep = report.sweep
+    table = summary_table(report)
+    shown = table
+    if max_rows is not None and len(table) > max_rows:
+        keep = (table.index < max_rows) | (table["config"] == report.baseline)
+        shown = table[keep]
     lines = [
         f"Sweep {sweep.name} (parent run {sweep.run_id}): {len(report.trials)} trials with data, "
         f"{len(report.ranked)} configurations, {report.failed} failed trials.",
         f"Ranked by IQM over seeds of per-trial {report.by} of {report.metric} "
         f"({'higher' if stats.STAT_DIRECTIONS[report.by] else 'lower'} is better); 95% stratified-bootstrap CIs.",
-        summary_table(report).to_string(index=False),
+        shown.to_string(index=False),
     ]
+    if len(shown) < len(table):
+        lines.append(
+            f"... and {len(table) - len(shown)} more configurations: every one is in ranking.csv and ranking.html."
+        )
     if len(report.ranked) and report.ranked["n_seeds"].min() < 5:
         lines.append("Note: fewer than 5 seeds per configuration; CIs are crude (docs/statistics.md).")
     return "\n".join(lines)

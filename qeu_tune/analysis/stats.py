@@ -11,11 +11,13 @@ Two layers, both free of Ray and MLflow:
 * :func:`aggregate_across_seeds`, :func:`probability_of_improvement` and
   :func:`rank_configurations` compare configurations across seeds with interquartile
   means (IQM) and percentile-bootstrap confidence intervals (Agarwal et al., 2021).
+  Samples of one size are bootstrapped together (``resampling``), with the intervals each
+  gets alone: 250 configurations x 4 seeds take ~1.5 s on 2 cores (~8 s one at a time).
 
 Exact definitions, units and the censoring rule are in ``docs/statistics.md``.
 
-The module stays whole: both layers share the IQM and bootstrap helpers and the same
-conventions (NaN handling, censoring), and ``docs/statistics.md`` documents them as one.
+The module stays whole: both layers share the IQM helper and the same conventions (NaN
+handling, censoring), and ``docs/statistics.md`` documents them as one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import integrate
 from scipy import stats as sps
+
+from qeu_tune.analysis.resampling import as_rows, same_size_chunks
+from qeu_tune.analysis.resampling import check_bootstrap_args as _check_bootstrap_args
+from qeu_tune.analysis.resampling import percentile_bootstrap as _bootstrap
 
 # Keys returned by convergence_stats, in order. Undefined values are NaN, never missing,
 # so every trial logs the same set of metrics.
@@ -256,28 +262,29 @@ def metric_trend(steps: ArrayLike, values: ArrayLike, *, per: float = TREND_STEP
 
 
 def _iqm_and_mean(sample: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.stack([iqm(sample, axis=axis), np.mean(sample, axis=axis)])
+    rows = as_rows(sample, axis)
+    lead = np.moveaxis(np.asarray(sample), axis, -1).shape[:-1]
+    return np.stack([iqm(rows, axis=-1), np.mean(rows, axis=-1)]).reshape(2, *lead)
 
 
-def _bootstrap(data: tuple[np.ndarray, ...], statistic, *, reps: int, confidence: float, seed: int):
-    """Percentile bootstrap, vectorised; each sample is resampled independently."""
-    return sps.bootstrap(
-        data,
-        statistic,
-        n_resamples=reps,
-        confidence_level=confidence,
-        method="percentile",
-        vectorized=True,
-        batch=500,  # bounds memory of the pairwise comparisons in probability_of_improvement
-        rng=np.random.default_rng(seed),
-    ).confidence_interval
+def _aggregate_samples(samples: Sequence[np.ndarray], *, reps: int, confidence: float, seed: int) -> np.ndarray:
+    """:data:`AGGREGATE_KEYS` of each NaN-free 1-D sample, one row each (``resampling``)."""
+    out = np.full((len(samples), len(AGGREGATE_KEYS)), _NAN)
+    for n, rows in same_size_chunks(samples, 1, reps):
+        out[rows, 0] = n
+        if not n:
+            continue
+        stacked = np.stack([samples[i] for i in rows])
+        out[rows, 1], out[rows, 4] = _iqm_and_mean(stacked)
+        if n >= 2:
+            ci = _bootstrap((stacked,), _iqm_and_mean, reps=reps, confidence=confidence, seed=seed)
+            (out[rows, 2], out[rows, 5]), (out[rows, 3], out[rows, 6]) = ci.low, ci.high
+    return out
 
 
-def _check_bootstrap_args(reps: int, confidence: float) -> None:
-    if reps < 1:
-        raise ValueError(f"reps must be >= 1, got {reps}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+def _finite(raw: ArrayLike) -> np.ndarray:
+    x = np.asarray(raw, dtype=float).ravel()
+    return x[~np.isnan(x)]
 
 
 def aggregate_across_seeds(
@@ -320,28 +327,16 @@ def aggregate_across_seeds(
         columns = per_seed.select_dtypes("number")
         per_seed = {str(c): columns[c].to_numpy(dtype=float) for c in columns.columns}
 
-    out: dict[str, dict[str, float]] = {}
-    for stat, raw in per_seed.items():
-        x = np.asarray(raw, dtype=float).ravel()
-        x = x[~np.isnan(x)]
-        row = dict.fromkeys(AGGREGATE_KEYS, _NAN)
-        row["n"] = float(x.size)
-        if x.size:
-            row["iqm"], row["mean"] = (float(v) for v in _iqm_and_mean(x))
-        if x.size >= 2:
-            ci = _bootstrap((x,), _iqm_and_mean, reps=reps, confidence=confidence, seed=seed)
-            row["iqm_lo"], row["mean_lo"] = (float(v) for v in ci.low)
-            row["iqm_hi"], row["mean_hi"] = (float(v) for v in ci.high)
-        out[stat] = row
-    return out
+    samples = [_finite(raw) for raw in per_seed.values()]
+    rows = _aggregate_samples(samples, reps=reps, confidence=confidence, seed=seed)
+    return {stat: dict(zip(AGGREGATE_KEYS, map(float, row))) for stat, row in zip(per_seed, rows)}
 
 
 def _prob_greater(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     """P(X > Y) + P(X = Y) / 2 over all pairs, i.e. Mann–Whitney U / (n m)."""
-    x = np.moveaxis(x, axis, -1)
-    y = np.moveaxis(y, axis, -1)
-    diff = x[..., :, None] - y[..., None, :]
-    return np.mean((diff > 0) + 0.5 * (diff == 0), axis=(-2, -1))
+    lead = np.broadcast_shapes(np.moveaxis(x, axis, -1).shape[:-1], np.moveaxis(y, axis, -1).shape[:-1])
+    diff = as_rows(x, axis, lead)[:, :, None] - as_rows(y, axis, lead)[:, None, :]
+    return np.mean((diff > 0) + 0.5 * (diff == 0), axis=(-2, -1)).reshape(lead)
 
 
 def probability_of_improvement(
@@ -378,18 +373,29 @@ def probability_of_improvement(
         1.0
     """
     _check_bootstrap_args(reps, confidence)
-    a = np.asarray(x, dtype=float).ravel()
-    b = np.asarray(y, dtype=float).ravel()
-    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    if not higher_is_better:
-        a, b = -a, -b
-    if a.size == 0 or b.size == 0:
-        return _NAN, _NAN, _NAN
-    point = float(_prob_greater(a, b))
-    if a.size < 2 or b.size < 2:
-        return point, _NAN, _NAN
-    ci = _bootstrap((a, b), _prob_greater, reps=reps, confidence=confidence, seed=seed)
-    return point, float(ci.low), float(ci.high)
+    point, lo, hi = _improvement_samples([_finite(x)], _finite(y), higher_is_better, reps, confidence, seed)[0]
+    return float(point), float(lo), float(hi)
+
+
+def _improvement_samples(
+    samples: Sequence[np.ndarray], baseline: np.ndarray, higher_is_better: bool, reps: int, confidence: float, seed: int
+) -> np.ndarray:
+    """``(point, lo, hi)`` of :func:`probability_of_improvement` for each sample against one
+    baseline; samples of one size are bootstrapped together (``resampling``)."""
+    sign = 1.0 if higher_is_better else -1.0
+    out = np.full((len(samples), 3), _NAN)
+    b = sign * baseline
+    if b.size == 0:
+        return out
+    for n, rows in same_size_chunks(samples, b.size, reps):
+        if not n:
+            continue
+        a = sign * np.stack([samples[i] for i in rows])
+        out[rows, 0] = _prob_greater(a, b[None, :])
+        if n >= 2 and b.size >= 2:
+            ci = _bootstrap((a, b[None, :]), _prob_greater, reps=reps, confidence=confidence, seed=seed)
+            out[rows, 1], out[rows, 2] = ci.low, ci.high
+    return out
 
 
 def rank_configurations(
@@ -436,6 +442,7 @@ def rank_configurations(
         >>> list(rank_configurations(t, reps=200).index)
         ['b', 'a']
     """
+    _check_bootstrap_args(reps, confidence)
     if agg not in ("iqm", "mean"):
         raise ValueError(f"agg must be 'iqm' or 'mean', got {agg!r}")
     if higher_is_better is None:
@@ -447,26 +454,36 @@ def rank_configurations(
     missing = [c for c in (config_col, by, *stats) if c not in table.columns]
     if missing:
         raise ValueError(f"table has no column(s) {missing}")
-    groups = dict(tuple(table.groupby(config_col, sort=True)))
-    if baseline is not None and baseline not in groups:
+    grouped = table.groupby(config_col, sort=True)
+    positions = grouped.indices
+    names = list(grouped.groups)  # sorted
+    if baseline is not None and baseline not in positions:
         raise ValueError(f"baseline {baseline!r} is not a configuration in the table")
 
     stats = list(dict.fromkeys([by, *stats]))  # `by` is always aggregated
+    columns = {stat: table[stat].to_numpy(dtype=float) for stat in stats}
+    # Every (configuration, statistic) sample in one call: samples of one size share their
+    # bootstrap (``resampling``), which keeps hundreds of configurations cheap.
+    samples = [_finite(columns[stat][positions[name]]) for name in names for stat in stats]
+    aggregates = _aggregate_samples(samples, reps=reps, confidence=confidence, seed=seed).reshape(
+        len(names), len(stats), len(AGGREGATE_KEYS)
+    )
+    if baseline is not None:
+        improvement = _improvement_samples(
+            [_finite(columns[by][positions[name]]) for name in names],
+            _finite(columns[by][positions[baseline]]),
+            higher_is_better,
+            reps,
+            confidence,
+            seed,
+        )
     rows = {}
-    for name, group in groups.items():
-        aggregates = aggregate_across_seeds(group[stats], reps=reps, confidence=confidence, seed=seed)
-        row: dict[str, float] = {"n_seeds": float(len(group))}
-        for stat in stats:
-            row.update({f"{stat}/{key}": v for key, v in aggregates[stat].items() if key != "n"})
+    for i, name in enumerate(names):
+        row: dict[str, float] = {"n_seeds": float(len(positions[name]))}
+        for j, stat in enumerate(stats):
+            row.update({f"{stat}/{key}": float(v) for key, v in zip(AGGREGATE_KEYS[1:], aggregates[i, j, 1:])})
         if baseline is not None:
-            row["poi"], row["poi_lo"], row["poi_hi"] = probability_of_improvement(
-                group[by],
-                groups[baseline][by],
-                higher_is_better=higher_is_better,
-                reps=reps,
-                confidence=confidence,
-                seed=seed,
-            )
+            row["poi"], row["poi_lo"], row["poi_hi"] = map(float, improvement[i])
         rows[name] = row
 
     ranked = pd.DataFrame.from_dict(rows, orient="index")

@@ -18,7 +18,7 @@ import yaml
 
 from qeu_tune.analysis import stats
 from qeu_tune.analysis.convergence import settings_from_params, trial_statistics
-from qeu_tune.analysis.runs import SweepRuns, TrialRun, load_config_artifact, metric_history
+from qeu_tune.analysis.runs import Curve, SweepRuns, TrialRun, load_config_artifact, metric_histories
 from qeu_tune.config.trial import describe
 from qeu_tune.core import names
 from qeu_tune.core.errors import ConfigError
@@ -88,26 +88,23 @@ def build_report(
         raise ConfigError(f"--by {by!r} is not a statistic; valid choices: {', '.join(stats.STAT_DIRECTIONS)}.")
     keys = sorted({t.config_key for t in sweep.trials})
     labels = _labels(keys)
-    rows, curves, rt_curves, failed, curve_names = [], {}, {}, 0, set()
-    for trial in sweep.trials:
-        if trial.status == "FAILED":
-            failed += 1
-        settings = settings_from_params(trial.params)
-        if threshold is not None:
-            settings = dataclasses.replace(settings, threshold=float(threshold))
-        if metric is not None:
-            settings = dataclasses.replace(settings, metric=metric)
-        steps, values = metric_history(client, trial.run_id, settings.metric)
-        curve_names.add(settings.metric)
-        if not steps:
-            continue
-        rt = {
-            k: metric_history(client, trial.run_id, k)
-            for k in trial.metrics
-            if k.startswith(names.RT_PREFIX) and k.endswith("/mean")
-        }
-        summary = trial_statistics((steps, values), settings, rt)
-        summary.update(_final_task_statistics(client, trial, settings))
+    rows, curves, rt_curves = [], {}, {}
+    failed = sum(t.status == "FAILED" for t in sweep.trials)
+    settings = {t.run_id: _trial_settings(t, threshold, metric) for t in sweep.trials}
+    curve_names = {trial_settings.metric for trial_settings in settings.values()}
+    # Histories in bulk (``runs.metric_histories``): the curves first, then the RT-metric and
+    # task histories of the trials that have one.
+    histories = metric_histories(client, [(t.run_id, settings[t.run_id].metric) for t in sweep.trials])
+    with_data = [t for t in sweep.trials if histories[(t.run_id, settings[t.run_id].metric)][0]]
+    histories.update(
+        metric_histories(client, [(t.run_id, k) for t in with_data for k in _side_keys(t, settings[t.run_id])])
+    )
+    for trial in with_data:
+        trial_settings = settings[trial.run_id]
+        steps, values = histories[(trial.run_id, trial_settings.metric)]
+        rt = {k: histories[(trial.run_id, k)] for k in _rt_keys(trial)}
+        summary = trial_statistics((steps, values), trial_settings, rt)
+        summary.update(_final_task_statistics(trial, trial_settings, histories))
         label = labels[trial.config_key]
         rows.append(
             {
@@ -152,17 +149,41 @@ def build_report(
     )
 
 
-def _final_task_statistics(client: Any, trial: TrialRun, settings: Any) -> Dict[str, float]:
+def _trial_settings(trial: TrialRun, threshold: Optional[float], metric: Optional[str]) -> Any:
+    settings = settings_from_params(trial.params)
+    if threshold is not None:
+        settings = dataclasses.replace(settings, threshold=float(threshold))
+    if metric is not None:
+        settings = dataclasses.replace(settings, metric=metric)
+    return settings
+
+
+def _rt_keys(trial: TrialRun) -> List[str]:
+    return [k for k in trial.metrics if k.startswith(names.RT_PREFIX) and k.endswith("/mean")]
+
+
+def _task_keys(trial: TrialRun, settings: Any) -> List[str]:
+    """The task statistics of the curve's family: ``eval/task/*`` for an ``eval/`` curve, else ``task/*``."""
+    family = names.EVAL_PREFIX if settings.metric.startswith(names.EVAL_PREFIX) else ""
+    return [k for k in sorted(trial.metrics) if k.startswith(family + names.TASK_PREFIX)]
+
+
+def _side_keys(trial: TrialRun, settings: Any) -> List[str]:
+    return _rt_keys(trial) + _task_keys(trial, settings)
+
+
+def _final_task_statistics(
+    trial: TrialRun, settings: Any, histories: Mapping[Tuple[str, str], Curve]
+) -> Dict[str, float]:
     """``task/<name>``: the mean of the last ``last_k`` points of each task statistic of the
-    curve's family (``eval/task/*`` for an ``eval/`` curve, else ``task/*``), e.g. the
-    greedy policy's route adherence at the end of training."""
+    curve's family (``_task_keys``), e.g. the greedy policy's route adherence at the end of
+    training."""
     family = names.EVAL_PREFIX if settings.metric.startswith(names.EVAL_PREFIX) else ""
     out = {}
-    for key in sorted(trial.metrics):
-        if key.startswith(family + names.TASK_PREFIX):
-            _, values = metric_history(client, trial.run_id, key)
-            tail = [v for v in values if math.isfinite(v)][-settings.last_k :]
-            out[key[len(family) :]] = float(np.mean(tail)) if tail else float("nan")
+    for key in _task_keys(trial, settings):
+        _, values = histories[(trial.run_id, key)]
+        tail = [v for v in values if math.isfinite(v)][-settings.last_k :]
+        out[key[len(family) :]] = float(np.mean(tail)) if tail else float("nan")
     return out
 
 

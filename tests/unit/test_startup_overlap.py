@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
 
 from qeu_tune.core.errors import ConfigError
-from qeu_tune.engine import run, startup
+from qeu_tune.engine import run, startup, tune_env
 from qeu_tune.engine.plan import SweepPlan
 
 
@@ -143,31 +144,31 @@ def _search_plan(*, searcher, num_env_runners=0, max_concurrent=None):
 def test_a_searcher_sweep_may_start_a_trial_per_free_slot_at_once(monkeypatch, cpus, runners, cap, expected):
     """Tune keeps one trial pending for a searcher (its first wave then starts one actor at a
     time); the limit becomes the trial slots of the cluster, or max_concurrent_trials."""
-    monkeypatch.delenv(run.PENDING_TRIALS_ENV, raising=False)
-    with run.pending_trials_limit(
+    monkeypatch.delenv(tune_env.PENDING_TRIALS_ENV, raising=False)
+    with tune_env.pending_trials_limit(
         _search_plan(searcher=True, num_env_runners=runners, max_concurrent=cap), cpus
     ) as limit:
         assert limit == expected
-        assert run.os.environ[run.PENDING_TRIALS_ENV] == str(expected)
-    assert run.PENDING_TRIALS_ENV not in run.os.environ  # scoped to the one fit()
+        assert os.environ[tune_env.PENDING_TRIALS_ENV] == str(expected)
+    assert tune_env.PENDING_TRIALS_ENV not in os.environ  # scoped to the one fit()
 
 
 def test_the_pending_limit_is_restored_when_fit_fails(monkeypatch):
-    monkeypatch.delenv(run.PENDING_TRIALS_ENV, raising=False)
+    monkeypatch.delenv(tune_env.PENDING_TRIALS_ENV, raising=False)
     with pytest.raises(RuntimeError):
-        with run.pending_trials_limit(_search_plan(searcher=True), 2):
+        with tune_env.pending_trials_limit(_search_plan(searcher=True), 2):
             raise RuntimeError("fit failed")
-    assert run.PENDING_TRIALS_ENV not in run.os.environ
+    assert tune_env.PENDING_TRIALS_ENV not in os.environ
 
 
 def test_grid_sweeps_and_a_users_own_setting_keep_tunes_limit(monkeypatch):
-    monkeypatch.delenv(run.PENDING_TRIALS_ENV, raising=False)
-    with run.pending_trials_limit(_search_plan(searcher=False), 2) as limit:  # variant generator: Tune's many
-        assert limit is None and run.PENDING_TRIALS_ENV not in run.os.environ
-    monkeypatch.setenv(run.PENDING_TRIALS_ENV, "7")
-    with run.pending_trials_limit(_search_plan(searcher=True), 2) as limit:
-        assert limit is None and run.os.environ[run.PENDING_TRIALS_ENV] == "7"
-    assert run.os.environ[run.PENDING_TRIALS_ENV] == "7"
+    monkeypatch.delenv(tune_env.PENDING_TRIALS_ENV, raising=False)
+    with tune_env.pending_trials_limit(_search_plan(searcher=False), 2) as limit:  # variant generator: Tune's many
+        assert limit is None and tune_env.PENDING_TRIALS_ENV not in os.environ
+    monkeypatch.setenv(tune_env.PENDING_TRIALS_ENV, "7")
+    with tune_env.pending_trials_limit(_search_plan(searcher=True), 2) as limit:
+        assert limit is None and os.environ[tune_env.PENDING_TRIALS_ENV] == "7"
+    assert os.environ[tune_env.PENDING_TRIALS_ENV] == "7"
 
 
 def test_tune_reads_the_limit_for_a_searcher():
@@ -178,7 +179,19 @@ def test_tune_reads_the_limit_for_a_searcher():
 
     searcher = SearchGenerator(OptunaSearch(metric="m", mode="max"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(run.PENDING_TRIALS_ENV, raising=False)
+        mp.delenv(tune_env.PENDING_TRIALS_ENV, raising=False)
         assert _get_max_pending_trials(searcher) == 1  # Tune's default: the first wave starts one by one
-        with run.pending_trials_limit(_search_plan(searcher=True), 2):
+        with tune_env.pending_trials_limit(_search_plan(searcher=True), 2):
             assert _get_max_pending_trials(searcher) == 2
+
+
+def test_sweeps_write_no_tensorboard_files_but_keep_a_users_setting(monkeypatch):
+    monkeypatch.delenv(tune_env.AUTO_LOGGERS_ENV, raising=False)
+    with tune_env.no_tensorboard_files():
+        assert os.environ[tune_env.AUTO_LOGGERS_ENV] == "1"  # Tune adds none of its loggers...
+    assert tune_env.AUTO_LOGGERS_ENV not in os.environ  # scoped to the one fit()
+    assert [type(c).__name__ for c in tune_env.file_loggers()] == ["CSVLoggerCallback", "JsonLoggerCallback"]
+    monkeypatch.setenv(tune_env.AUTO_LOGGERS_ENV, "0")  # ...unless the user said otherwise
+    with tune_env.no_tensorboard_files():
+        assert os.environ[tune_env.AUTO_LOGGERS_ENV] == "0"
+    assert os.environ[tune_env.AUTO_LOGGERS_ENV] == "0"

@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
-from qeu_tune.analysis import stats
+from qeu_tune.analysis import resampling, stats
 from qeu_tune.analysis.stats import (
     CONVERGENCE_KEYS,
     STAT_DIRECTIONS,
@@ -328,3 +329,57 @@ def test_rank_configurations_refuses_unknowns():
         rank_configurations(table.assign(custom=1.0), by="custom")
     ranked = rank_configurations(table.assign(custom=1.0), by="custom", higher_is_better=True, reps=10)
     assert list(ranked.index) == ["base", "fast", "good"]  # ties keep name order
+
+
+def _alone(x, reps):
+    """``stat/{iqm,iqm_lo,iqm_hi,mean,mean_lo,mean_hi}`` of one sample, from one scipy bootstrap."""
+
+    def iqm_and_mean(sample, axis):
+        return np.stack([sps.trim_mean(sample, 0.25, axis=axis), np.mean(sample, axis=axis)])
+
+    x = np.asarray(x, dtype=float)
+    x = x[~np.isnan(x)]
+    point = iqm_and_mean(x, -1) if x.size else [np.nan, np.nan]
+    if x.size < 2:
+        return [point[0], np.nan, np.nan, point[1], np.nan, np.nan]
+    ci = sps.bootstrap(
+        (x,), iqm_and_mean, n_resamples=reps, batch=500, method="percentile", rng=np.random.default_rng(0)
+    ).confidence_interval
+    return [point[0], ci.low[0], ci.high[0], point[1], ci.low[1], ci.high[1]]
+
+
+def _poi_alone(x, y, reps):
+    def prob_greater(a, b, axis):
+        diff = a[..., :, None] - b[..., None, :]
+        return np.mean((diff > 0) + 0.5 * (diff == 0), axis=(-2, -1))
+
+    point = float(prob_greater(np.asarray(x), np.asarray(y), -1))
+    if len(x) < 2:
+        return [point, np.nan, np.nan]
+    ci = sps.bootstrap(
+        (x, y), prob_greater, n_resamples=reps, batch=500, method="percentile", rng=np.random.default_rng(0)
+    )
+    return [point, ci.confidence_interval.low, ci.confidence_interval.high]
+
+
+def test_ranking_many_configurations_gives_each_the_values_it_has_alone(monkeypatch):
+    # rank_configurations bootstraps the samples of one size together (analysis.resampling):
+    # every row must equal one bootstrap per sample to the last bit, also from 8 seeds on (where
+    # NumPy sums a row of a 3-D array in another order) and across chunks.
+    monkeypatch.setattr(resampling, "MAX_ELEMENTS", 12_000)  # chunks of 2-3 samples
+    rng = np.random.default_rng(11)
+    rows = [
+        {"config": f"c{c}", "seed": s, "final_mean": rng.normal(c, 1.0), "auc": float(np.round(rng.normal()))}
+        for c, n in enumerate([1, 2, 3, 3, 4, 8, 9, 9, 12])
+        for s in range(n)
+    ]
+    table = pd.DataFrame(rows)
+    table.loc[4, "auc"] = np.nan  # c2 has 2 values of auc, 3 of final_mean
+    ranked = rank_configurations(table, stats=["auc"], baseline="c4", reps=700)
+    baseline = table.loc[table["config"] == "c4", "final_mean"].to_numpy()
+    for name, group in table.groupby("config"):
+        for stat in ("final_mean", "auc"):
+            got = ranked.loc[name, [f"{stat}/{key}" for key in stats.AGGREGATE_KEYS[1:]]].to_numpy(dtype=float)
+            assert np.array_equal(got, _alone(group[stat], 700), equal_nan=True), (name, stat)
+        got = ranked.loc[name, ["poi", "poi_lo", "poi_hi"]].to_numpy(dtype=float)
+        assert np.array_equal(got, _poi_alone(group["final_mean"].to_numpy(), baseline, 700), equal_nan=True), name
