@@ -315,17 +315,21 @@ class Spool:
         return self.state.runs.get(run_key)
 
     def flush(self, timeout_s: float) -> bool:
-        """Waits until everything journaled so far is in MLflow; False on timeout or offline."""
+        """Waits until everything journaled so far is in MLflow; False offline, or once
+        ``timeout_s`` passed without progress (a slow tracking server that still takes writes,
+        as at the end of a 1,000-trial sweep, is waited for; one that is down is not)."""
         self._sync_file()
         if self._thread is None:
             return False
-        target = self.last_seq + 1
+        target, seen = self.last_seq + 1, self.state.next_seq
         deadline = time.monotonic() + max(0.0, timeout_s)
         self._hurry.set()
         self._wake.set()
         try:
             with self._progress:
                 while self.state.next_seq < target:
+                    if self.state.next_seq > seen:
+                        seen, deadline = self.state.next_seq, time.monotonic() + max(0.0, timeout_s)
                     left = deadline - time.monotonic()
                     if left <= 0 or not self._thread.is_alive():
                         return False

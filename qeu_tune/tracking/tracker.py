@@ -273,7 +273,8 @@ class Tracker:
         return self._spool.pending_count()
 
     def flush(self, timeout_s: float = 30.0) -> bool:
-        """Waits up to ``timeout_s`` for everything journaled so far to reach MLflow.
+        """Waits for everything journaled so far to reach MLflow, giving up once ``timeout_s``
+        pass without progress.
 
         Returns:
             True when it did; False on timeout, or always in offline mode.
@@ -285,8 +286,8 @@ class Tracker:
             return False
 
     def close(self, timeout_s: float = 30.0) -> bool:
-        """Flushes for up to ``timeout_s`` and stops the writer; returns within about that time
-        even if MLflow never comes back.
+        """Flushes (until ``timeout_s`` pass without progress) and stops the writer; returns
+        within about that time if MLflow never comes back.
 
         Returns:
             True when everything reached MLflow (the spool directory is then removed unless

@@ -424,3 +424,28 @@ def test_an_entry_mlflow_refuses_inside_a_merged_write_is_set_aside_alone(uri, t
     assert got.data.params == {"lr": "0.1"} and got.data.tags["qeu.note"] == "after"
     assert got.info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(got.info.run_id, "x")) == list(range(6))
+
+
+def test_flush_waits_for_a_slow_tracker_while_it_takes_writes(uri):
+    # The end of a 1,000-trial sweep on a tracking server: the writer is behind but moving.
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", mode="offline")
+    runs = [tracker.create_run(run_name=f"t{i}", tags={}) for i in range(10)]
+    for step in range(300):  # 3,000 entries: 6 writes of MERGED_UNIT (500) entries
+        for run in runs:
+            tracker.log_metrics(run, [Metric("x", float(step), 1000 + step, step)])
+    tracker.close(timeout_s=1)
+    live = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    real_log_batch = live.client.log_batch
+
+    def slow_log_batch(*args, **kwargs):
+        time.sleep(0.03)  # >= 0.3 s a write of 10 runs' batches, >= 1.8 s in all
+        return real_log_batch(*args, **kwargs)
+
+    live._spool.applier.client.log_batch = slow_log_batch
+    for _, _, _, entry in journal.read_journal(tracker.spool_dir / journal.JOURNAL_FILE):
+        entry.pop("s")
+        live._spool.append(entry)
+    started = time.monotonic()
+    assert live.flush(timeout_s=1.5)  # no progress for 1.5 s would be a timeout; this moves
+    assert time.monotonic() - started > 1.5 and live.pending_count() == 0
+    assert live.close(timeout_s=5)
