@@ -318,6 +318,12 @@ def check_outside_world(config: Mapping[str, Any]) -> None:
             f"tracking.mode={tracking.get('mode')!r} is not a tracking mode; use tracking.mode=online "
             "(write to MLflow as the sweep runs) or tracking.mode=offline (journal only; `qeu-tune sync` later)."
         )
+    if tracking.get("writer", "process") not in ("process", "thread"):
+        raise ConfigError(
+            f"tracking.writer={tracking.get('writer')!r} is not a writer; use tracking.writer=process "
+            "(MLflow's writes run in a process of their own, the default) or tracking.writer=thread "
+            "(in the sweep's driver process)."
+        )
     if tracking.get("mode") != "offline":
         check_tracking_uri(resolve_tracking_uri(tracking.get("uri")))
     cluster = config.get("cluster") or {}

@@ -148,6 +148,9 @@ class TrackingConfig:
     # online: write to MLflow while the sweep runs (through the on-disk journal);
     # offline: journal only, no MLflow contact; upload later with `qeu-tune sync`.
     mode: str = "online"
+    # process: the journal's MLflow writer runs in a process of its own, beside Tune's driver
+    # loop (a third of a large sweep's driver CPU otherwise); thread: in the driver.
+    writer: str = "process"
 
 
 @dataclass

@@ -117,7 +117,10 @@ def open_tracker(plan: SweepPlan) -> Any:
 
     tracking_cfg = plan.config["tracking"]
     return Tracker(
-        tracking_uri=plan.tracking_uri, experiment=tracking_cfg["experiment"], mode=tracking_cfg.get("mode", "online")
+        tracking_uri=plan.tracking_uri,
+        experiment=tracking_cfg["experiment"],
+        mode=tracking_cfg.get("mode", "online"),
+        writer=tracking_cfg.get("writer", "process"),
     )
 
 

@@ -291,7 +291,9 @@ def _open_tracker(plan: StudyPlan) -> Tracker:
     tracking = plan.config["tracking"]
     if tracking.get("mode", "online") == "offline":
         raise ConfigError("a study needs tracking.mode=online: it reads its sweeps back from the tracking store.")
-    return Tracker(tracking_uri=plan.tracking_uri, experiment=tracking["experiment"])
+    return Tracker(
+        tracking_uri=plan.tracking_uri, experiment=tracking["experiment"], writer=tracking.get("writer", "process")
+    )
 
 
 def _study_params(plan: StudyPlan) -> Dict[str, Any]:

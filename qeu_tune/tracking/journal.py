@@ -1,11 +1,12 @@
 """A journaled, non-blocking MLflow writer: the tracker can go away, the data cannot.
 
 Every tracking operation is appended to an append-only JSON-lines journal, one directory
-per sweep under ``$QEU_TUNE_HOME/spool/<key>/``, and applied to MLflow by ONE writer thread.
-The caller (Tune's callback on Tune's driver event loop) only serialises a line and writes
-it to the page cache, so it never waits for MLflow. The journal is the source of truth:
-the in-memory queue between caller and writer is bounded and may drop entries when full;
-the writer then re-reads them from the journal file.
+per sweep under ``$QEU_TUNE_HOME/spool/<key>/``, and applied to MLflow by ONE writer: a
+process of its own (``qeu_tune.tracking.writer_process``) that reads the journal file as it
+grows, or a thread fed by a bounded in-memory queue (which may drop entries when full: the
+thread then re-reads them from the file). The caller (Tune's callback on Tune's driver event
+loop) only serialises a line and writes it to the page cache, so it never waits for MLflow.
+The journal is the source of truth.
 
 Layout of a spool directory:
 
@@ -30,8 +31,8 @@ is repeatable.
 ``qeu_tune.tracking.store`` applies entries to MLflow; ``qeu_tune.tracking.sync`` replays what a
 spool has not yet acknowledged (after an outage that outlived the sweep, or an ``offline`` sweep).
 
-The module stays whole: the spool's file format and the one writer thread that reads it
-change together; applying entries to MLflow is ``qeu_tune.tracking.store``.
+The module stays whole: the spool's file format and the writer loop that reads it change
+together; applying entries to MLflow is ``qeu_tune.tracking.store``.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class SpoolLock:
     def __init__(self, spool_dir: Path) -> None:
         self.path = spool_dir / LOCK_FILE
         self._fd: Optional[int] = None
-        self._mutex = threading.Lock()  # the writer thread and close() may both release
+        self._mutex = threading.Lock()  # a writer and close() may both release
 
     def acquire(self) -> bool:
         import fcntl
@@ -119,6 +120,11 @@ class SpoolLock:
             return False
         self._fd = fd
         return True
+
+    @property
+    def fd(self) -> Optional[int]:
+        """The locked descriptor (a writer process inherits it: the lock lasts while either lives)."""
+        return self._fd
 
     def release(self) -> None:
         with self._mutex:
@@ -193,9 +199,16 @@ def _reject(spool_dir: Path, entry: dict, err: BaseException) -> None:
         pass
 
 
-# -- the spool: journal append side and the writer thread ---------------------------------
+# -- the spool: journal append side and its writer ------------------------------------------
+WRITERS = ("process", "thread")
+
+
 class Spool:
-    """One sweep's journal: ``append`` for the caller, a writer thread that applies it.
+    """One sweep's journal: ``append`` for the caller, one writer that applies it to MLflow.
+
+    The writer is a process of its own (``writer="process"``: MLflow's store work, a third of a
+    large sweep's driver CPU, then runs beside Tune's loop instead of sharing its GIL; see
+    ``qeu_tune.tracking.writer_process``) or a thread of this process (``writer="thread"``).
 
     Args:
         spool_dir: The sweep's spool directory (created).
@@ -205,8 +218,9 @@ class Spool:
         client: The MLflow client (online).
         experiment_id: The experiment's id (online).
         warn: ``warn_once(kind, message)`` of the owning tracker.
-        queue_size: Bound of the in-memory queue (journal lines, ~1.6 KB for 40 metrics);
-            beyond it, the writer re-reads the journal file.
+        writer: ``process`` or ``thread`` (online).
+        queue_size: Bound of the in-memory queue of a writer thread (journal lines, ~1.6 KB for
+            40 metrics); beyond it, the writer re-reads the journal file.
         min_backoff_s: First retry delay after a failure (doubles up to ``max_backoff_s``).
         max_backoff_s: Longest retry delay.
     """
@@ -221,6 +235,7 @@ class Spool:
         client: Any = None,
         experiment_id: Optional[str] = None,
         warn: Callable[[str, str], None],
+        writer: str = "thread",
         queue_size: int = 2000,
         min_backoff_s: float = 0.25,
         max_backoff_s: float = 5.0,
@@ -246,28 +261,48 @@ class Spool:
         self._offset = self._file.tell()
         self._seq = 0
         self.last_seq = -1  # highest seq fully written (published after the flush)
-        # Lines, not parsed entries: a few MB at most, parsed by the writer thread.
-        self._queue: "queue.Queue[Tuple[int, int, int, bytes]]" = queue.Queue(maxsize=queue_size)
-        self.dropped = 0  # entries the queue had no room for (re-read from the journal)
-        self.rejected = 0
-        self._wake = threading.Event()
-        self._hurry = threading.Event()  # someone waits for the writer: no lingering
-        self._stop = threading.Event()
         self._progress = threading.Condition()
         self._closed = False
         self._close_result = False
-        self.min_backoff_s, self.max_backoff_s = min_backoff_s, max_backoff_s
+        self._client, self._experiment_id = client, str(experiment_id)
+        self._queue_size = queue_size
+        self._backoff = (min_backoff_s, max_backoff_s)
         self.state = SpoolState(self.dir, tracking_uri)
         self._spool_lock = SpoolLock(self.dir)
         self._spool_lock.acquire()  # a concurrent `qeu-tune sync` leaves this spool alone
-        self._thread: Optional[threading.Thread] = None
-        self.failing = False
-        if mode == "online":
+        self.writer: Any = None  # ThreadWriter or writer_process.WriterProcess
+        if mode != "online":
+            return
+        if writer not in WRITERS:
+            raise ValueError(f"writer={writer!r} is not one of {', '.join(WRITERS)}")
+        if writer == "process":
+            from qeu_tune.tracking.writer_process import WriterProcess
+
+            self.writer = WriterProcess(self, lock_fd=self._spool_lock.fd)
+        else:
             # Every entry of a live spool was appended by this process: a run it creates is new
             # (no lookup by tag first, which scans the experiment) unless its creation is retried.
-            self.applier = Applier(client, str(experiment_id), self.state, self.dir, replaying=False)
-            self._thread = threading.Thread(target=self._run, name="qeu-tune-mlflow-writer", daemon=True)
-            self._thread.start()
+            self.writer = self._thread_writer(replaying=False)
+
+    def _thread_writer(self, *, replaying: bool) -> "ThreadWriter":
+        applier = Applier(self._client, self._experiment_id, self.state, self.dir, replaying=replaying)
+        return ThreadWriter(self, applier, queue_size=self._queue_size, backoff=self._backoff)
+
+    def writer_lost(self, why: str) -> None:
+        """The writer process ended on its own: a writer thread takes over from what it
+        acknowledged on disk (re-reading the run map; a run it may have created is looked up)."""
+        self._warn("writer-process", f"the MLflow writer process {why}; a writer thread takes over.")
+        with self._lock:
+            if self._closed:
+                return
+            self.state = SpoolState(self.dir, self.tracking_uri)
+            self.writer = self._thread_writer(replaying=True)
+        with self._progress:
+            self._progress.notify_all()
+
+    def notify_progress(self) -> None:
+        with self._progress:
+            self._progress.notify_all()
 
     # -- caller side (must stay cheap: Tune's driver loop) ------------------------------
     def append(self, entry: dict) -> bool:
@@ -284,12 +319,8 @@ class Spool:
                 start, self._offset = self._offset, self._offset + len(line)
                 self._seq += 1
                 self.last_seq = seq
-            if self._thread is not None:
-                try:
-                    self._queue.put_nowait((seq, start, start + len(line), line))
-                except queue.Full:
-                    self.dropped += 1  # the writer re-reads it from the journal
-                self._wake.set()
+            if self.writer is not None:
+                self.writer.offer(seq, start, start + len(line), line)
             return True
         except Exception as err:  # noqa: BLE001 - tracking must never stop training
             self._warn(
@@ -305,6 +336,11 @@ class Spool:
         path.mkdir(parents=True)
         return path
 
+    @property
+    def rejected(self) -> int:
+        """Entries MLflow refused (set aside in rejected.jsonl)."""
+        return self.writer.rejected if self.writer is not None else 0
+
     def pending_count(self) -> int:
         """Entries journaled but not yet acknowledged by MLflow."""
         return self.last_seq + 1 - self.state.next_seq
@@ -318,25 +354,28 @@ class Spool:
         """Waits until everything journaled so far is in MLflow; False offline, or once
         ``timeout_s`` passed without progress (a slow tracking server that still takes writes,
         as at the end of a 1,000-trial sweep, is waited for; one that is down is not)."""
-        self._sync_file()
-        if self._thread is None:
+        self.sync_file()
+        if self.writer is None:
             return False
         target, seen = self.last_seq + 1, self.state.next_seq
         deadline = time.monotonic() + max(0.0, timeout_s)
-        self._hurry.set()
-        self._wake.set()
+        writer = self.writer
+        writer.hurry(True)
         try:
             with self._progress:
                 while self.state.next_seq < target:
                     if self.state.next_seq > seen:
                         seen, deadline = self.state.next_seq, time.monotonic() + max(0.0, timeout_s)
+                    if self.writer is not writer:  # a writer thread took over from the process
+                        writer = self.writer
+                        writer.hurry(True)
                     left = deadline - time.monotonic()
-                    if left <= 0 or not self._thread.is_alive():
+                    if left <= 0 or not writer.alive():
                         return False
                     self._progress.wait(min(left, 0.2))
             return True
         finally:
-            self._hurry.clear()
+            writer.hurry(False)
 
     def close(self, timeout_s: float) -> bool:
         """Flushes for up to ``timeout_s``, stops the writer, closes the journal.
@@ -347,58 +386,189 @@ class Spool:
         if self._closed:
             return self._close_result
         done = self.flush(timeout_s)
-        self._hurry.set()
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0 if done else 0.5)  # a hung request must not hold the sweep
         with self._lock:
-            self._closed = True
+            self._closed = True  # no writer takes over from here on
+            writer = self.writer
+        stopped = True
+        if writer is not None:
+            stopped = writer.stop(wait_s=2.0 if done else 0.5)  # a hung request must not hold the sweep
+        with self._lock:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-        if self._thread is None or not self._thread.is_alive():
+        if stopped:
             self._spool_lock.release()
         self._close_result = done and self.pending_count() == 0
         return self._close_result
 
-    def _sync_file(self) -> None:
-        # Without the append lock: each append already flushed Python's buffer, and an fsync
-        # that waits for a busy disk must not stall the caller.
+    def sync_file(self) -> None:
+        """fsyncs the journal. Without the append lock: each append already flushed Python's
+        buffer, and an fsync that waits for a busy disk must not stall the caller."""
         try:
             os.fsync(self._file.fileno())
         except (OSError, ValueError):  # ValueError: closed meanwhile
             pass
 
-    # -- writer thread -------------------------------------------------------------------
+    def release_lock(self) -> None:
+        """For a writer that outlived ``close`` (a hung request): frees the spool when it ends."""
+        if self._closed:
+            self._spool_lock.release()
+
+
+class ThreadWriter:
+    """The spool's writer as a thread of the caller's process, fed by a bounded queue."""
+
+    def __init__(self, spool: Spool, applier: Applier, *, queue_size: int, backoff: Tuple[float, float]) -> None:
+        self.spool = spool
+        self.applier = applier
+        # Lines, not parsed entries: a few MB at most, parsed by the writer thread.
+        self._queue: "queue.Queue[Tuple[int, int, int, bytes]]" = queue.Queue(maxsize=queue_size)
+        self.dropped = 0  # entries the queue had no room for (re-read from the journal)
+        self.loop = WriterLoop(
+            spool.dir,
+            applier,
+            lambda: spool.state,
+            self._fill,
+            warn=spool._warn,
+            sync_file=spool.sync_file,
+            on_ack=spool.notify_progress,
+            min_backoff_s=backoff[0],
+            max_backoff_s=backoff[1],
+        )
+        self._carry: Optional[Tuple[int, int, int, bytes]] = None
+        self._fill_seq, self._fill_off = spool.state.next_seq, spool.state.offset
+        self._thread = threading.Thread(target=self._run, name="qeu-tune-mlflow-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def rejected(self) -> int:
+        return self.loop.rejected
+
     def _run(self) -> None:
+        try:
+            self.loop.run()
+        finally:
+            self.spool.release_lock()  # close() gave up waiting for a hung request: free the spool now
+
+    def offer(self, seq: int, start: int, end: int, line: bytes) -> None:
+        try:
+            self._queue.put_nowait((seq, start, end, line))
+        except queue.Full:
+            self.dropped += 1  # the writer re-reads it from the journal
+        self.loop.wake.set()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def hurry(self, on: bool) -> None:
+        self.loop.set_hurry(on)
+
+    def stop(self, wait_s: float) -> bool:
+        """Stops the thread; True when it ended within ``wait_s``."""
+        self.loop.request_stop()
+        self._thread.join(timeout=wait_s)
+        return not self._thread.is_alive()
+
+    def _fill(self, pending: list, limit: int) -> None:
+        """Moves the next entries into ``pending``: from the queue, or the journal file when
+        the queue dropped some (a gap in seq)."""
+        spool = self.spool
+        while len(pending) < limit and self._fill_seq <= spool.last_seq:
+            item = self._carry
+            if item is None:
+                try:
+                    item = self._carry = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
+            if item is not None and item[0] < self._fill_seq:
+                self._carry = None  # already read from the journal
+                continue
+            if item is not None and item[0] == self._fill_seq:
+                pending.append((item[0], item[1], item[2], json.loads(item[3])))
+                self._carry = None
+                self._fill_seq, self._fill_off = self._fill_seq + 1, item[2]
+                continue
+            upto = item[0] if item is not None else spool.last_seq + 1
+            want = min(limit - len(pending), upto - self._fill_seq)
+            got = 0
+            for rec in read_journal(spool.dir / JOURNAL_FILE, self._fill_off, want):
+                pending.append(rec)
+                self._fill_seq, self._fill_off = rec[0] + 1, rec[2]
+                got += 1
+            if got == 0:
+                break  # not visible yet; next round
+
+
+class WriterLoop:
+    """Applies the journal to MLflow in order, one unit at a time: retries what failed with
+    backoff, sets aside what MLflow refuses, acknowledges what it wrote on disk.
+
+    The same loop runs in a writer thread and in the writer process; what differs is where the
+    entries come from (``fill(pending, limit)``) and who hears of progress (``on_ack``).
+    """
+
+    def __init__(
+        self,
+        spool_dir: Path,
+        applier: Applier,
+        state: Callable[[], SpoolState],
+        fill: Callable[[list, int], None],
+        *,
+        warn: Callable[[str, str], None],
+        sync_file: Callable[[], None],
+        on_ack: Callable[[], None],
+        min_backoff_s: float,
+        max_backoff_s: float,
+        idle_wait_s: float = 0.5,
+    ) -> None:
+        self.dir = spool_dir
+        self.applier = applier
+        self._state, self._fill, self._warn = state, fill, warn
+        self._sync_file, self._on_ack = sync_file, on_ack
+        self.min_backoff_s, self.max_backoff_s = min_backoff_s, max_backoff_s
+        self.idle_wait_s = idle_wait_s
+        self.wake = threading.Event()
+        self._hurry = threading.Event()  # someone waits for the writer: no lingering
+        self._stop = threading.Event()
+        self.failing = False
+        self.rejected = 0
+
+    def set_hurry(self, on: bool) -> None:
+        if on:
+            self._hurry.set()
+            self.wake.set()
+        else:
+            self._hurry.clear()
+
+    def request_stop(self) -> None:
+        """Writes what is journaled, unless MLflow fails (the rest stays for ``sync``), then ends."""
+        self._hurry.set()
+        self._stop.set()
+        self.wake.set()
+
+    def run(self) -> None:
         try:
             self._loop()
         except Exception as err:  # noqa: BLE001 - a writer bug must not take the sweep down
             self._warn(
                 "writer",
-                f"the MLflow writer thread stopped ({type(err).__name__}: {err}); the data "
+                f"the MLflow writer stopped ({type(err).__name__}: {err}); the data "
                 f"stays in {self.dir}: upload it with `qeu-tune sync {self.dir}`.",
             )
-        finally:
-            if self._closed:  # close() gave up waiting for a hung request: free the spool now
-                self._spool_lock.release()
 
     def _loop(self) -> None:
         pending: List[Tuple[int, int, int, dict]] = []
-        carry: List[Optional[Tuple[int, int, int, dict]]] = [None]
-        fill_seq, fill_off = self.state.next_seq, self.state.offset
         backoff = self.min_backoff_s
         last_fsync = last_write = time.monotonic()
         careful_through = -1
         while True:
             if len(pending) < 500:
-                fill_seq, fill_off = self._fill(pending, carry, fill_seq, fill_off, limit=1000)
+                self._fill(pending, 1000)
             if not pending:
                 if self._stop.is_set():
                     return
-                self._wake.wait(0.5)
-                self._wake.clear()
+                self.wake.wait(self.idle_wait_s)
+                self.wake.clear()
                 continue
             if self._linger(pending, last_write):
                 continue
@@ -427,7 +597,7 @@ class Spool:
                     backoff = min(backoff * 2, self.max_backoff_s)
                     continue
             if self.failing:
-                log.info("MLflow at %s is reachable again; replaying the journal", redact_uri(self.tracking_uri))
+                log.info("MLflow is reachable again; replaying the journal of %s", self.dir)
                 self.failing = False
             backoff = self.min_backoff_s
             seq, _, end, _ = pending[n - 1]
@@ -435,16 +605,16 @@ class Spool:
             if time.monotonic() - last_fsync > 1.0:  # the ack must not get ahead of the disk
                 self._sync_file()
                 last_fsync = time.monotonic()
+            state = self._state()
             try:
-                self.state.ack(seq + 1, end)
+                state.ack(seq + 1, end)
             except OSError as err:
                 self._warn(
                     "state",
                     f"could not record tracking progress in {self.dir} ({err}); a later sync replays more (harmless).",
                 )
-                self.state.next_seq, self.state.offset = seq + 1, end
-            with self._progress:
-                self._progress.notify_all()
+                state.next_seq, state.offset = seq + 1, end
+            self._on_ack()
 
     def _linger(self, pending: Sequence[Tuple[int, int, int, dict]], last_write: float) -> bool:
         """Waits a moment before a small write, so that the next one carries more (one
@@ -468,32 +638,3 @@ class Spool:
             f"MLflow refused {op} ({type(err).__name__}: {err}); the entry is set aside "
             f"in {self.dir / REJECTED_FILE}, tracking continues.",
         )
-
-    def _fill(self, pending: list, carry: list, fill_seq: int, fill_off: int, limit: int) -> Tuple[int, int]:
-        """Moves entries ``fill_seq...`` into ``pending``: from the queue, or the journal file
-        when the queue dropped some (a gap in seq)."""
-        while len(pending) < limit and fill_seq <= self.last_seq:
-            item = carry[0]
-            if item is None:
-                try:
-                    item = carry[0] = self._queue.get_nowait()
-                except queue.Empty:
-                    item = None
-            if item is not None and item[0] < fill_seq:
-                carry[0] = None  # already read from the journal
-                continue
-            if item is not None and item[0] == fill_seq:
-                pending.append((item[0], item[1], item[2], json.loads(item[3])))
-                carry[0] = None
-                fill_seq, fill_off = fill_seq + 1, item[2]
-                continue
-            upto = item[0] if item is not None else self.last_seq + 1
-            want = min(limit - len(pending), upto - fill_seq)
-            got = 0
-            for rec in read_journal(self.dir / JOURNAL_FILE, fill_off, want):
-                pending.append(rec)
-                fill_seq, fill_off = rec[0] + 1, rec[2]
-                got += 1
-            if got == 0:
-                break  # not visible yet; next round
-        return fill_seq, fill_off

@@ -2,7 +2,7 @@
 
 One parent run per sweep; one nested child run per trial (``qeu_tune.engine.callback``
 turns Tune's events into calls here). ``Tracker`` journals every
-call on disk and one writer thread applies the journal to MLflow (``qeu_tune.tracking.journal``):
+call on disk and one writer (a process of its own) applies the journal to MLflow (``qeu_tune.tracking.journal``):
 the driver never waits for MLflow, an outage is retried, never dropped, and a tracker
 failure becomes a warning, never a crashed trial or sweep. Metrics are buffered and written
 with ``log_batch``; every run ends FINISHED, FAILED (with the error) or KILLED.
@@ -74,7 +74,7 @@ class Tracker:
     """The sweep's tracking facade: journaled, non-blocking writes to MLflow.
 
     Every call appends one entry to the sweep's journal (``spool_dir``) and returns at once;
-    one writer thread applies the journal to MLflow in order, retrying with backoff while
+    one writer applies the journal to MLflow in order, retrying with backoff while
     MLflow is unreachable (see ``qeu_tune.tracking.journal``). Tracking never raises into the caller:
     a failure becomes one warning per kind. ``close`` at the end of the sweep; whatever did not
     reach MLflow stays in ``spool_dir`` for ``qeu-tune sync``.
@@ -85,7 +85,10 @@ class Tracker:
         mode: ``online`` (write to MLflow as the sweep runs) or ``offline`` (journal only: no
             MLflow contact at all; upload later with ``qeu-tune sync``).
         spool_root: Parent of the spool directory (default ``$QEU_TUNE_HOME/spool``).
-        queue_size: Journal lines held in memory for the writer; beyond that it re-reads the journal.
+        writer: ``process`` (the default: MLflow's store work runs in a process of its own,
+            beside the caller's; ``qeu_tune.tracking.writer_process``) or ``thread`` (in this
+            process: for a caller that replaces the MLflow client, as tests do).
+        queue_size: Journal lines a writer thread holds in memory; beyond that it re-reads the journal.
         keep_spool: Keep the spool directory even when everything reached MLflow.
 
     Raises:
@@ -100,11 +103,14 @@ class Tracker:
         experiment: str,
         mode: str = "online",
         spool_root: Optional[Path] = None,
+        writer: str = "process",
         queue_size: int = 2000,
         keep_spool: bool = False,
     ) -> None:
         if mode not in journal.MODES:
             raise ConfigError(f"tracking.mode={mode!r} is not one of {', '.join(journal.MODES)}.")
+        if writer not in journal.WRITERS:
+            raise ConfigError(f"tracking.writer={writer!r} is not one of {', '.join(journal.WRITERS)}.")
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.mode = mode
@@ -137,6 +143,7 @@ class Tracker:
                 client=self.client,
                 experiment_id=self.experiment_id,
                 warn=self.warn_once,
+                writer=writer,
                 queue_size=queue_size,
             )
         except OSError as err:

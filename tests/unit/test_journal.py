@@ -199,10 +199,10 @@ class FlakyClient:
 
 
 def test_injected_failures_keep_every_point_and_replay_it_exactly_once(uri, tmp_path, caplog):
-    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", writer="thread")
     flaky = FlakyClient(tracker.client)
-    tracker._spool.applier.client = flaky
-    tracker._spool.min_backoff_s = tracker._spool.max_backoff_s = 0.01
+    tracker._spool.writer.applier.client = flaky
+    tracker._spool.writer.loop.min_backoff_s = tracker._spool.writer.loop.max_backoff_s = 0.01
     reported = record(tracker, trials=4, iterations=20)
     assert tracker.flush(timeout_s=120)
     # Both kinds of failure happened (which calls they hit depends on the call sequence).
@@ -218,7 +218,7 @@ def test_injected_failures_keep_every_point_and_replay_it_exactly_once(uri, tmp_
 
 
 def test_lost_create_run_response_does_not_duplicate_the_run(uri):
-    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", writer="thread")
     real_create = tracker.client.create_run
     calls = []
 
@@ -230,7 +230,7 @@ def test_lost_create_run_response_does_not_duplicate_the_run(uri):
         return run
 
     tracker.client.create_run = create_then_fail
-    tracker._spool.min_backoff_s = 0.01
+    tracker._spool.writer.loop.min_backoff_s = 0.01
     key = tracker.create_run(run_name="r", tags={})
     tracker.log_metrics(key, [Metric("x", 1.0, 5, 0)])
     assert tracker.flush(timeout_s=30)
@@ -241,9 +241,11 @@ def test_lost_create_run_response_does_not_duplicate_the_run(uri):
 
 
 def test_log_metrics_stays_fast_during_an_outage_and_loses_nothing(uri):
-    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", queue_size=50)  # small: forces re-reads
-    tracker._spool.min_backoff_s = 0.1
-    tracker._spool.max_backoff_s = 0.5
+    tracker = tracking.Tracker(
+        tracking_uri=uri, experiment="qeu-tune", queue_size=50, writer="thread"
+    )  # small: forces re-reads
+    tracker._spool.writer.loop.min_backoff_s = 0.1
+    tracker._spool.writer.loop.max_backoff_s = 0.5
     runs = [tracker.create_run(run_name=f"t{i}", tags={}) for i in range(16)]
     assert tracker.flush(timeout_s=30)
     real_log_batch = tracker.client.log_batch
@@ -265,7 +267,7 @@ def test_log_metrics_stays_fast_during_an_outage_and_loses_nothing(uri):
             t0 = time.perf_counter()
             tracker.log_metrics(run, batch)
             times.append(time.perf_counter() - t0)
-    assert tracker.pending_count() == 16 * iterations and tracker._spool.dropped > 0
+    assert tracker.pending_count() == 16 * iterations and tracker._spool.writer.dropped > 0
     p50, p99 = np.percentile(times, [50, 99]) * 1000
     print(f"log_metrics during outage: p50 {p50:.3f} ms, p99 {p99:.3f} ms over {len(times)} calls")
     assert p99 < 5.0
@@ -345,10 +347,10 @@ def test_a_run_key_from_an_earlier_tracker_becomes_the_run_id_in_tags(uri):
 
 
 def test_a_live_spool_creates_runs_without_searching_and_never_rewrites_the_run_map(uri):
-    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", writer="thread")
     searches = []
     real_search = tracker.client.search_runs
-    tracker._spool.applier.client.search_runs = lambda *a, **k: searches.append(a) or real_search(*a, **k)
+    tracker._spool.writer.applier.client.search_runs = lambda *a, **k: searches.append(a) or real_search(*a, **k)
     keys = [tracker.create_run(run_name=f"r{i}", tags={}) for i in range(30)]
     for key in keys:
         tracker.log_metrics(key, [Metric("x", 1.0, 5, 0)])
@@ -433,14 +435,14 @@ def test_flush_waits_for_a_slow_tracker_while_it_takes_writes(uri):
     for step in range(10000):  # 20 writes of MERGED_UNIT (500) entries, one log_batch each
         tracker.log_metrics(run, [Metric("x", float(step), 1000 + step, step)])
     tracker.close(timeout_s=1)
-    live = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    live = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", writer="thread")
     real_log_batch = live.client.log_batch
 
     def slow_log_batch(*args, **kwargs):
         time.sleep(0.3)  # >= 6 s in all, a write every ~0.3-1.5 s (however loaded the machine)
         return real_log_batch(*args, **kwargs)
 
-    live._spool.applier.client.log_batch = slow_log_batch
+    live._spool.writer.applier.client.log_batch = slow_log_batch
     for _, _, _, entry in journal.read_journal(tracker.spool_dir / journal.JOURNAL_FILE):
         entry.pop("s")
         live._spool.append(entry)

@@ -88,7 +88,7 @@ def test_failed_trial_is_failed_with_error_and_open_runs_end_killed(uri, tmp_pat
 
 
 def test_tracker_errors_become_one_warning_never_raise_and_are_kept(uri, monkeypatch, caplog):
-    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune")
+    tracker = tracking.Tracker(tracking_uri=uri, experiment="qeu-tune", writer="thread")  # its client is replaced
     callback = MLflowTrialCallback(
         tracker=tracker, parent_run_id=None, template=make_template(), sweep_name="s", flush_every_s=0.0
     )
