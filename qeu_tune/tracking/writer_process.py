@@ -34,6 +34,9 @@ from qeu_tune.tracking.spool_state import SpoolState
 from qeu_tune.tracking.store import Applier
 
 IDLE_POLL_S = 0.1  # how often an idle writer looks for new journal lines
+# The writer yields the CPU to the trials and Tune's loop, and takes what they leave: it may
+# fall behind while a machine is full and catches up at the sweep's end (the journal holds it).
+NICENESS = 10
 
 
 class WriterProcess:
@@ -160,6 +163,10 @@ def _commands(stream: IO[str], loop: WriterLoop) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which stops us
+    try:
+        os.nice(NICENESS)
+    except OSError:
+        pass
     reports = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever a library prints goes to stderr, not into the protocol
     report_lock = threading.Lock()
