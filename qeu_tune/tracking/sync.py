@@ -11,16 +11,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from qeu_tune.core.redact import MASK, redact, redact_uri, uri_secrets
-from qeu_tune.tracking.journal import (
-    JOURNAL_FILE,
-    META_FILE,
-    SpoolLock,
-    _reject,
-    next_unit,
-    read_journal,
-    spool_root,
-    unconfirmed,
-)
+from qeu_tune.tracking.journal import spool_root, unconfirmed
+from qeu_tune.tracking.journal_file import JOURNAL_FILE, META_FILE, SpoolLock, read_journal
 from qeu_tune.tracking.spool_state import SpoolState, read_json
 from qeu_tune.tracking.store import (
     WRITER_HTTP,
@@ -30,6 +22,7 @@ from qeu_tune.tracking.store import (
     is_permanent,
     short_http_retries,
 )
+from qeu_tune.tracking.writer import next_unit, reject_entry
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +112,7 @@ def _sync_one(spool_dir: Path, tracking_uri: Optional[str], retries: int, backof
                     if err is not None:
                         summary["rejected"] += n
                         for p in pending[:n]:
-                            _reject(spool_dir, p[3], err)
+                            reject_entry(spool_dir, p[3], err)
                     seq, _, end, _ = pending[n - 1]
                     state.ack(seq + 1, end)
                     summary["entries"] += n

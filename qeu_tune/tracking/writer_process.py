@@ -29,9 +29,10 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Optional
 
-from qeu_tune.tracking.journal import JOURNAL_FILE, WriterLoop, read_journal
+from qeu_tune.tracking.journal_file import JOURNAL_FILE, read_journal
 from qeu_tune.tracking.spool_state import SpoolState
 from qeu_tune.tracking.store import Applier
+from qeu_tune.tracking.writer import WriterLoop
 
 IDLE_POLL_S = 0.1  # how often an idle writer looks for new journal lines
 # The writer yields the CPU to the trials and Tune's loop, and takes what they leave: it may

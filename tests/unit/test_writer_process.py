@@ -17,6 +17,7 @@ from test_journal import assert_recorded, record  # noqa: F401 - shared sweep th
 
 from qeu_tune.tracking import journal
 from qeu_tune.tracking import tracker as tracking
+from qeu_tune.tracking.writer import ThreadWriter
 from qeu_tune.tracking.writer_process import WriterProcess
 
 
@@ -52,7 +53,7 @@ def test_a_writer_process_that_dies_is_replaced_by_a_thread_and_nothing_is_lost(
         deadline = time.monotonic() + 30
         while tracker._spool.writer is writer and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert isinstance(tracker._spool.writer, journal.ThreadWriter)
+    assert isinstance(tracker._spool.writer, ThreadWriter)
     assert any("writer thread takes over" in r.getMessage() for r in caplog.records)
     assert tracker.close(timeout_s=30)
     assert_recorded(uri, reported, tmp_path)
