@@ -16,7 +16,9 @@ tracking, with what qeu-tune asks Ray for: ``num_cpus=os.cpu_count()``, 1 CPU pe
 ``MLflowLoggerCallback`` into SQLite. ``qeu_sqlite``: the ``qeu-tune`` console script
 (``experiment=single algo=synthetic``, random search over ``algo.params.lr``) into SQLite:
 a subprocess, so its wall time is the user's, its driver is measured alone and py-spy can
-profile it from outside. ``qeu_postgres``: the same into ``qeu-tune server`` (PostgreSQL +
+profile it from outside; its MLflow writer is a process of its own (``tracking.writer=process``,
+the default). ``qeu_sqlite_thread``: the same with the writer as a thread of the driver
+(``tracking.writer=thread``, as before 2026-12-06). ``qeu_postgres``: the same into ``qeu-tune server`` (PostgreSQL +
 ``mlflow server`` on 127.0.0.1; skipped without PostgreSQL's binaries).
 
 Per run: wall time; the sweep proper (Tune: ``tuner.fit``; qeu-tune: parent run start to its
@@ -30,8 +32,11 @@ qeu variant that gets SIGINT once N/2 trial runs are FINISHED, then times ``qeu-
 and counts again. ``--profile`` samples the ``qeu_sqlite`` driver with py-spy (cProfile when
 py-spy is missing): the top 30 functions by cumulative share.
 
+``--repeats R`` runs the variants R times, alternated (tune, qeu, tune, qeu, ...): on a VM whose
+speed drifts, the ratios of runs next to each other and of the medians say more than one pair.
+
 Prints a table row per run as it goes, then per size the ratios to ``tune`` and
-``tune_mlflow`` and the overhead per trial; writes machine, command, date, load averages and
+``tune_mlflow`` (of the medians, with each repeat's own ratio) and the overhead per trial; writes machine, command, date, load averages and
 every row to ``--output`` (default ``results/bench_scale.json``), after every row.
 """
 
@@ -53,7 +58,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("tune", "tune_mlflow", "qeu_sqlite", "qeu_postgres")
+VARIANTS = ("tune", "tune_mlflow", "qeu_sqlite", "qeu_sqlite_thread", "qeu_postgres")
 METRIC = "return_env/mean"
 STEPS = 1000  # env steps per result
 TICK = os.sysconf("SC_CLK_TCK")
@@ -303,6 +308,8 @@ def measure(args, n: int, variant: str, resume: bool) -> dict:
         cmd = [QEU, "experiment=single", "algo=synthetic", f"search.num_samples={n}", f"checkpoint_every={args.checkpoint_every}",
                f"stop.env_steps={args.results_per_trial * STEPS}", f"algo.params.steps_per_iteration={STEPS}",
                f"algo.params.step_time_s={args.step_time}", "algo.params.lr=tag(log,interval(1e-4,3e-3))"]  # fmt: skip
+        if variant == "qeu_sqlite_thread":
+            cmd.append("tracking.writer=thread")
         if profile is not None and profile.suffix == ".prof":
             cmd = [sys.executable, "-c", CPROFILE, str(profile), *cmd[1:]]
         try:
@@ -366,6 +373,42 @@ def cell(row: dict, key: str) -> str:
     return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _median(values: list) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def summarise(rows: list, n: int) -> list:
+    """Per qeu variant against ``tune`` and ``tune_mlflow``: the ratio of the median wall times
+    (and sweeps proper) and each repeat's ratio to the baseline run of the same repeat."""
+    runs = collections.defaultdict(list)
+    for row in rows:
+        if row["size"] == n and row.get("rc") == 0 and row.get("wall_s"):
+            runs[row["variant"]].append(row)
+    summary = []
+    for base in ("tune", "tune_mlflow"):
+        for name in ("qeu_sqlite", "qeu_sqlite_thread", "qeu_postgres"):
+            if not runs.get(base) or not runs.get(name):
+                continue
+            a, b = runs[name], runs[base]
+            wall_a, wall_b = _median([r["wall_s"] for r in a]), _median([r["wall_s"] for r in b])
+            s = {"size": n, "variant": name, "vs": base, "runs": [len(a), len(b)],
+                 "wall_ratio": round(wall_a / wall_b, 3), "overhead_ms_per_trial": round((wall_a - wall_b) / n * 1000, 1),
+                 "wall_ratio_each_repeat": [round(x["wall_s"] / y["wall_s"], 3) for x, y in zip(a, b)]}  # fmt: skip
+            if all(r.get("sweep_s") for r in a + b):  # the sweep proper, without start and exit
+                sweep_a, sweep_b = _median([r["sweep_s"] for r in a]), _median([r["sweep_s"] for r in b])
+                s.update(sweep_ratio=round(sweep_a / sweep_b, 3),
+                         sweep_overhead_ms_per_trial=round((sweep_a - sweep_b) / n * 1000, 1),
+                         sweep_ratio_each_repeat=[round(x["sweep_s"] / y["sweep_s"], 3) for x, y in zip(a, b)])  # fmt: skip
+            summary.append(s)
+            print(f"  N={n}: {name} / {base} ({len(a)} and {len(b)} runs, medians): wall {s['wall_ratio']}x "
+                  f"({s['overhead_ms_per_trial']:+} ms per trial; each repeat {s['wall_ratio_each_repeat']}), sweep "
+                  f"proper {s.get('sweep_ratio')}x ({s.get('sweep_overhead_ms_per_trial')} ms per trial; each repeat "
+                  f"{s.get('sweep_ratio_each_repeat')})", flush=True)  # fmt: skip
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,1000,10000")
@@ -375,6 +418,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=5, help="qeu-tune's checkpoint_every, for both")
     parser.add_argument("--keep", type=int, default=None, help="plain Tune's num_to_keep (qeu-tune keeps all)")
     parser.add_argument("--resume", action="store_true", help="also SIGINT each qeu variant at N/2 and resume it")
+    parser.add_argument("--repeats", type=int, default=1, help="run the variants this many times, alternated")
     parser.add_argument("--profile", action="store_true", help="profile the qeu_sqlite driver (py-spy or cProfile)")
     parser.add_argument("--output", type=Path, default=ROOT / "results" / "bench_scale.json")
     parser.add_argument("--tune-child", help=argparse.SUPPRESS)
@@ -402,7 +446,8 @@ def main() -> None:
            "settings": settings, "anchor_ray_release_test": ANCHOR, "rows": [], "summary": []}  # fmt: skip
     print(" | ".join(COLUMNS), flush=True)
     for n in [int(s) for s in args.sizes.split(",")]:
-        plan = [(v, False) for v in variants] + [(v, True) for v in variants if args.resume and v.startswith("qeu")]
+        plan = [(v, False) for v in variants] * max(1, args.repeats)
+        plan += [(v, True) for v in variants if args.resume and v.startswith("qeu")]
         for variant, resume in plan:
             try:
                 row = measure(args, n, variant, resume)
@@ -419,20 +464,7 @@ def main() -> None:
             out["load_average_at_end"] = os.getloadavg()
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(json.dumps(out, indent=1) + "\n")
-        rows = {r["variant"]: r for r in out["rows"] if r["size"] == n}
-        for base in ("tune", "tune_mlflow"):
-            for name in ("qeu_sqlite", "qeu_postgres"):
-                if rows.get(base, {}).get("wall_s") and rows.get(name, {}).get("wall_s"):
-                    a, b = rows[name], rows[base]
-                    s = {"size": n, "variant": name, "vs": base, "wall_ratio": round(a["wall_s"] / b["wall_s"], 3),
-                         "overhead_ms_per_trial": round((a["wall_s"] - b["wall_s"]) / n * 1000, 1)}  # fmt: skip
-                    if a.get("sweep_s") and b.get("sweep_s"):  # the sweep proper, without start and exit
-                        s.update(sweep_ratio=round(a["sweep_s"] / b["sweep_s"], 3),
-                                 sweep_overhead_ms_per_trial=round((a["sweep_s"] - b["sweep_s"]) / n * 1000, 1))  # fmt: skip
-                    out["summary"].append(s)
-                    print(f"  N={n}: {name} / {base}: wall {s['wall_ratio']}x ({s['overhead_ms_per_trial']:+} ms per "
-                          f"trial), sweep proper {s.get('sweep_ratio')}x ({s.get('sweep_overhead_ms_per_trial')} ms per trial)",
-                          flush=True)  # fmt: skip
+        out["summary"] += summarise(out["rows"], n)
         args.output.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.output}", flush=True)
 
