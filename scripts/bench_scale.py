@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import platform
@@ -129,7 +130,7 @@ def proc_sample(pid: int) -> tuple:
 
 def run(cmd, env, cwd, log, *, poll=None, profile=None) -> dict:
     """Runs ``cmd``, its output into ``log``; ``poll(pid, elapsed_s, found)`` each 0.2 s while it runs."""
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail, found = collections.deque(maxlen=40), {}
 
@@ -166,8 +167,30 @@ def run(cmd, env, cwd, log, *, poll=None, profile=None) -> dict:
     return {
         "wall_s": round(wall, 2), "rc": proc.returncode, "driver_cpu_s": cpu,
         "driver_peak_rss_mb": round(rss, 1) if rss else None,
-        "reaped_tree_cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "tail": list(tail), **found,
+        "reaped_tree_cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "tail": list(tail), "started_epoch": started,
+        **found,
     }  # fmt: skip
+
+
+def time_to_n(tmp: Path, started: float, n: int) -> dict:
+    """Seconds from the command's start until the k-th trial reported its last result, at every
+    tenth of ``n`` (the ``timestamp`` Tune adds to each result, last line of each trial's
+    ``result.json``; Tune's and qeu-tune's alike; whole seconds), and the milliseconds per trial
+    within each tenth: how the per-trial cost grows with the sweep. (The files' modification
+    times do not serve: Tune writes them out at the end.)"""
+    ends = []
+    for path in tmp.rglob("result.json"):
+        lines = path.read_text().splitlines()
+        if lines:
+            ends.append(json.loads(lines[-1])["timestamp"] - started)
+    ends.sort()
+    step = max(1, n // 10)
+    marks = {k: round(ends[k - 1], 1) for k in range(step, min(n, len(ends)) + 1, step)}
+    per_trial, last = {}, (0, 0.0)
+    for k, t in marks.items():
+        per_trial[k] = round((t - last[1]) / (k - last[0]) * 1000, 1)
+        last = (k, t)
+    return {"trials_with_results": len(ends), "time_to_n_s": marks, "ms_per_trial_by_tenth": per_trial}
 
 
 def query(url: str, sql: str, **params) -> list:
@@ -273,6 +296,14 @@ def stop_server(server, tmp: Path) -> None:
         db.stop()
 
 
+def interrupt_at_limit(args, pid: int, elapsed: float, *_, row: dict) -> None:
+    """``--time-limit``: one SIGINT (a user's Ctrl-C) once the command has run that long; the row
+    keeps what was done by then (``time_to_n_s``, runs and points in the store)."""
+    if args.time_limit and elapsed >= args.time_limit and "time_limit_sigint_s" not in row:
+        os.kill(pid, signal.SIGINT)
+        row["time_limit_sigint_s"] = round(elapsed, 1)
+
+
 def measure(args, n: int, variant: str, resume: bool) -> dict:
     expected = n * args.results_per_trial
     row = {"size": n, "variant": variant + ("+resume" if resume else ""), "load_1m_start": os.getloadavg()[0]}
@@ -284,8 +315,10 @@ def measure(args, n: int, variant: str, resume: bool) -> dict:
         if variant.startswith("tune"):
             spec = {"n": n, "results": args.results_per_trial, "step_time": args.step_time, "every": args.checkpoint_every,
                     "keep": args.keep, "storage": str(tmp / "ray_results"), "uri": url if variant == "tune_mlflow" else None}  # fmt: skip
-            row.update(run([sys.executable, __file__, "--tune-child", json.dumps(spec)], env, tmp, tmp / "out.log"))
+            child = [sys.executable, __file__, "--tune-child", json.dumps(spec)]
+            row.update(run(child, env, tmp, tmp / "out.log", poll=functools.partial(interrupt_at_limit, args, row=row)))
             row["sweep_s"] = round(row.pop("fit_s"), 2) if "fit_s" in row else None
+            row.update(time_to_n(tmp / "ray_results", row.pop("started_epoch"), n))
             return finish(args, {**row, **(read_store(url, expected) if spec["uri"] else {})}, n)
         server, uri = None, url
         if variant == "qeu_postgres":
@@ -294,8 +327,10 @@ def measure(args, n: int, variant: str, resume: bool) -> dict:
         cut, profiled = {}, args.profile and variant == "qeu_sqlite" and not resume
         profile = tmp / ("pyspy.txt" if PY_SPY else "driver.prof") if profiled else None
 
-        def poll(pid, elapsed, found):  # with --resume: SIGINT once N/2 trials are FINISHED in MLflow or
-            if resume and not cut and int(elapsed) != int(elapsed - 0.2):  # done by the progress line
+        def poll(pid, elapsed, found):
+            interrupt_at_limit(args, pid, elapsed, row=row)
+            # with --resume: SIGINT once N/2 trials are FINISHED in MLflow or done by the progress line
+            if resume and not cut and int(elapsed) != int(elapsed - 0.2):
                 done = query(url, "SELECT COUNT(*) FROM runs WHERE status = 'FINISHED' AND run_uuid IN "
                                   "(SELECT run_uuid FROM tags WHERE key = 'qeu.kind' AND value = 'trial')")  # fmt: skip
                 finished, progress = done[0][0] if done else 0, found.get("progress_done", 0)
@@ -326,6 +361,7 @@ def measure(args, n: int, variant: str, resume: bool) -> dict:
                 row["total_wall_s"] = round(row["first_wall_s"] + row["wall_s"], 2)
                 return finish(args, row, n)
             row.update(state)
+            row.update(time_to_n(tmp / "home", row.pop("started_epoch"), n))
             if profile is not None:
                 row["profile"] = top_functions(profile)
             for command, out in (("report", "report"), ("best", "best.yaml")):
@@ -419,6 +455,7 @@ def main() -> None:
     parser.add_argument("--keep", type=int, default=None, help="plain Tune's num_to_keep (qeu-tune keeps all)")
     parser.add_argument("--resume", action="store_true", help="also SIGINT each qeu variant at N/2 and resume it")
     parser.add_argument("--repeats", type=int, default=1, help="run the variants this many times, alternated")
+    parser.add_argument("--time-limit", type=float, default=None, help="SIGINT each sweep after this many seconds")
     parser.add_argument("--profile", action="store_true", help="profile the qeu_sqlite driver (py-spy or cProfile)")
     parser.add_argument("--output", type=Path, default=ROOT / "results" / "bench_scale.json")
     parser.add_argument("--tune-child", help=argparse.SUPPRESS)

@@ -98,7 +98,17 @@ def iqm(x: ArrayLike, axis: int | None = None) -> np.ndarray | float:
         >>> float(iqm([1.0, 2.0, 3.0, 10.0, 100.0]))
         5.0
     """
-    return sps.trim_mean(np.asarray(x, dtype=float), 0.25, axis=axis)
+    a = np.asarray(x, dtype=float)
+    if axis is None:
+        a, axis = a.ravel(), 0
+    n = a.shape[axis]
+    if n == 0:
+        return _NAN if a.ndim == 1 else np.full(np.delete(a.shape, axis), _NAN)
+    # scipy.stats.trim_mean's own steps (partition, slice, mean), without the ~0.1 ms its
+    # argument-checking wrapper costs a call: the live statistics call this once per result.
+    cut = n // 4
+    kept = np.partition(a, (cut, n - cut - 1), axis)
+    return np.mean(kept.take(np.arange(cut, n - cut), axis=axis), axis=axis)
 
 
 def _curve(steps: ArrayLike, values: ArrayLike) -> tuple[np.ndarray, np.ndarray, float]:

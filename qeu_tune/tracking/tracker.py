@@ -70,6 +70,16 @@ def config_key(values: Mapping[str, Any]) -> str:
     return json.dumps(kept, sort_keys=True, default=str)
 
 
+# libyaml's emitter when PyYAML has it: the same text as yaml.safe_dump, ~10x faster (each
+# trial's resolved config is dumped on the driver as the trial starts: ~15 ms in pure Python).
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def yaml_text(data: Any) -> str:
+    """``yaml.safe_dump(data, sort_keys=False)``, with libyaml's emitter when available."""
+    return yaml.dump(data, Dumper=_YAML_DUMPER, sort_keys=False)
+
+
 class Tracker:
     """The sweep's tracking facade: journaled, non-blocking writes to MLflow.
 
@@ -232,7 +242,7 @@ class Tracker:
         self._append("log_artifact", build)
 
     def log_dict_yaml(self, run_id: Optional[str], data: Any, artifact_file: str) -> None:
-        self.log_text(run_id, yaml.safe_dump(data, sort_keys=False), artifact_file)
+        self.log_text(run_id, yaml_text(data), artifact_file)
 
     def log_artifacts(self, run_id: Optional[str], local_dir: str, artifact_path: Optional[str] = None) -> None:
         """Copies ``local_dir`` into the spool now (it may change later) and journals the upload."""

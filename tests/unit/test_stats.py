@@ -383,3 +383,17 @@ def test_ranking_many_configurations_gives_each_the_values_it_has_alone(monkeypa
             assert np.array_equal(got, _alone(group[stat], 700), equal_nan=True), (name, stat)
         got = ranked.loc[name, ["poi", "poi_lo", "poi_hi"]].to_numpy(dtype=float)
         assert np.array_equal(got, _poi_alone(group["final_mean"].to_numpy(), baseline, 700), equal_nan=True), name
+
+
+def test_iqm_is_scipys_trim_mean_bit_for_bit():
+    # The live statistics compute the IQM without scipy's wrapper: same numbers, every shape.
+    rng = np.random.default_rng(3)
+    for n in range(1, 13):
+        x = rng.normal(size=n) * 10.0 ** rng.integers(-3, 4)
+        assert stats.iqm(x) == sps.trim_mean(x, 0.25)
+        m = rng.normal(size=(3, n, 2))
+        for axis in (0, 1, 2, -1):
+            assert np.array_equal(stats.iqm(m, axis=axis), sps.trim_mean(m, 0.25, axis=axis))
+        assert stats.iqm(m) == sps.trim_mean(m, 0.25, axis=None)
+    assert math.isnan(stats.iqm([]))
+    assert np.isnan(stats.iqm(np.empty((2, 0)), axis=1)).all() and stats.iqm(np.empty((2, 0)), axis=1).shape == (2,)

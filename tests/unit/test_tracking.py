@@ -177,3 +177,17 @@ def test_a_sweep_that_loses_the_race_to_create_or_tag_the_experiment_reads_it_ba
     rival.create_experiment("untagged-too")
     with pytest.raises(MlflowException, match="permission denied"):
         store.ensure_experiment(Broken(uri), "untagged-too", uri)
+
+
+def test_a_trials_config_yaml_is_the_text_yaml_safe_dump_writes():
+    # The tracker dumps each trial's config with libyaml's emitter: byte for byte the same text.
+    configs = [make_template([]).base, make_template(["experiment=single", "algo=synthetic"]).base]
+    tricky = {
+        "unicode": "Wegpunkt Ü → 目標",
+        "long": "word " * 40,
+        "floats": [0.1, 1e-300, float("inf"), float("-inf"), -0.0, 3.0],
+        "strings_like_values": ["yes", "null", "1e3", "0x10", "", " padded ", "a: b", "#x", "multi\nline"],
+        "nested": {"empty_list": [], "empty_map": {}, "none": None, "flag": True, 7: "int key"},
+    }
+    for data in [*configs, tricky]:
+        assert tracking.yaml_text(data) == yaml.safe_dump(data, sort_keys=False)
