@@ -57,6 +57,10 @@ def total_trials(param_space: Mapping[str, Any], num_samples: int) -> int:
     return total
 
 
+# Tune's last status table lists every trial (10,000 lines for a 10,000-trial sweep); past this
+# many it is cut like the live tables: the sweep's summary ranks the configurations below it.
+FULL_FINAL_TABLE = 100
+
 ERROR_TABLE = "Number of errored trials:"  # how Tune's errored-trials table starts (Ray 2.60)
 
 
@@ -69,8 +73,9 @@ def without_error_table(status: str) -> str:
 def make_progress_reporter(
     *, total: int, steps_per_trial: int, steps_key: str, error_table: bool = True, **kwargs: Any
 ) -> Any:
-    """A Tune ``CLIReporter`` whose status block starts with ``progress_line`` (and, with
-    ``error_table=False``, leaves out Tune's errored-trials table: ``without_error_table``)."""
+    """A Tune ``CLIReporter`` whose status block starts with ``progress_line``, whose last table
+    lists every trial only up to ``FULL_FINAL_TABLE`` trials, and which (with
+    ``error_table=False``) leaves out Tune's errored-trials table: ``without_error_table``."""
     from ray.tune import CLIReporter
 
     class SweepProgressReporter(CLIReporter):
@@ -86,7 +91,8 @@ def make_progress_reporter(
                 elapsed_s=time.time() - self._qeu_start,
                 steps_key=steps_key,
             )
-            status = super()._progress_str(trials, done, line, *sys_info, **kw)
+            full = done and len(trials) <= FULL_FINAL_TABLE
+            status = super()._progress_str(trials, full, line, *sys_info, **kw)
             return status if error_table else without_error_table(status)
 
     return SweepProgressReporter(**kwargs)

@@ -80,3 +80,28 @@ def test_tunes_own_resume_hint_is_dropped_beside_qeu_tunes():
         logger.removeHandler(handler)
         logger.setLevel(level)
     assert seen == ["Total run time: 3.00 seconds", hint]
+
+
+def test_the_last_status_table_lists_every_trial_only_for_small_sweeps():
+    from ray.tune.experiment import Trial
+
+    from qeu_tune.engine.progress import FULL_FINAL_TABLE, make_progress_reporter
+
+    class StubTrial(Trial):  # a trial without storage: Tune's table only asks for its paths
+        local_experiment_path = local_path = "/tmp/sweep"
+
+    def status_rows(n: int) -> int:
+        trials = []
+        for i in range(n):
+            t = StubTrial("__fake", config={"lr": 0.001 * (i + 1)}, stub=True, trial_id=f"t{i:05d}")
+            t.status = "TERMINATED"
+            t.update_last_result({"progress/env_steps": 1000, "training_iteration": 1})
+            trials.append(t)
+        reporter = make_progress_reporter(
+            total=n, steps_per_trial=1000, steps_key="progress/env_steps", print_intermediate_tables=True
+        )
+        return reporter._progress_str(trials, True).count("| TERMINATED")
+
+    assert status_rows(5) == 5
+    assert status_rows(FULL_FINAL_TABLE) == FULL_FINAL_TABLE
+    assert status_rows(FULL_FINAL_TABLE + 50) <= 20  # cut like a live table (Tune's max_progress_rows)
