@@ -29,8 +29,13 @@ it reaped (``wait4``); child runs and points of ``return_env/mean`` read from th
 database, against N and N x results; the callback's time per result (``driver/callback_ms_*``);
 ``qeu-tune report`` and ``qeu-tune best`` on the finished sweep. ``--resume`` adds a run per
 qeu variant that gets SIGINT once N/2 trial runs are FINISHED, then times ``qeu-tune resume``
-and counts again. ``--profile`` samples the ``qeu_sqlite`` driver with py-spy (cProfile when
-py-spy is missing): the top 30 functions by cumulative share.
+and counts again. ``--profile`` samples the ``qeu_sqlite`` driver and its Python descendants
+(the MLflow writer process, Ray's workers) with py-spy (cProfile of the driver when py-spy is
+missing): the top 30 functions by cumulative share, and the top 15 per process kind. Each run
+also records the time from the command's start to the k-th trial's last result at every tenth
+of N (``time_to_n_s``, ``ms_per_trial_by_tenth``: does the cost per trial grow with the sweep?).
+``--time-limit S`` sends a sweep SIGINT after S seconds (a user's Ctrl-C; the row keeps what
+was done by then), for sizes that may not finish in the time at hand.
 
 ``--repeats R`` runs the variants R times, alternated (tune, qeu, tune, qeu, ...): on a VM whose
 speed drifts, the ratios of runs next to each other and of the medians say more than one pair.
@@ -149,7 +154,8 @@ def run(cmd, env, cwd, log, *, poll=None, profile=None) -> dict:
     reader.start()
     spy = None
     if profile and PY_SPY:
-        spy_cmd = [PY_SPY, "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "50", "--nonblocking"]
+        spy_cmd = [PY_SPY, "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "50", "--nonblocking",
+                   "--subprocesses"]  # fmt: skip
         spy = subprocess.Popen([*spy_cmd, "-o", str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu, rss = None, None
     while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
@@ -254,17 +260,37 @@ def top_functions(path: Path, n: int = 30) -> dict:
             {"function": f"{fn} ({Path(f).name}:{ln})", "cum_s": round(s[3], 3), "self_s": round(s[2], 3),
              "calls": s[1]} for (f, ln, fn), s in rows]}  # fmt: skip
     cumulative, own, total = collections.Counter(), collections.Counter(), 0
+    by_process = collections.defaultdict(collections.Counter)  # --subprocesses: first frame "process PID:CMD"
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         frames = [re.sub(r":\d+\)$", ")", f).split("site-packages/")[-1] for f in stack.split(";")]
+        process = process_kind(frames.pop(0)) if frames[0].startswith("process ") else "driver"
         total += int(count)
         cumulative.update({f: int(count) for f in set(frames)})
         own[frames[-1]] += int(count)
-    share = lambda c: [{"function": f, "share": round(k / total, 4)} for f, k in c.most_common(n)]  # noqa: E731
-    return {"tool": "py-spy (all threads, active samples)", "samples": total, "top_cumulative": share(cumulative),
-            "top_self": share(own)[:15]}  # fmt: skip
+        by_process[process].update({f: int(count) for f in set(frames)})
+        by_process[process]["(all samples)"] += int(count)
+    share = lambda c, k=n: [{"function": f, "share": round(v / total, 4)} for f, v in c.most_common(k)]  # noqa: E731
+    return {"tool": "py-spy (driver and its Python descendants, all threads, active samples; shares of all samples)",
+            "samples": total, "top_cumulative": share(cumulative), "top_self": share(own)[:15],
+            "by_process": {p: share(c, 15) for p, c in sorted(by_process.items(), key=lambda kv: -kv[1]["(all samples)"])}}  # fmt: skip
+
+
+def process_kind(frame: str) -> str:
+    """py-spy's process frame (``process 123:"python -m ..."``) as a kind: the qeu-tune driver,
+    its MLflow writer process, a Ray worker (the trials), or another Ray process."""
+    cmd = frame.split(":", 1)[-1]
+    if "writer_process" in cmd:
+        return "mlflow writer process"
+    if "default_worker.py" in cmd or "ray::" in cmd:
+        return "ray workers (trials)"
+    if "qeu-tune" in cmd or "qeu_tune" in cmd:
+        return "driver"
+    words = cmd.strip('"').split()
+    script = next((w for w in words if w.endswith(".py")), words[0] if words else "?")
+    return f"other ({Path(script).name})"
 
 
 def start_server(tmp: Path, env: dict) -> tuple:
