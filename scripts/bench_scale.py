@@ -265,8 +265,14 @@ def top_functions(path: Path, n: int = 30) -> dict:
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
-        frames = [re.sub(r":\d+\)$", ")", f).split("site-packages/")[-1] for f in stack.split(";")]
-        process = process_kind(frames.pop(0)) if frames[0].startswith("process ") else "driver"
+        frames = [f if f.startswith("process ") else re.sub(r":\d+\)$", ")", f).split("site-packages/")[-1]
+                  for f in stack.split(";")]  # fmt: skip
+        # --subprocesses nests each child under its parents: "process A;process B;frames"
+        owners = [i for i, f in enumerate(frames) if f.startswith("process ")]
+        process = process_kind(frames[owners[-1]]) if owners else "driver"
+        frames = frames[owners[-1] + 1 :] if owners else frames
+        if not frames:  # a process sampled between frames
+            continue
         total += int(count)
         cumulative.update({f: int(count) for f in set(frames)})
         own[frames[-1]] += int(count)
