@@ -82,8 +82,12 @@ def test_tunes_own_resume_hint_is_dropped_beside_qeu_tunes():
     assert seen == ["Total run time: 3.00 seconds", hint]
 
 
-def test_the_last_status_table_lists_every_trial_only_for_small_sweeps():
+def test_the_last_status_table_lists_every_trial_only_for_small_sweeps(monkeypatch):
     from ray.tune.experiment import Trial
+    from ray.tune.utils import log as tune_log
+
+    # Tune's verbosity is process-global and a sweep run earlier in the session may have lowered it.
+    monkeypatch.setattr(tune_log, "verbosity", tune_log.Verbosity.V1_EXPERIMENT)
 
     from qeu_tune.engine.progress import FULL_FINAL_TABLE, make_progress_reporter
 
