@@ -70,8 +70,9 @@ def config_key(values: Mapping[str, Any]) -> str:
     return json.dumps(kept, sort_keys=True, default=str)
 
 
-# libyaml's emitter when PyYAML has it: the same text as yaml.safe_dump, ~10x faster (each
-# trial's resolved config is dumped on the driver as the trial starts: ~15 ms in pure Python).
+# libyaml's emitter when PyYAML has it: the same text as yaml.safe_dump, several times faster
+# (each trial's resolved config is dumped on the driver as the trial starts; in pure Python that
+# was ~40% of the trial callback's own time).
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
