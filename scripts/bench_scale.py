@@ -30,7 +30,7 @@ database, against N and N x results; the callback's time per result (``driver/ca
 ``qeu-tune report`` and ``qeu-tune best`` on the finished sweep. ``--resume`` adds a run per
 qeu variant that gets SIGINT once N/2 trial runs are FINISHED, then times ``qeu-tune resume``
 and counts again. ``--profile`` samples the ``qeu_sqlite`` driver and its Python descendants
-(the MLflow writer process, Ray's workers) with py-spy (cProfile of the driver when py-spy is
+(the MLflow writer process, Ray's Python daemons; Ray's trial workers did not show up in ours) with py-spy (cProfile of the driver when py-spy is
 missing): the top 30 functions by cumulative share, and the top 15 per process kind. Each run
 also records the time from the command's start to the k-th trial's last result at every tenth
 of N (``time_to_n_s``, ``ms_per_trial_by_tenth``: does the cost per trial grow with the sweep?).
@@ -286,7 +286,7 @@ def top_functions(path: Path, n: int = 30) -> dict:
 
 def process_kind(frame: str) -> str:
     """py-spy's process frame (``process 123:"python -m ..."``) as a kind: the qeu-tune driver,
-    its MLflow writer process, a Ray worker (the trials), or another Ray process."""
+    its MLflow writer process, a Ray worker (should py-spy reach one), or another process."""
     cmd = frame.split(":", 1)[-1]
     if "writer_process" in cmd:
         return "mlflow writer process"
