@@ -228,8 +228,11 @@ def read_store(url: str, expected_points: int) -> dict:
         statuses = query(url, "SELECT r.status, COUNT(*) " + CHILDREN + " GROUP BY r.status", p=parent)
         points = query(url, POINTS + "JOIN tags t ON t.run_uuid = m.run_uuid WHERE t.key = 'mlflow.parentRunId' "
                        "AND t.value = :p AND m.key = :k", p=parent, k=METRIC)  # fmt: skip
+    every = query(url, "SELECT COUNT(*) FROM metrics m" + (" JOIN tags t ON t.run_uuid = m.run_uuid WHERE t.key = "
+                  "'mlflow.parentRunId' AND t.value = :p" if sweep else ""), **({"p": sweep[0][0]} if sweep else {}))  # fmt: skip
     out = {"runs_by_status": dict(statuses), "runs": sum(n for _, n in statuses)}
     out.update(points=points[0][0] if points else 0, points_distinct=points[0][1] if points else 0)
+    out["metric_rows"] = every[0][0] if every else 0  # every key's points: what the writer carried
     out["points_expected"] = expected_points
     if sweep:
         own = query(url, "SELECT m.key, m.value, m.timestamp FROM metrics m WHERE m.run_uuid = :p AND (m.key LIKE "
@@ -426,7 +429,7 @@ def finish(args, row: dict, n: int) -> dict:
     return row
 
 
-COLUMNS = "size variant wall_s sweep_s report_s driver_cpu_s driver_peak_rss_mb runs points callback_ms_p50 " \
+COLUMNS = "size variant wall_s sweep_s report_s driver_cpu_s driver_peak_rss_mb runs points metric_rows callback_ms_p50 " \
           "callback_ms_p99 cli_report_s cli_best_s overhead_ms_per_trial rc".split()  # fmt: skip
 
 

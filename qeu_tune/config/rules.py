@@ -89,6 +89,7 @@ NUMERIC_RULES: Dict[str, Rule] = {
     "checkpoint_every": Rule(**_NONNEG, integer=True, example="checkpoint_every=10 (0: only at the end)"),
     "max_failures": Rule(low=-1, integer=True, example="max_failures=2 (-1: retry forever)"),
     "tracking.flush_every_s": Rule(**_NONNEG, example="tracking.flush_every_s=0 (journal every result at once)"),
+    "tracking.conv_every_s": Rule(**_NONNEG, example="tracking.conv_every_s=0 (conv/* with every result)"),
     "cluster.num_cpus": Rule(low=1, integer=True, nullable=True, example="cluster.num_cpus=2 (or null: all cores)"),
     "convergence.window": Rule(low=1, integer=True, example="convergence.window=5"),
     "convergence.sustain": Rule(low=1, integer=True, example="convergence.sustain=3"),

@@ -144,6 +144,9 @@ class TrackingConfig:
     # Seconds the driver holds a trial's points before journaling them. 0: at once (the
     # journal's writer batches MLflow calls, and a killed driver loses nothing journaled).
     flush_every_s: float = 0.0
+    # Seconds between a trial's live conv/* points (and always with its last result): a trial
+    # of fast iterations otherwise writes 12+ statistics per result, most of its points.
+    conv_every_s: float = 2.0
     log_rllib_metrics: bool = False  # also log RLlib's raw keys under rllib/
     # online: write to MLflow while the sweep runs (through the on-disk journal);
     # offline: journal only, no MLflow contact; upload later with `qeu-tune sync`.

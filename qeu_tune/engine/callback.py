@@ -12,6 +12,7 @@ snapshots with the experiment and ``qeu-tune resume`` restores; split, they woul
 from __future__ import annotations
 
 import logging
+import math
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ class TrialRecord:
     retries: int = 0
     perturbations: int = 0
     node: Dict[str, str] = field(default_factory=dict)  # run tags of the node it last ran on
+    conv_logged_at: float = -math.inf  # monotonic time of the last conv/* points (not in to_state)
+    conv_step: int = -1  # their env step
 
     def to_state(self) -> Dict[str, Any]:
         """Plain data for Tune's experiment checkpoint (buffered points are flushed first)."""
@@ -112,6 +115,9 @@ class MLflowTrialCallback(Callback):
         template: The sweep's trial template, to log each trial's full resolved config.
         sweep_name: Shown in run names and tags.
         flush_every_s: Metric batching interval.
+        conv_every_s: Seconds between a trial's ``conv/*`` points: a trial logs them with its
+            first result, then with the first result at least this long after the last ones, and
+            always with its last result (so the final statistics are exact); 0: every result.
         log_rllib_metrics: Also log RLlib's raw keys (``rllib/...``).
         mutable_keys: Hyperparameters a scheduler may change during a trial (PBT): their
             current values are logged as ``hparam/<key>`` on the env-step axis.
@@ -127,6 +133,7 @@ class MLflowTrialCallback(Callback):
         template: TrialTemplate,
         sweep_name: str,
         flush_every_s: float = 5.0,
+        conv_every_s: float = 0.0,
         log_rllib_metrics: bool = False,
         mutable_keys: Sequence[str] = (),
         on_trial_end: Optional[Callable[["TrialRecord", str], None]] = None,
@@ -136,6 +143,7 @@ class MLflowTrialCallback(Callback):
         self.template = template
         self.sweep_name = sweep_name
         self.flush_every_s = flush_every_s
+        self.conv_every_s = conv_every_s
         self.log_rllib_metrics = log_rllib_metrics
         self.mutable_keys = list(mutable_keys)
         self.on_trial_end_hook = on_trial_end
@@ -143,6 +151,8 @@ class MLflowTrialCallback(Callback):
         self.guard: Any = None  # qeu_tune.engine.interrupts.InterruptGuard
         self.on_resume: Optional[Callable[["MLflowTrialCallback", list], None]] = None
         self.result_s = array("d")  # seconds per on_trial_result, this driver process only
+
+    conv_every_s: float = 0.0  # a callback pickled before this setting existed (Tuner.restore)
 
     # -- driver-process wiring and Tune's experiment checkpoint ------------------
     _RUNTIME = ("tracker", "guard", "on_resume", "on_trial_end_hook")
@@ -228,6 +238,11 @@ class MLflowTrialCallback(Callback):
         self.tracker.log_dict_yaml(run_id, redact(config), RESOLVED_CONFIG_ARTIFACT)
         return record
 
+    def _final_convergence(self, record: TrialRecord) -> None:
+        """``conv/*`` at the trial's last logged step, unless they were logged there already."""
+        if record.history and record.conv_step != record.last_step:
+            self._append(record, self._convergence(record), int(time.time() * 1000), record.last_step)
+
     def _flush(self, record: TrialRecord) -> None:
         if record.pending:
             batch, record.pending = record.pending, []
@@ -238,6 +253,7 @@ class MLflowTrialCallback(Callback):
         record = self.records.get(trial.trial_id) or self._start(trial)
         if record.ended:
             return
+        self._final_convergence(record)
         self._flush(record)
         if self.on_trial_end_hook is not None:
             try:
@@ -263,8 +279,6 @@ class MLflowTrialCallback(Callback):
             self.result_s.append(time.perf_counter() - started)
 
     def _record_result(self, trial: Any, result: Dict) -> None:
-        from mlflow.entities import Metric
-
         record = self.records.get(trial.trial_id) or self._start(trial)
         node = node_tags(result)  # in the first result of each trial process (qeu_tune.engine.node)
         if node:
@@ -283,13 +297,20 @@ class MLflowTrialCallback(Callback):
         if result.get(names.EVAL_ITERATION) != iteration:  # a repeat of an earlier evaluation
             ours = {k: v for k, v in ours.items() if not k.startswith(names.EVAL_PREFIX)}
         record.history.append({k: float(v) for k, v in ours.items() if _is_number(v)})
-        ours.update(self._convergence(record))
+        if time.monotonic() - record.conv_logged_at >= self.conv_every_s:
+            ours.update(self._convergence(record))
         ours.update(self._hyperparameters(record, result, step))
-        for key, value in ours.items():
-            if _is_number(value) and value == value:  # MLflow rejects NaN in some stores
-                record.pending.append(Metric(key, float(value), now_ms, step))
+        self._append(record, ours, now_ms, step)
         if time.monotonic() - record.last_flush >= self.flush_every_s:
             self._flush(record)
+
+    @staticmethod
+    def _append(record: TrialRecord, values: Mapping[str, Any], now_ms: int, step: int) -> None:
+        from mlflow.entities import Metric
+
+        for key, value in values.items():
+            if _is_number(value) and value == value:  # MLflow rejects NaN in some stores
+                record.pending.append(Metric(key, float(value), now_ms, step))
 
     def _hyperparameters(self, record: TrialRecord, result: Mapping[str, Any], step: int) -> Dict[str, float]:
         """``hparam/<key>``: the values a result was trained with; a PBT change is also tagged.
@@ -321,7 +342,7 @@ class MLflowTrialCallback(Callback):
 
     def _convergence(self, record: TrialRecord) -> Dict[str, float]:
         """``conv/*``: the trial's convergence statistics so far (final at its end)."""
-
+        record.conv_logged_at, record.conv_step = time.monotonic(), record.last_step
         try:
             settings = settings_from_config(record.config)
             returns, rt = curves_from_history(record.history, settings.metric)
@@ -391,6 +412,7 @@ class MLflowTrialCallback(Callback):
         """Ends every run still open (interrupted sweep): KILLED, never left RUNNING."""
         for record in self.records.values():
             if not record.ended:
+                self._final_convergence(record)
                 self._flush(record)
                 self.tracker.end_run(record.run_id, status)
                 record.ended, record.status = True, status

@@ -106,6 +106,7 @@ def run_sweep(plan: SweepPlan, *, command: str = "qeu-tune") -> SweepResult:
         template=redacted_template(plan.template),
         sweep_name=sweep_name,
         flush_every_s=float(config["tracking"]["flush_every_s"]),
+        conv_every_s=float(config["tracking"]["conv_every_s"]),
         log_rllib_metrics=bool(config["tracking"]["log_rllib_metrics"]),
         mutable_keys=_mutable_keys(plan),
     )

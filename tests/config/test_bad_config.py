@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from hydra.errors import HydraException
@@ -64,15 +68,38 @@ def test_typo_in_a_typed_key_is_rejected_at_compose_time():
         compose(["search.num_seed=3"])
 
 
-def test_cli_prints_one_paragraph_exits_2_and_creates_no_run(tmp_path):
+def _cli(override: str, tmp_path):
+    """``qeu-tune OVERRIDE`` with its own Ray temp dir (short: Ray's socket paths are limited)."""
+    ray_dir = Path(tempfile.mkdtemp(prefix="qeu-bad-"))
     db = tmp_path / "mlflow.db"
     proc = subprocess.run(
-        [sys.executable, "-m", "qeu_tune.commands.main", "algo.name=a2c", f"tracking.uri=sqlite:///{db}"],
+        [sys.executable, "-m", "qeu_tune.commands.main", override, f"tracking.uri=sqlite:///{db}"],
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "RAY_TMPDIR": str(ray_dir)},
     )
+    return proc, db, ray_dir
+
+
+def _ray_processes(ray_dir: Path) -> list:
+    """Processes started for a Ray whose temp dir is ``ray_dir`` (its daemons name it)."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(ray_dir) in line]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("algo.name=a2c", "qeu-tune: error: algo.name='a2c'"),  # found by building the RLlib config
+        ("++search.space={algo:'choice(ppo,a2c)'}", "qeu-tune: error: search space: algo='a2c' is not a algo option"),
+    ],
+)
+def test_cli_prints_one_paragraph_exits_2_and_starts_neither_ray_nor_a_run(override, message, tmp_path):
+    proc, db, ray_dir = _cli(override, tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("qeu-tune: error: algo.name='a2c'")
+    assert proc.stderr.startswith(message)
     assert "Traceback" not in proc.stderr
     assert not db.exists()  # no half-written MLflow run
+    assert not any(ray_dir.iterdir()) and _ray_processes(ray_dir) == []  # Ray never wrote a session
+    shutil.rmtree(ray_dir, ignore_errors=True)

@@ -59,6 +59,50 @@ def test_the_callbacks_own_time_per_result_is_logged_on_the_parent_run(uri):
     assert len(rec.callback.__getstate__()["result_s"]) == 0
 
 
+class _MetricsTracker:
+    """Keeps the metric points a callback logs; every other tracker call is taken and dropped."""
+
+    def __init__(self):
+        self.points = []
+
+    def create_run(self, **kwargs):
+        return "run-1"
+
+    def log_metrics(self, run_id, metrics):
+        self.points += metrics
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+@pytest.mark.parametrize("end", ["complete", "interrupted"])
+def test_live_convergence_statistics_are_thinned_in_time_and_exact_at_the_trials_end(end):
+    tracker = _MetricsTracker()
+    callback = MLflowTrialCallback(
+        tracker=tracker,
+        parent_run_id=None,
+        template=make_template(),
+        sweep_name="s",
+        flush_every_s=0.0,
+        conv_every_s=3600.0,
+    )
+    trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, error_file=None)
+    callback.on_trial_start(0, [], trial)
+    steps = np.arange(1000, 10001, 1000)
+    returns = ramp({"algo.params.lr": 0.001}, 0, steps)
+    for i, (step, value) in enumerate(zip(steps, returns)):
+        result = {names.ENV_STEPS: float(step), names.RETURN_ENV_MEAN: float(value), names.ITERATION: float(i + 1)}
+        callback.on_trial_result(0, [], trial, result)
+    if end == "complete":
+        callback.on_trial_complete(0, [], trial)
+    else:
+        callback.close_open_runs()
+    conv = [m for m in tracker.points if m.key == "conv/final_mean"]
+    assert [m.step for m in conv] == [1000, 10000]  # the first result and the trial's last one
+    assert conv[-1].value == pytest.approx(np.mean(returns[-5:]))  # the last 5 points (convergence.last_k)
+    assert len([m for m in tracker.points if m.key == names.RETURN_ENV_MEAN]) == 10  # curves: every result
+
+
 def test_a_finished_trials_record_keeps_only_its_last_values_in_tunes_snapshots(uri):
     rec = record_sweep(uri, {"a": {"algo.params.lr": 0.001}}, ramp, seeds=(0,), fail=())
     (state,) = rec.callback.get_state()["records"].values()
