@@ -30,8 +30,8 @@ database, against N and N x results; the callback's time per result (``driver/ca
 ``qeu-tune report`` and ``qeu-tune best`` on the finished sweep. ``--resume`` adds a run per
 qeu variant that gets SIGINT once N/2 trial runs are FINISHED, then times ``qeu-tune resume``
 and counts again. ``--profile`` samples the ``qeu_sqlite`` driver and its Python descendants
-(the MLflow writer process, Ray's Python daemons; Ray's trial workers did not show up in ours) with py-spy (cProfile of the driver when py-spy is
-missing): the top 30 functions by cumulative share, and the top 15 per process kind. Each run
+(the MLflow writer process, Ray's Python daemons; Ray's trial workers did not show up in ours)
+with py-spy (cProfile of the driver when py-spy is missing): the top 30 functions by cumulative share, and the top 15 per process kind. Each run
 also records the time from the command's start to the k-th trial's last result at every tenth
 of N (``time_to_n_s``, ``ms_per_trial_by_tenth``: does the cost per trial grow with the sweep?).
 ``--time-limit S`` sends a sweep SIGINT after S seconds (a user's Ctrl-C; the row keeps what
@@ -213,7 +213,9 @@ def query(url: str, sql: str, **params) -> list:
 
 
 CHILDREN = "FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE t.key = 'mlflow.parentRunId' AND t.value = :p"
-POINTS = "SELECT COUNT(*), COUNT(DISTINCT m.run_uuid || ':' || m.step) FROM metrics m "
+# Points of METRIC (all, and distinct run/step pairs), and every metric row: what the writer carried.
+POINTS = ("SELECT COUNT(CASE WHEN m.key = :k THEN 1 END), COUNT(DISTINCT CASE WHEN m.key = :k THEN "
+          "m.run_uuid || ':' || m.step END), COUNT(*) FROM metrics m ")  # fmt: skip
 
 
 def read_store(url: str, expected_points: int) -> dict:
@@ -222,17 +224,15 @@ def read_store(url: str, expected_points: int) -> dict:
                        "t.run_uuid = r.run_uuid WHERE t.key = 'qeu.kind' AND t.value = 'sweep'")  # fmt: skip
     if not sweep:
         statuses = query(url, "SELECT status, COUNT(*) FROM runs GROUP BY status")
-        points = query(url, POINTS + "WHERE m.key = :k", k=METRIC)
+        points = query(url, POINTS, k=METRIC)
     else:
         parent, start, end = sweep[0]
         statuses = query(url, "SELECT r.status, COUNT(*) " + CHILDREN + " GROUP BY r.status", p=parent)
         points = query(url, POINTS + "JOIN tags t ON t.run_uuid = m.run_uuid WHERE t.key = 'mlflow.parentRunId' "
-                       "AND t.value = :p AND m.key = :k", p=parent, k=METRIC)  # fmt: skip
-    every = query(url, "SELECT COUNT(*) FROM metrics m" + (" JOIN tags t ON t.run_uuid = m.run_uuid WHERE t.key = "
-                  "'mlflow.parentRunId' AND t.value = :p" if sweep else ""), **({"p": sweep[0][0]} if sweep else {}))  # fmt: skip
+                       "AND t.value = :p", p=parent, k=METRIC)  # fmt: skip
     out = {"runs_by_status": dict(statuses), "runs": sum(n for _, n in statuses)}
     out.update(points=points[0][0] if points else 0, points_distinct=points[0][1] if points else 0)
-    out["metric_rows"] = every[0][0] if every else 0  # every key's points: what the writer carried
+    out["metric_rows"] = points[0][2] if points else 0
     out["points_expected"] = expected_points
     if sweep:
         own = query(url, "SELECT m.key, m.value, m.timestamp FROM metrics m WHERE m.run_uuid = :p AND (m.key LIKE "

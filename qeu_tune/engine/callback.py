@@ -125,6 +125,8 @@ class MLflowTrialCallback(Callback):
             (e.g. to log convergence statistics before the run is closed).
     """
 
+    conv_every_s: float = 0.0  # for a callback pickled before this setting existed (Tuner.restore)
+
     def __init__(
         self,
         *,
@@ -151,8 +153,6 @@ class MLflowTrialCallback(Callback):
         self.guard: Any = None  # qeu_tune.engine.interrupts.InterruptGuard
         self.on_resume: Optional[Callable[["MLflowTrialCallback", list], None]] = None
         self.result_s = array("d")  # seconds per on_trial_result, this driver process only
-
-    conv_every_s: float = 0.0  # a callback pickled before this setting existed (Tuner.restore)
 
     # -- driver-process wiring and Tune's experiment checkpoint ------------------
     _RUNTIME = ("tracker", "guard", "on_resume", "on_trial_end_hook")
@@ -297,11 +297,12 @@ class MLflowTrialCallback(Callback):
         if result.get(names.EVAL_ITERATION) != iteration:  # a repeat of an earlier evaluation
             ours = {k: v for k, v in ours.items() if not k.startswith(names.EVAL_PREFIX)}
         record.history.append({k: float(v) for k, v in ours.items() if _is_number(v)})
-        if time.monotonic() - record.conv_logged_at >= self.conv_every_s:
+        now = time.monotonic()
+        if now - record.conv_logged_at >= self.conv_every_s:
             ours.update(self._convergence(record))
         ours.update(self._hyperparameters(record, result, step))
         self._append(record, ours, now_ms, step)
-        if time.monotonic() - record.last_flush >= self.flush_every_s:
+        if now - record.last_flush >= self.flush_every_s:
             self._flush(record)
 
     @staticmethod
@@ -341,7 +342,8 @@ class MLflowTrialCallback(Callback):
         return {HPARAM_PREFIX + k: v for k, v in used.items() if _is_number(v)}
 
     def _convergence(self, record: TrialRecord) -> Dict[str, float]:
-        """``conv/*``: the trial's convergence statistics so far (final at its end)."""
+        """``conv/*``: the trial's convergence statistics so far (final at its end); the record
+        notes when and at which step they were last computed for logging."""
         record.conv_logged_at, record.conv_step = time.monotonic(), record.last_step
         try:
             settings = settings_from_config(record.config)
