@@ -24,6 +24,30 @@ def isolated_home(tmp_path, monkeypatch):
     return tmp_path / "qeu-home"
 
 
+@pytest.fixture(autouse=True)
+def close_trackers(monkeypatch):
+    """Stops the writer of every tracker a test opened and left open.
+
+    Each writer process polls its journal every 0.1 s until it is closed: left running
+    they stayed until pytest exited (13 after the unit tests), taking CPU from the
+    end-to-end tests on a 2-core machine.
+    """
+    from qeu_tune.tracking.tracker import Tracker
+
+    opened = []
+    init = Tracker.__init__
+
+    def tracked_init(self, *args, **kwargs):
+        opened.append(self)  # before init: a tracker whose init fails may have a writer already
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tracker, "__init__", tracked_init)
+    yield
+    for tracker in opened:
+        if getattr(tracker, "_spool", None) is not None:
+            tracker.close(timeout_s=0)  # the test is over: stop the writer, do not wait for MLflow
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for every end-to-end test (starting Ray costs ~5 s)."""

@@ -68,9 +68,16 @@ def test_typo_in_a_typed_key_is_rejected_at_compose_time():
         compose(["search.num_seed=3"])
 
 
-def _cli(override: str, tmp_path):
-    """``qeu-tune OVERRIDE`` with its own Ray temp dir (short: Ray's socket paths are limited)."""
-    ray_dir = Path(tempfile.mkdtemp(prefix="qeu-bad-"))
+@pytest.fixture
+def ray_dir():
+    """A Ray temp dir of the test's own, short (Ray's socket paths are limited), removed after."""
+    path = Path(tempfile.mkdtemp(prefix="qeu-bad-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _cli(override: str, tmp_path, ray_dir: Path):
+    """``qeu-tune OVERRIDE`` with ``ray_dir`` as its Ray temp dir."""
     db = tmp_path / "mlflow.db"
     proc = subprocess.run(
         [sys.executable, "-m", "qeu_tune.commands.main", override, f"tracking.uri=sqlite:///{db}"],
@@ -79,7 +86,7 @@ def _cli(override: str, tmp_path):
         timeout=120,
         env={**os.environ, "RAY_TMPDIR": str(ray_dir)},
     )
-    return proc, db, ray_dir
+    return proc, db
 
 
 def _ray_processes(ray_dir: Path) -> list:
@@ -95,11 +102,10 @@ def _ray_processes(ray_dir: Path) -> list:
         ("++search.space={algo:'choice(ppo,a2c)'}", "qeu-tune: error: search space: algo='a2c' is not a algo option"),
     ],
 )
-def test_cli_prints_one_paragraph_exits_2_and_starts_neither_ray_nor_a_run(override, message, tmp_path):
-    proc, db, ray_dir = _cli(override, tmp_path)
+def test_cli_prints_one_paragraph_exits_2_and_starts_neither_ray_nor_a_run(override, message, tmp_path, ray_dir):
+    proc, db = _cli(override, tmp_path, ray_dir)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(message)
     assert "Traceback" not in proc.stderr
     assert not db.exists()  # no half-written MLflow run
     assert not any(ray_dir.iterdir()) and _ray_processes(ray_dir) == []  # Ray never wrote a session
-    shutil.rmtree(ray_dir, ignore_errors=True)
